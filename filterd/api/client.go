@@ -1,0 +1,159 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+)
+
+// ErrDaemonNotRunning: nothing listens on the socket.
+var ErrDaemonNotRunning = errors.New("filterd is not running")
+
+// Client talks to filterd over its unix socket.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// NewClient returns a client for the daemon listening on socket
+// (DefaultSocket if empty).
+func NewClient(socket string) *Client {
+	if socket == "" {
+		socket = DefaultSocket
+	}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		MaxIdleConns:    4,
+		IdleConnTimeout: 30 * time.Second,
+	}
+	return &Client{socket: socket, http: &http.Client{Transport: tr}}
+}
+
+// Socket is the socket path the client uses.
+func (c *Client) Socket() string { return c.socket }
+
+func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://filterd"+path, body)
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var ne *net.OpError
+		if errors.As(err, &ne) && ne.Op == "dial" {
+			return fmt.Errorf("%w (no daemon on %s: start it with `filterd` or point --socket at it)", ErrDaemonNotRunning, c.socket)
+		}
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: read response: %w", method, path, err)
+	}
+	if resp.StatusCode >= 300 {
+		var e Error
+		if json.Unmarshal(data, &e) != nil || e.Message == "" {
+			e = Error{Code: CodeInternal, Message: fmt.Sprintf("%s %s: %s", method, path, resp.Status)}
+		}
+		return &e
+	}
+	if out == nil {
+		return nil
+	}
+	if s, ok := out.(*string); ok {
+		*s = string(data)
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("%s %s: decode response: %w", method, path, err)
+	}
+	return nil
+}
+
+func vnicPath(name string) string { return "/" + Version + "/vnics/" + url.PathEscape(name) }
+
+// Version asks the daemon for its version.
+func (c *Client) Version(ctx context.Context) (*VersionInfo, error) {
+	var v VersionInfo
+	return &v, c.do(ctx, http.MethodGet, "/"+Version+"/version", nil, &v)
+}
+
+// Check runs the daemon's kernel feature probe.
+func (c *Client) Check(ctx context.Context) (*CheckReport, error) {
+	var r CheckReport
+	return &r, c.do(ctx, http.MethodGet, "/"+Version+"/check", nil, &r)
+}
+
+// Filters lists the registered filters.
+func (c *Client) Filters(ctx context.Context) ([]FilterInfo, error) {
+	var fs []FilterInfo
+	return fs, c.do(ctx, http.MethodGet, "/"+Version+"/filters", nil, &fs)
+}
+
+// VNICs lists the protected vNICs and their chains (no counters).
+func (c *Client) VNICs(ctx context.Context) ([]VNIC, error) {
+	var vs []VNIC
+	return vs, c.do(ctx, http.MethodGet, "/"+Version+"/vnics", nil, &vs)
+}
+
+// VNIC shows one vNIC with its counters.
+func (c *Client) VNIC(ctx context.Context, name string) (*VNIC, error) {
+	var v VNIC
+	return &v, c.do(ctx, http.MethodGet, vnicPath(name), nil, &v)
+}
+
+// SetChain creates the chain of vnic with all its filters at once.
+func (c *Client) SetChain(ctx context.Context, vnic string, req ChainRequest) (*VNIC, error) {
+	var v VNIC
+	return &v, c.do(ctx, http.MethodPut, vnicPath(vnic), req, &v)
+}
+
+// Attach adds one filter to vnic's chain, creating the chain if needed.
+func (c *Client) Attach(ctx context.Context, vnic string, req AttachRequest) (*VNIC, error) {
+	var v VNIC
+	return &v, c.do(ctx, http.MethodPost, vnicPath(vnic)+"/filters", req, &v)
+}
+
+// Detach removes vnic's whole chain.
+func (c *Client) Detach(ctx context.Context, vnic string) error {
+	return c.do(ctx, http.MethodDelete, vnicPath(vnic), nil, nil)
+}
+
+// DetachSlot removes the filter in slot of vnic's chain.
+func (c *Client) DetachSlot(ctx context.Context, vnic string, slot int) error {
+	return c.do(ctx, http.MethodDelete, vnicPath(vnic)+"/filters/"+strconv.Itoa(slot), nil, nil)
+}
+
+// Metrics returns the Prometheus exposition text.
+func (c *Client) Metrics(ctx context.Context) (string, error) {
+	var s string
+	return s, c.do(ctx, http.MethodGet, "/metrics", nil, &s)
+}
+
+// IsCode reports whether err is an API error with the given code.
+func IsCode(err error, code string) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == code
+}

@@ -1,0 +1,174 @@
+// Package api is filterd's HTTP/JSON API, version 1: the request and
+// response types, the error codes, and a client (Client) used by vfctl, the
+// libvirt hook and the control-VM agent.
+//
+// The API is served on a unix socket (DefaultSocket; access is the
+// socket's file mode, root only by default). Paths are versioned:
+//
+//	GET    /v1/version                      Version
+//	GET    /v1/check                        CheckReport (kernel feature probe)
+//	GET    /v1/filters                      []FilterInfo (registered filters)
+//	GET    /v1/vnics                        []VNIC
+//	GET    /v1/vnics/{vnic}                 VNIC, with counters
+//	PUT    /v1/vnics/{vnic}                 ChainRequest -> VNIC: create the chain with all its filters at once
+//	DELETE /v1/vnics/{vnic}                 detach the whole chain
+//	POST   /v1/vnics/{vnic}/filters         AttachRequest -> VNIC: add one filter (creates the chain if needed)
+//	DELETE /v1/vnics/{vnic}/filters/{slot}  remove one filter
+//	GET    /metrics                         Prometheus text format
+//
+// Errors are returned with a 4xx/5xx status and an Error body.
+package api
+
+import "github.com/vnicfilter/vnicfilter/sdk"
+
+// Version is the API version in paths.
+const Version = "v1"
+
+// DefaultSocket is where filterd listens by default.
+const DefaultSocket = "/run/vnicfilter/filterd.sock"
+
+// FilterSpec names a filter and configures one instance of it.
+type FilterSpec struct {
+	// Name of a registered filter (GET /v1/filters).
+	Name string `json:"name"`
+	// Params are the instance's parameters, checked against the filter's
+	// schema.
+	Params map[string]string `json:"params,omitempty"`
+	// FailMode overrides the filter's default: "closed" or "open".
+	FailMode string `json:"failmode,omitempty"`
+	// Directions limits the instance to "from-vm" or "to-vm"; default:
+	// the directions the filter declares.
+	Directions string `json:"directions,omitempty"`
+}
+
+// ChainRequest creates a vNIC's chain with its filters in order (slot 0
+// first). The dispatchers are attached only once every filter is loaded.
+type ChainRequest struct {
+	Filters []FilterSpec `json:"filters"`
+	// Owner is free text recording who asked (e.g. "libvirt:web01").
+	Owner string `json:"owner,omitempty"`
+}
+
+// AttachRequest adds one filter to a vNIC's chain.
+type AttachRequest struct {
+	// Slot to use; nil means the first free slot after the last used one.
+	Slot   *int       `json:"slot,omitempty"`
+	Filter FilterSpec `json:"filter"`
+}
+
+// Counter is a packets/bytes pair.
+type Counter struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// Verdicts counts what happened to frames in one slot and direction.
+type Verdicts struct {
+	Continue   Counter `json:"continue"`
+	Drop       Counter `json:"drop"`
+	Punt       Counter `json:"punt"`
+	Redirect   Counter `json:"redirect"`
+	Consumed   Counter `json:"consumed"`
+	FailClosed Counter `json:"fail_closed"`
+	FailOpen   Counter `json:"fail_open"`
+}
+
+// ChainCounters are the chain-level counters of one direction.
+type ChainCounters struct {
+	// Entered: frames the dispatcher saw.
+	Entered Counter `json:"entered"`
+	// Passed: frames that left the chain allowed.
+	Passed Counter `json:"passed"`
+	// Dropped: frames any slot or the framework dropped.
+	Dropped Counter `json:"dropped"`
+}
+
+// Slot is one filter instance in a chain.
+type Slot struct {
+	Slot       int               `json:"slot"`
+	Filter     string            `json:"filter"`
+	Version    string            `json:"version"`
+	FailMode   string            `json:"failmode"`
+	Directions string            `json:"directions"`
+	Params     map[string]string `json:"params,omitempty"`
+	FastPath   bool              `json:"fast_path"`
+	SlowPath   bool              `json:"slow_path"`
+	// SlowPathState: "running", "down", "stalled" or "panicked"; empty
+	// for a filter without a slow path.
+	SlowPathState string `json:"slow_path_state,omitempty"`
+	// Verdicts by direction ("from-vm", "to-vm"); filled by GET of one vNIC.
+	Verdicts map[string]Verdicts `json:"verdicts,omitempty"`
+	// Counters the filter itself reports.
+	Counters []sdk.Counter `json:"counters,omitempty"`
+}
+
+// VNIC is a protected device and its chain.
+type VNIC struct {
+	Name    string `json:"name"`
+	Ifindex int    `json:"ifindex"`
+	// Mode is the attach mode: "tcx" or "clsact".
+	Mode  string `json:"mode"`
+	Owner string `json:"owner,omitempty"`
+	Slots []Slot `json:"slots"`
+	// Chain counters by direction; filled by GET of one vNIC.
+	Chain map[string]ChainCounters `json:"chain,omitempty"`
+}
+
+// FilterInfo describes a registered filter.
+type FilterInfo struct {
+	Name       string          `json:"name"`
+	Version    string          `json:"version"`
+	Summary    string          `json:"summary"`
+	Directions string          `json:"directions"`
+	FailMode   string          `json:"failmode"`
+	FastPath   bool            `json:"fast_path"`
+	SlowPath   bool            `json:"slow_path"`
+	Params     []sdk.ParamSpec `json:"params,omitempty"`
+}
+
+// Feature is one line of the kernel feature probe.
+type Feature struct {
+	Name string `json:"name"`
+	// OK is true when the feature is present and works.
+	OK bool `json:"ok"`
+	// Required features make filterd refuse to start when missing.
+	Required bool   `json:"required"`
+	Detail   string `json:"detail,omitempty"`
+}
+
+// CheckReport is the result of the kernel feature probe.
+type CheckReport struct {
+	Kernel   string    `json:"kernel"`
+	Mode     string    `json:"mode"`
+	Features []Feature `json:"features"`
+}
+
+// VersionInfo answers GET /v1/version.
+type VersionInfo struct {
+	Version    string `json:"version"`
+	API        string `json:"api"`
+	ABI        int    `json:"abi"`
+	BPFFSRoot  string `json:"bpffs_root"`
+	AttachMode string `json:"attach_mode"`
+}
+
+// Error codes, stable for scripts.
+const (
+	CodeUnknownFilter = "unknown_filter"
+	CodeInvalidParam  = "invalid_param"
+	CodeNoSuchDevice  = "no_such_device"
+	CodeSlotTaken     = "slot_taken"
+	CodeNotAttached   = "not_attached"
+	CodeAlreadyExists = "already_attached"
+	CodeNotSupported  = "not_supported"
+	CodeBadRequest    = "bad_request"
+	CodeInternal      = "internal"
+)
+
+// Error is the body of every non-2xx response.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"error"`
+}
+
+func (e *Error) Error() string { return e.Message }

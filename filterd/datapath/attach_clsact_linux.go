@@ -1,0 +1,98 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/vnicfilter/vnicfilter/sdk"
+)
+
+// The cls_bpf filter vnicfilter owns on a clsact hook: first priority and
+// a fixed handle, so a restarted filterd finds it and other tc users' filters
+// run after ours.
+const (
+	clsactPrio   = 1
+	clsactHandle = 0x7f5a
+)
+
+func clsactParent(dir sdk.Direction) uint32 {
+	if dir == sdk.ToVM {
+		return netlink.HANDLE_MIN_EGRESS
+	}
+	return netlink.HANDLE_MIN_INGRESS
+}
+
+func ensureClsact(ifindex int) error {
+	q := &netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
+		QdiscType:  "clsact",
+	}
+	if err := netlink.QdiscAdd(q); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("add clsact qdisc: %w", err)
+	}
+	return nil
+}
+
+func clsactFilter(ifindex int, dir sdk.Direction, prog *ebpf.Program) *netlink.BpfFilter {
+	f := &netlink.BpfFilter{
+		FilterAttrs: netlink.FilterAttrs{
+			LinkIndex: ifindex,
+			Parent:    clsactParent(dir),
+			Handle:    clsactHandle,
+			Priority:  clsactPrio,
+			Protocol:  unix.ETH_P_ALL,
+		},
+		Name:         "vnicfilter_" + dir.String(),
+		DirectAction: true,
+		Fd:           -1,
+	}
+	if prog != nil {
+		f.Fd = prog.FD()
+	}
+	return f
+}
+
+// attachClsact puts prog on the clsact hook of dir. The kernel keeps the
+// filter (and so the program) after filterd exits.
+func attachClsact(ifindex int, dir sdk.Direction, prog *ebpf.Program) error {
+	if err := ensureClsact(ifindex); err != nil {
+		return err
+	}
+	return netlink.FilterReplace(clsactFilter(ifindex, dir, prog))
+}
+
+func detachClsact(ifindex int, dir sdk.Direction) error {
+	err := netlink.FilterDel(clsactFilter(ifindex, dir, nil))
+	if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) && !errors.Is(err, unix.EINVAL) {
+		return err
+	}
+	return nil
+}
+
+// checkClsact verifies both of our cls_bpf filters are still on the device.
+func checkClsact(ifindex int) error {
+	link, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return fmt.Errorf("ifindex %d: %w", ifindex, ErrNoSuchDevice)
+	}
+	for _, dir := range []sdk.Direction{sdk.FromVM, sdk.ToVM} {
+		fs, err := netlink.FilterList(link, clsactParent(dir))
+		if err != nil {
+			return fmt.Errorf("list %s filters: %w", dir, err)
+		}
+		found := false
+		for _, f := range fs {
+			if bf, ok := f.(*netlink.BpfFilter); ok && bf.Handle == clsactHandle && bf.Priority == clsactPrio {
+				found = true
+			}
+		}
+		if !found {
+			return fmt.Errorf("clsact %s filter missing: %w", dir, ErrNotAttached)
+		}
+	}
+	return nil
+}

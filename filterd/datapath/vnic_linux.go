@@ -1,0 +1,537 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/vnicfilter/vnicfilter/sdk"
+)
+
+// DefaultRoot is the bpffs directory vnicfilter pins under.
+const DefaultRoot = "/sys/fs/bpf/vnicfilter"
+
+// infoMap is the pinned one-entry map recording who a vNIC directory
+// belongs to, so a restarted filterd can tell a live datapath from one left
+// by a device that was deleted and whose name was reused.
+const infoMap = "vf_info"
+
+type info struct {
+	Ifindex uint32
+	Mode    uint32
+	ABI     uint32
+	_       uint32
+	Created uint64 // unix nanoseconds
+}
+
+// Options configure a Datapath. The zero value is the production default.
+type Options struct {
+	// Root is the bpffs directory to pin under; DefaultRoot if empty. It
+	// must be on a bpf filesystem.
+	Root string
+	// Mode selects tcx or clsact; ModeAuto probes.
+	Mode Mode
+}
+
+// Datapath creates, adopts and removes per-vNIC chains.
+type Datapath struct {
+	root string
+	mode Mode
+}
+
+// New checks the bpffs root and resolves the attach mode.
+func New(opts Options) (*Datapath, error) {
+	root := opts.Root
+	if root == "" {
+		root = DefaultRoot
+	}
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, fmt.Errorf("create bpffs directory %s: %w", root, err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(root, &st); err != nil {
+		return nil, fmt.Errorf("statfs %s: %w", root, err)
+	}
+	if st.Type != unix.BPF_FS_MAGIC {
+		return nil, fmt.Errorf("%s is not on a bpf filesystem (mount -t bpf bpf /sys/fs/bpf): %w", root, sdk.ErrNotSupported)
+	}
+	mode := opts.Mode
+	if mode == ModeAuto {
+		if HaveTCX() == nil {
+			mode = ModeTCX
+		} else {
+			mode = ModeClsact
+		}
+	}
+	return &Datapath{root: root, mode: mode}, nil
+}
+
+// Root is the bpffs directory in use.
+func (d *Datapath) Root() string { return d.root }
+
+// Mode is the attach mode new vNICs get.
+func (d *Datapath) Mode() Mode { return d.mode }
+
+// VNIC is the datapath of one protected device.
+type VNIC struct {
+	Name    string
+	Ifindex int
+	Mode    Mode
+
+	dir    string
+	chain  *ebpf.Map
+	slots  *ebpf.Map
+	stats  *ebpf.Map
+	info   *ebpf.Map
+	skip   *ebpf.Program
+	links  [sdk.NumDirections]link.Link
+	progs  [sdk.NumDirections]*ebpf.Program
+	filled [sdk.MaxSlots]bool // slots holding a program (filter or skip)
+}
+
+// Maps returns the vNIC maps a filter instance's fast path is loaded with.
+func (v *VNIC) Maps() map[string]*ebpf.Map {
+	return map[string]*ebpf.Map{sdk.MapChain: v.chain, sdk.MapSlots: v.slots, sdk.MapStats: v.stats}
+}
+
+// SlotDir is the bpffs directory of the instance in slot.
+func (v *VNIC) SlotDir(slot int) string { return filepath.Join(v.dir, fmt.Sprintf("slot%d", slot)) }
+
+// Dir is the vNIC's bpffs directory.
+func (v *VNIC) Dir() string { return v.dir }
+
+func validName(name string) error {
+	if name == "" || len(name) >= unix.IFNAMSIZ || strings.ContainsAny(name, "/ \t\n") || name == "." || name == ".." {
+		return fmt.Errorf("device name %q: %w", name, ErrNoSuchDevice)
+	}
+	return nil
+}
+
+// Create builds the datapath of device name: maps, then whatever prepare
+// puts in the slots (filterd loads the chain there), then the dispatchers
+// on both tc hooks. The hooks are attached last, so no frame crosses the
+// device before the whole chain is in place. On error nothing is left.
+func (d *Datapath) Create(name string, prepare func(*VNIC) error) (_ *VNIC, err error) {
+	if err := validName(name); err != nil {
+		return nil, err
+	}
+	iface, err := net.InterfaceByName(name)
+	if err != nil {
+		return nil, fmt.Errorf("device %s: %w", name, ErrNoSuchDevice)
+	}
+	dir := filepath.Join(d.root, name)
+	if _, err := os.Stat(filepath.Join(dir, infoMap)); err == nil {
+		return nil, fmt.Errorf("%s: %w", name, ErrAlreadyAttached)
+	}
+	// A directory without vf_info is debris of an interrupted create.
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, fmt.Errorf("clear %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", dir, err)
+	}
+	v := &VNIC{Name: name, Ifindex: iface.Index, Mode: d.mode, dir: dir}
+	defer func() {
+		if err != nil {
+			v.destroy()
+		}
+	}()
+	spec, err := loadDispatcher()
+	if err != nil {
+		return nil, err
+	}
+	if err := v.loadDispatcher(spec, nil); err != nil {
+		return nil, err
+	}
+	for name, m := range map[string]*ebpf.Map{sdk.MapChain: v.chain, sdk.MapSlots: v.slots, sdk.MapStats: v.stats} {
+		if err := m.Pin(filepath.Join(dir, name)); err != nil {
+			return nil, fmt.Errorf("pin %s: %w", name, err)
+		}
+	}
+	if prepare != nil {
+		if err := prepare(v); err != nil {
+			return nil, err
+		}
+	}
+	if err := v.attach(); err != nil {
+		return nil, err
+	}
+	// vf_info last: its presence marks a complete datapath.
+	im, err := ebpf.NewMap(&ebpf.MapSpec{Name: infoMap, Type: ebpf.Array, KeySize: 4, ValueSize: 24, MaxEntries: 1})
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", infoMap, err)
+	}
+	v.info = im
+	in := info{Ifindex: uint32(v.Ifindex), Mode: uint32(v.Mode), ABI: sdk.ABIVersion, Created: uint64(time.Now().UnixNano())}
+	if err := im.Put(uint32(0), in); err != nil {
+		return nil, fmt.Errorf("write %s: %w", infoMap, err)
+	}
+	if err := im.Pin(filepath.Join(dir, infoMap)); err != nil {
+		return nil, fmt.Errorf("pin %s: %w", infoMap, err)
+	}
+	return v, nil
+}
+
+// loadDispatcher loads the dispatcher programs, creating the vNIC maps or
+// reusing the given ones.
+func (v *VNIC) loadDispatcher(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) error {
+	var objs dispatcherObjects
+	opts := &ebpf.CollectionOptions{MapReplacements: maps}
+	if err := spec.LoadAndAssign(&objs, opts); err != nil {
+		return fmt.Errorf("load dispatcher for %s: %w", v.Name, err)
+	}
+	v.chain, v.slots, v.stats = objs.VfChain, objs.VfSlots, objs.VfStats
+	v.progs[sdk.FromVM], v.progs[sdk.ToVM] = objs.VfFromVm, objs.VfToVm
+	v.skip = objs.VfSkip
+	return nil
+}
+
+func (v *VNIC) linkPin(dir sdk.Direction) string {
+	return filepath.Join(v.dir, "link_"+strings.ReplaceAll(dir.String(), "-", "_"))
+}
+
+func (v *VNIC) attach() error {
+	for _, dir := range []sdk.Direction{sdk.FromVM, sdk.ToVM} {
+		switch v.Mode {
+		case ModeTCX:
+			at := ebpf.AttachTCXIngress
+			if dir == sdk.ToVM {
+				at = ebpf.AttachTCXEgress
+			}
+			l, err := link.AttachTCX(link.TCXOptions{Interface: v.Ifindex, Program: v.progs[dir], Attach: at, Anchor: link.Head()})
+			if err != nil {
+				return fmt.Errorf("attach dispatcher to %s %s (tcx): %w", v.Name, dir, err)
+			}
+			v.links[dir] = l
+			if err := l.Pin(v.linkPin(dir)); err != nil {
+				return fmt.Errorf("pin %s %s link: %w", v.Name, dir, err)
+			}
+		case ModeClsact:
+			if err := attachClsact(v.Ifindex, dir, v.progs[dir]); err != nil {
+				return fmt.Errorf("attach dispatcher to %s %s (clsact): %w", v.Name, dir, err)
+			}
+		default:
+			return fmt.Errorf("attach %s: unresolved mode %v", v.Name, v.Mode)
+		}
+	}
+	return nil
+}
+
+// Adopt re-opens the pinned datapath of device name after a filterd
+// restart. The kernel objects are not touched: frames keep flowing through
+// the chain as they did. It fails with ErrNotAttached if there is no
+// complete datapath, and with ErrNoSuchDevice if the device it was built
+// for is gone (call Remove to clear the pins).
+func (d *Datapath) Adopt(name string) (_ *VNIC, err error) {
+	if err := validName(name); err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(d.root, name)
+	im, err := ebpf.LoadPinnedMap(filepath.Join(dir, infoMap), nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, ErrNotAttached)
+	}
+	v := &VNIC{Name: name, dir: dir, info: im}
+	defer func() {
+		if err != nil {
+			v.Close()
+		}
+	}()
+	var in info
+	if err := im.Lookup(uint32(0), &in); err != nil {
+		return nil, fmt.Errorf("read %s of %s: %w", infoMap, name, err)
+	}
+	v.Ifindex, v.Mode = int(in.Ifindex), Mode(in.Mode)
+	iface, err := net.InterfaceByName(name)
+	if err != nil || iface.Index != v.Ifindex {
+		return nil, fmt.Errorf("%s (ifindex %d): %w", name, v.Ifindex, ErrNoSuchDevice)
+	}
+	maps := map[string]*ebpf.Map{}
+	defer func() {
+		for _, m := range maps {
+			m.Close()
+		}
+	}()
+	for _, n := range []string{sdk.MapChain, sdk.MapSlots, sdk.MapStats} {
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, n), nil)
+		if err != nil {
+			return nil, fmt.Errorf("open pinned %s of %s: %w", n, name, err)
+		}
+		maps[n] = m
+	}
+	// Programs are reloaded only to have the skip program at hand for
+	// chain edits; the attached dispatchers stay as they are.
+	spec, err := loadDispatcher()
+	if err != nil {
+		return nil, err
+	}
+	if err := v.loadDispatcher(spec, maps); err != nil {
+		return nil, err
+	}
+	if v.Mode == ModeTCX {
+		for _, dir := range []sdk.Direction{sdk.FromVM, sdk.ToVM} {
+			l, err := link.LoadPinnedLink(v.linkPin(dir), nil)
+			if err != nil {
+				return nil, fmt.Errorf("open pinned %s link of %s: %w", dir, name, err)
+			}
+			v.links[dir] = l
+		}
+	} else if err := checkClsact(v.Ifindex); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	for i := range sdk.MaxSlots {
+		var id uint32
+		if err := v.chain.Lookup(sdk.ChainIndex(sdk.FromVM, i), &id); err == nil {
+			v.filled[i] = true
+		}
+	}
+	return v, nil
+}
+
+// Pinned lists the vNIC directories under the root.
+func (d *Datapath) Pinned() ([]string, error) {
+	ents, err := os.ReadDir(d.root)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if e.IsDir() {
+			out = append(out, e.Name())
+		}
+	}
+	return out, nil
+}
+
+// Remove detaches and unpins the datapath of device name, whether or not
+// the device still exists. Removing what is not there is not an error.
+func (d *Datapath) Remove(name string) error {
+	if err := validName(name); err != nil {
+		return err
+	}
+	v, err := d.Adopt(name)
+	if err == nil {
+		v.destroy()
+		return nil
+	}
+	// Device gone (its hooks went with it) or a partial datapath: unpin.
+	if err := os.RemoveAll(filepath.Join(d.root, name)); err != nil {
+		return fmt.Errorf("unpin %s: %w", name, err)
+	}
+	return nil
+}
+
+// Detach removes the vNIC's datapath from the kernel: hooks first (frames
+// then pass unfiltered, as for any unprotected vNIC), then the pins.
+func (v *VNIC) Detach() error {
+	v.destroy()
+	return nil
+}
+
+func (v *VNIC) destroy() {
+	for dir, l := range v.links {
+		if l != nil {
+			_ = l.Unpin()
+			_ = l.Close()
+			v.links[dir] = nil
+		}
+	}
+	if v.Mode == ModeClsact && v.Ifindex != 0 {
+		for _, dir := range []sdk.Direction{sdk.FromVM, sdk.ToVM} {
+			_ = detachClsact(v.Ifindex, dir)
+		}
+	}
+	_ = os.RemoveAll(v.dir)
+	v.Close()
+}
+
+// Close releases the process's handles; the pinned datapath stays.
+func (v *VNIC) Close() error {
+	for _, c := range []interface{ Close() error }{v.chain, v.slots, v.stats, v.info, v.skip, v.progs[0], v.progs[1]} {
+		if c != nil && !isNilCloser(c) {
+			_ = c.Close()
+		}
+	}
+	for i, l := range v.links {
+		if l != nil {
+			_ = l.Close()
+			v.links[i] = nil
+		}
+	}
+	v.chain, v.slots, v.stats, v.info, v.skip = nil, nil, nil, nil, nil
+	v.progs = [sdk.NumDirections]*ebpf.Program{}
+	return nil
+}
+
+func isNilCloser(c interface{ Close() error }) bool {
+	switch x := c.(type) {
+	case *ebpf.Map:
+		return x == nil
+	case *ebpf.Program:
+		return x == nil
+	}
+	return false
+}
+
+// Slot is the framework's view of one chain slot.
+type Slot struct {
+	// FailOpen passes frames when the slot cannot decide.
+	FailOpen bool
+	// Dirs the instance handles; punt and heartbeat apply to these.
+	Dirs sdk.Directions
+	// Punt is the slow path's punt device per direction (0: none).
+	Punt [sdk.NumDirections]int
+}
+
+type slotValue struct {
+	Flags       uint32
+	PuntIfindex uint32
+	AliveUntil  uint64
+}
+
+// SetSlot places prog in slot (both directions: the program itself passes
+// frames of directions its instance does not handle). The slot's flags are
+// written first, so a frame never meets the program without them.
+func (v *VNIC) SetSlot(slot int, prog *ebpf.Program, s Slot) error {
+	if slot < 0 || slot >= sdk.MaxSlots {
+		return fmt.Errorf("slot %d out of range 0..%d", slot, sdk.MaxSlots-1)
+	}
+	flags := uint32(sdk.SlotPresent)
+	if s.FailOpen {
+		flags |= sdk.SlotFailOpen
+	}
+	for _, dir := range []sdk.Direction{sdk.FromVM, sdk.ToVM} {
+		val := slotValue{Flags: flags, PuntIfindex: uint32(s.Punt[dir])}
+		if err := v.slots.Put(sdk.ChainIndex(dir, slot), val); err != nil {
+			return fmt.Errorf("write slot %d of %s: %w", slot, v.Name, err)
+		}
+	}
+	for _, dir := range []sdk.Direction{sdk.FromVM, sdk.ToVM} {
+		if err := v.chain.Put(sdk.ChainIndex(dir, slot), prog); err != nil {
+			return fmt.Errorf("place program in slot %d of %s %s: %w", slot, v.Name, dir, err)
+		}
+	}
+	v.filled[slot] = true
+	return nil
+}
+
+// Heartbeat marks the slow path of slot in direction dir alive until
+// deadline; past it the slot's failure mode applies.
+func (v *VNIC) Heartbeat(slot int, dir sdk.Direction, punt int, deadline time.Time) error {
+	var val slotValue
+	key := sdk.ChainIndex(dir, slot)
+	if err := v.slots.Lookup(key, &val); err != nil {
+		return fmt.Errorf("read slot %d of %s: %w", slot, v.Name, err)
+	}
+	val.PuntIfindex = uint32(punt)
+	val.AliveUntil = 0
+	if !deadline.IsZero() {
+		val.AliveUntil = uint64(MonotonicNanos() + time.Until(deadline).Nanoseconds())
+	}
+	return v.slots.Put(key, val)
+}
+
+// ClearSlot empties slot. In the middle of the chain the pass-through
+// program takes its place, so later slots keep running; at the tail the
+// chain simply gets shorter.
+func (v *VNIC) ClearSlot(slot int) error {
+	if slot < 0 || slot >= sdk.MaxSlots {
+		return fmt.Errorf("slot %d out of range 0..%d", slot, sdk.MaxSlots-1)
+	}
+	tail := true
+	for i := slot + 1; i < sdk.MaxSlots; i++ {
+		if v.filled[i] {
+			tail = false
+		}
+	}
+	for _, dir := range []sdk.Direction{sdk.FromVM, sdk.ToVM} {
+		k := sdk.ChainIndex(dir, slot)
+		var err error
+		if tail {
+			err = v.chain.Delete(k)
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				err = nil
+			}
+		} else {
+			err = v.chain.Put(k, v.skip)
+		}
+		if err != nil {
+			return fmt.Errorf("clear slot %d of %s %s: %w", slot, v.Name, dir, err)
+		}
+		if err := v.slots.Put(k, slotValue{}); err != nil {
+			return fmt.Errorf("clear slot %d of %s: %w", slot, v.Name, err)
+		}
+	}
+	v.filled[slot] = !tail
+	if tail {
+		// Trailing pass-throughs are no longer needed.
+		for i := slot - 1; i >= 0 && v.filled[i]; i-- {
+			var val slotValue
+			if err := v.slots.Lookup(sdk.ChainIndex(sdk.FromVM, i), &val); err != nil || val.Flags&sdk.SlotPresent != 0 {
+				break
+			}
+			for _, dir := range []sdk.Direction{sdk.FromVM, sdk.ToVM} {
+				_ = v.chain.Delete(sdk.ChainIndex(dir, i))
+			}
+			v.filled[i] = false
+		}
+	}
+	return nil
+}
+
+// Counter is a packets/bytes pair.
+type Counter struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
+}
+
+// Stats holds every counter of a vNIC: [direction][slot][stat]; slot
+// sdk.ChainSlot holds the chain-level counters.
+type Stats [sdk.NumDirections][sdk.MaxSlots + 1][sdk.NumStats]Counter
+
+// Stats reads the vNIC's counters, summed over CPUs.
+func (v *VNIC) Stats() (*Stats, error) {
+	var st Stats
+	keys := make([]uint32, sdk.NumStatKeys)
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, err
+	}
+	vals := make([]Counter, sdk.NumStatKeys*ncpu)
+	var cursor ebpf.MapBatchCursor
+	n, err := v.stats.BatchLookup(&cursor, keys, vals, nil)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil, fmt.Errorf("read counters of %s: %w", v.Name, err)
+	}
+	for i := 0; i < n; i++ {
+		k := keys[i]
+		dir := k / ((sdk.MaxSlots + 1) * sdk.NumStats)
+		slot := (k / sdk.NumStats) % (sdk.MaxSlots + 1)
+		stat := k % sdk.NumStats
+		c := &st[dir][slot][stat]
+		for cpu := 0; cpu < ncpu; cpu++ {
+			c.Packets += vals[i*ncpu+cpu].Packets
+			c.Bytes += vals[i*ncpu+cpu].Bytes
+		}
+	}
+	return &st, nil
+}
+
+// MonotonicNanos is CLOCK_MONOTONIC in nanoseconds, the clock of
+// bpf_ktime_get_ns.
+func MonotonicNanos() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
+}
