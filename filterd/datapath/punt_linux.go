@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/cilium/ebpf"
 
@@ -13,10 +14,12 @@ type puntAll struct{ objs puntObjects }
 
 var _ sdk.FastPath = (*puntAll)(nil)
 
+var puntSpec = sync.OnceValues(loadPunt)
+
 // LoadPuntAll loads vf_punt_all (punt.c) for one instance: the fast path
 // filterd gives a filter with only a slow path.
 func LoadPuntAll(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
-	spec, err := loadPunt()
+	spec, err := puntSpec()
 	if err != nil {
 		return nil, err
 	}

@@ -3,10 +3,10 @@ package datapath
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -15,6 +15,9 @@ import (
 
 	"github.com/vnicfilter/vnicfilter/sdk"
 )
+
+// Parsing the embedded ELF costs more than loading it; parse once.
+var dispatcherSpec = sync.OnceValues(loadDispatcher)
 
 // DefaultRoot is the bpffs directory vnicfilter pins under.
 const DefaultRoot = "/sys/fs/bpf/vnicfilter"
@@ -123,7 +126,7 @@ func (d *Datapath) Create(name string, prepare func(*VNIC) error) (_ *VNIC, err 
 	if err := validName(name); err != nil {
 		return nil, err
 	}
-	iface, err := net.InterfaceByName(name)
+	ifindex, err := IfindexByName(name)
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", name, ErrNoSuchDevice)
 	}
@@ -138,13 +141,13 @@ func (d *Datapath) Create(name string, prepare func(*VNIC) error) (_ *VNIC, err 
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("create %s: %w", dir, err)
 	}
-	v := &VNIC{Name: name, Ifindex: iface.Index, Mode: d.mode, dir: dir}
+	v := &VNIC{Name: name, Ifindex: ifindex, Mode: d.mode, dir: dir}
 	defer func() {
 		if err != nil {
 			v.destroy()
 		}
 	}()
-	spec, err := loadDispatcher()
+	spec, err := dispatcherSpec()
 	if err != nil {
 		return nil, err
 	}
@@ -185,7 +188,7 @@ func (d *Datapath) Create(name string, prepare func(*VNIC) error) (_ *VNIC, err 
 func (v *VNIC) loadDispatcher(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) error {
 	var objs dispatcherObjects
 	opts := &ebpf.CollectionOptions{MapReplacements: maps}
-	if err := spec.LoadAndAssign(&objs, opts); err != nil {
+	if err := spec.Copy().LoadAndAssign(&objs, opts); err != nil {
 		return fmt.Errorf("load dispatcher for %s: %w", v.Name, err)
 	}
 	v.chain, v.slots, v.stats = objs.VfChain, objs.VfSlots, objs.VfStats
@@ -198,29 +201,40 @@ func (v *VNIC) linkPin(dir sdk.Direction) string {
 	return filepath.Join(v.dir, "link_"+strings.ReplaceAll(dir.String(), "-", "_"))
 }
 
+// attach puts the dispatchers on both hooks, in the calling thread's
+// network namespace (so: sequentially, on this thread). A tcx attach waits
+// for an RCU grace period under the RTNL lock (~8 ms each here), which is
+// most of the cost of creating a chain; parallel attaches do not help.
 func (v *VNIC) attach() error {
 	for _, dir := range []sdk.Direction{sdk.FromVM, sdk.ToVM} {
-		switch v.Mode {
-		case ModeTCX:
-			at := ebpf.AttachTCXIngress
-			if dir == sdk.ToVM {
-				at = ebpf.AttachTCXEgress
-			}
-			l, err := link.AttachTCX(link.TCXOptions{Interface: v.Ifindex, Program: v.progs[dir], Attach: at, Anchor: link.Head()})
-			if err != nil {
-				return fmt.Errorf("attach dispatcher to %s %s (tcx): %w", v.Name, dir, err)
-			}
-			v.links[dir] = l
-			if err := l.Pin(v.linkPin(dir)); err != nil {
-				return fmt.Errorf("pin %s %s link: %w", v.Name, dir, err)
-			}
-		case ModeClsact:
-			if err := attachClsact(v.Ifindex, dir, v.progs[dir]); err != nil {
-				return fmt.Errorf("attach dispatcher to %s %s (clsact): %w", v.Name, dir, err)
-			}
-		default:
-			return fmt.Errorf("attach %s: unresolved mode %v", v.Name, v.Mode)
+		if err := v.attachDir(dir); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+func (v *VNIC) attachDir(dir sdk.Direction) error {
+	switch v.Mode {
+	case ModeTCX:
+		at := ebpf.AttachTCXIngress
+		if dir == sdk.ToVM {
+			at = ebpf.AttachTCXEgress
+		}
+		l, err := link.AttachTCX(link.TCXOptions{Interface: v.Ifindex, Program: v.progs[dir], Attach: at, Anchor: link.Head()})
+		if err != nil {
+			return fmt.Errorf("attach dispatcher to %s %s (tcx): %w", v.Name, dir, err)
+		}
+		v.links[dir] = l
+		if err := l.Pin(v.linkPin(dir)); err != nil {
+			return fmt.Errorf("pin %s %s link: %w", v.Name, dir, err)
+		}
+	case ModeClsact:
+		if err := attachClsact(v.Ifindex, dir, v.progs[dir]); err != nil {
+			return fmt.Errorf("attach dispatcher to %s %s (clsact): %w", v.Name, dir, err)
+		}
+	default:
+		return fmt.Errorf("attach %s: unresolved mode %v", v.Name, v.Mode)
 	}
 	return nil
 }
@@ -250,8 +264,8 @@ func (d *Datapath) Adopt(name string) (_ *VNIC, err error) {
 		return nil, fmt.Errorf("read %s of %s: %w", infoMap, name, err)
 	}
 	v.Ifindex, v.Mode = int(in.Ifindex), Mode(in.Mode)
-	iface, err := net.InterfaceByName(name)
-	if err != nil || iface.Index != v.Ifindex {
+	ifindex, err := IfindexByName(name)
+	if err != nil || ifindex != v.Ifindex {
 		return nil, fmt.Errorf("%s (ifindex %d): %w", name, v.Ifindex, ErrNoSuchDevice)
 	}
 	maps := map[string]*ebpf.Map{}
@@ -269,7 +283,7 @@ func (d *Datapath) Adopt(name string) (_ *VNIC, err error) {
 	}
 	// Programs are reloaded only to have the skip program at hand for
 	// chain edits; the attached dispatchers stay as they are.
-	spec, err := loadDispatcher()
+	spec, err := dispatcherSpec()
 	if err != nil {
 		return nil, err
 	}
@@ -526,6 +540,25 @@ func (v *VNIC) Stats() (*Stats, error) {
 		}
 	}
 	return &st, nil
+}
+
+// IfindexByName resolves a device name in the calling thread's network
+// namespace with one ioctl (net.InterfaceByName dumps every link, which is
+// slow on a host with hundreds of taps).
+func IfindexByName(name string) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return 0, err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); err != nil {
+		return 0, err
+	}
+	return int(ifr.Uint32()), nil
 }
 
 // MonotonicNanos is CLOCK_MONOTONIC in nanoseconds, the clock of

@@ -6,6 +6,7 @@ package count
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/cilium/ebpf"
 
@@ -32,8 +33,11 @@ type fastPath struct {
 
 var _ sdk.FastPath = (*fastPath)(nil)
 
+// The spec is parsed once; FastPathContext.Load copies it per instance.
+var countSpec = sync.OnceValues(loadCount)
+
 func load(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
-	spec, err := loadCount()
+	spec, err := countSpec()
 	if err != nil {
 		return nil, err
 	}

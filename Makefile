@@ -1,0 +1,58 @@
+# vnicfilter — see README.md. Targets that touch the kernel need root.
+GO        ?= go
+BIN       := bin
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X github.com/vnicfilter/vnicfilter/filterd.Version=$(VERSION) -X github.com/vnicfilter/vnicfilter/internal/cli.Version=$(VERSION)
+# go test flags; CI=true makes privileged tests fail instead of skip.
+TESTFLAGS ?= -count=1 -timeout 40m
+ARGS      ?=
+
+.PHONY: all build deps test test-unit demo bench soak generate generate-check lint clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
+
+# Installs the apt packages listed in deps/apt-packages.txt (idempotent).
+deps:
+	bash scripts/deps.sh
+
+# Everything: dependencies, generated-code check, vet, all tests as root.
+test: deps build generate-check lint
+	$(GO) test $(TESTFLAGS) ./...
+
+# Tests that need neither root nor the kernel.
+test-unit:
+	$(GO) test -count=1 -short ./...
+
+# Two namespace VMs, filterd on embedded defaults, a chain, traffic and
+# counters; everything is removed at the end.
+demo: build
+	bash scripts/demo.sh
+
+# Filtered cases against the unfiltered baseline, in one run, as ratios.
+# make bench ARGS=--json   or   make bench ARGS="--attach 200"
+bench: build
+	$(BIN)/vfbench --filterd $(BIN)/filterd $(ARGS)
+
+# Long-running checks kept out of make test.
+soak: build
+	$(GO) test -count=1 -timeout 2h -run 'Soak|Differential' -tags soak ./...
+
+# Rebuilds the eBPF objects (clang from apt) with bpf2go.
+generate:
+	$(GO) generate ./...
+
+# Fails when the committed eBPF objects differ from a fresh generate.
+generate-check: generate
+	@git diff --exit-code --stat -- '*_bpfel.go' '*_bpfel.o' || \
+		{ echo "generated eBPF objects are stale: run 'make generate' and commit"; exit 1; }
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	GOOS=darwin $(GO) vet ./sdk/... ./filterd/api/
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,46 @@
+package filterd
+
+import (
+	"log/slog"
+
+	"github.com/vnicfilter/vnicfilter/filterd/api"
+	"github.com/vnicfilter/vnicfilter/filterd/datapath"
+)
+
+// DefaultStateDir holds filterd's desired state.
+const DefaultStateDir = "/var/lib/vnicfilter"
+
+// Config configures the daemon. The zero value is the production default.
+type Config struct {
+	// Socket is the API's unix socket; api.DefaultSocket if empty.
+	Socket string
+	// BPFFSRoot is the bpffs directory chains are pinned under;
+	// datapath.DefaultRoot if empty.
+	BPFFSRoot string
+	// StateDir holds state.json, the desired state reconciled at start;
+	// DefaultStateDir if empty.
+	StateDir string
+	// Mode selects tcx or clsact; auto probes.
+	Mode datapath.Mode
+	// MetricsAddr, when set, also serves /metrics over TCP (e.g.
+	// 127.0.0.1:9617). /metrics is always on the unix socket.
+	MetricsAddr string
+	// Logger receives the daemon's logs; discarded if nil.
+	Logger *slog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Socket == "" {
+		c.Socket = api.DefaultSocket
+	}
+	if c.BPFFSRoot == "" {
+		c.BPFFSRoot = datapath.DefaultRoot
+	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}

@@ -1,0 +1,450 @@
+package filterd_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vnicfilter/vnicfilter/filterd/api"
+	"github.com/vnicfilter/vnicfilter/filterd/datapath"
+	"github.com/vnicfilter/vnicfilter/sdk"
+	"github.com/vnicfilter/vnicfilter/sdk/testkit"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "vfbin-")
+	if err != nil {
+		panic(err)
+	}
+	binDir = dir
+	cmd := exec.Command("go", "build", "-o", dir+"/", "github.com/vnicfilter/vnicfilter/cmd/filterd", "github.com/vnicfilter/vnicfilter/cmd/vfctl")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build binaries:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// daemon is a filterd process running inside a test host namespace.
+type daemon struct {
+	t      *testing.T
+	host   *testkit.Host
+	dir    string // socket, state
+	root   string // bpffs root
+	cmd    *exec.Cmd
+	logs   *bytes.Buffer
+	client *api.Client
+}
+
+func newDaemon(t *testing.T, host *testkit.Host, extra ...string) *daemon {
+	t.Helper()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	d := &daemon{t: t, host: host, dir: t.TempDir(), root: "/sys/fs/bpf/vftest-" + hex.EncodeToString(b[:])}
+	d.client = api.NewClient(filepath.Join(d.dir, "filterd.sock"))
+	t.Cleanup(func() {
+		d.kill()
+		// Remove whatever chains are left, as an operator would.
+		_ = host.Do(func() error {
+			dp, err := datapath.New(datapath.Options{Root: d.root})
+			if err == nil {
+				names, _ := dp.Pinned()
+				for _, n := range names {
+					_ = dp.Remove(n)
+				}
+			}
+			return nil
+		})
+		_ = os.RemoveAll(d.root)
+		if t.Failed() {
+			t.Logf("filterd logs:\n%s", d.logs)
+		}
+	})
+	d.start(extra...)
+	return d
+}
+
+func (d *daemon) start(extra ...string) {
+	d.t.Helper()
+	args := append([]string{"--socket", filepath.Join(d.dir, "filterd.sock"), "--bpffs-root", d.root,
+		"--state-dir", filepath.Join(d.dir, "state"), "--log-level", "debug"}, extra...)
+	d.cmd = d.host.Command(context.Background(), filepath.Join(binDir, "filterd"), args...)
+	if d.logs == nil {
+		d.logs = &bytes.Buffer{}
+	}
+	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatalf("start filterd: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := d.client.Version(context.Background()); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("filterd did not come up; logs:\n%s", d.logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill ends filterd with SIGKILL (by pid) and waits for it.
+func (d *daemon) kill() {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGKILL)
+	_, _ = d.cmd.Process.Wait()
+	d.cmd = nil
+}
+
+func (d *daemon) vfctl(args ...string) (string, error) {
+	cmd := exec.Command(filepath.Join(binDir, "vfctl"), append([]string{"--socket", filepath.Join(d.dir, "filterd.sock")}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// pinnedStats reads a chain's counters straight from bpffs, as possible
+// while filterd is down.
+func (d *daemon) pinnedStats(vnic string) *datapath.Stats {
+	d.t.Helper()
+	var st *datapath.Stats
+	err := d.host.Do(func() error {
+		dp, err := datapath.New(datapath.Options{Root: d.root})
+		if err != nil {
+			return err
+		}
+		v, err := dp.Adopt(vnic)
+		if err != nil {
+			return err
+		}
+		defer v.Close()
+		st, err = v.Stats()
+		return err
+	})
+	if err != nil {
+		d.t.Fatalf("read pinned counters of %s: %v", vnic, err)
+	}
+	return st
+}
+
+func TestAttachShowMetricsDetach(t *testing.T) {
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	t.Parallel()
+	host := testkit.NewHost(t)
+	a, b := host.AddVM(t, "a"), host.AddVM(t, "b")
+	d := newDaemon(t, host)
+	ctx := context.Background()
+
+	if _, err := d.client.Attach(ctx, a.TapName, api.AttachRequest{Filter: api.FilterSpec{Name: "count"}}); err != nil {
+		t.Fatalf("attach count: %v", err)
+	}
+	out, err := d.vfctl("attach", a.TapName, "count")
+	if err != nil {
+		t.Fatalf("vfctl attach: %v\n%s", err, out)
+	}
+	if err := a.Ping(t, b.IPv4.IP, 3); err != nil {
+		t.Fatalf("ping through chain: %v", err)
+	}
+	v, err := d.client.VNIC(ctx, a.TapName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(v.Slots) != 2 || v.Slots[0].Filter != "count" || v.Slots[1].Filter != "count" {
+		t.Fatalf("chain = %+v, want [count count]", v.Slots)
+	}
+	if v.Chain["from-vm"].Entered.Packets == 0 || v.Chain["to-vm"].Passed.Packets == 0 {
+		t.Errorf("chain counters empty: %+v", v.Chain)
+	}
+	if len(v.Slots[0].Counters) == 0 {
+		t.Errorf("count filter reported no counters")
+	}
+	out, err = d.vfctl("show", a.TapName)
+	if err != nil || !strings.Contains(out, "count") {
+		t.Errorf("vfctl show: %v\n%s", err, out)
+	}
+	out, err = d.vfctl("list", "-o", "json")
+	if err != nil || !strings.Contains(out, a.TapName) {
+		t.Errorf("vfctl list: %v\n%s", err, out)
+	}
+	m, err := d.client.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		fmt.Sprintf(`vnicfilter_chain_packets_total{direction="from-vm",result="entered",vnic=%q}`, a.TapName),
+		`vnicfilter_slot_packets_total{direction="to-vm",filter="count",slot="1",verdict="continue",vnic=`,
+		`vnicfilter_filter_count_packets_total{direction="from-vm",filter="count",slot="0",vnic=`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if err := d.client.DetachSlot(ctx, a.TapName, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Ping(t, b.IPv4.IP, 1); err != nil {
+		t.Fatalf("ping after detaching slot 0: %v", err)
+	}
+	if err := d.client.Detach(ctx, a.TapName); err != nil {
+		t.Fatal(err)
+	}
+	if vs, _ := d.client.VNICs(ctx); len(vs) != 0 {
+		t.Errorf("vnics after detach = %+v", vs)
+	}
+	if _, err := os.Stat(filepath.Join(d.root, a.TapName)); !os.IsNotExist(err) {
+		t.Errorf("pins left after detach")
+	}
+}
+
+// Bad requests get a clear error and change nothing.
+func TestBadInputChangesNothing(t *testing.T) {
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	t.Parallel()
+	host := testkit.NewHost(t)
+	a, b := host.AddVM(t, "a"), host.AddVM(t, "b")
+	d := newDaemon(t, host)
+	ctx := context.Background()
+	if _, err := d.client.SetChain(ctx, a.TapName, api.ChainRequest{Filters: []api.FilterSpec{{Name: "count"}}}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := d.client.VNICs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zero := 0
+	nine := 9
+	for _, tc := range []struct {
+		name string
+		do   func() error
+		code string
+		msg  string
+	}{
+		{"unknown filter", func() error {
+			_, err := d.client.Attach(ctx, a.TapName, api.AttachRequest{Filter: api.FilterSpec{Name: "nosuch"}})
+			return err
+		}, api.CodeUnknownFilter, `"nosuch"`},
+		{"invalid parameter value", func() error {
+			_, err := d.client.Attach(ctx, a.TapName, api.AttachRequest{Filter: api.FilterSpec{Name: "punt", Params: map[string]string{"verdict": "maybe"}}})
+			return err
+		}, api.CodeInvalidParam, `"verdict"`},
+		{"unknown parameter", func() error {
+			_, err := d.client.Attach(ctx, a.TapName, api.AttachRequest{Filter: api.FilterSpec{Name: "count", Params: map[string]string{"colour": "red"}}})
+			return err
+		}, api.CodeInvalidParam, `"colour"`},
+		{"bad failmode", func() error {
+			_, err := d.client.Attach(ctx, a.TapName, api.AttachRequest{Filter: api.FilterSpec{Name: "count", FailMode: "sideways"}})
+			return err
+		}, api.CodeInvalidParam, "sideways"},
+		{"nonexistent device", func() error {
+			_, err := d.client.Attach(ctx, "nosuchdev0", api.AttachRequest{Filter: api.FilterSpec{Name: "count"}})
+			return err
+		}, api.CodeNoSuchDevice, "nosuchdev0"},
+		{"second attach of the same slot", func() error {
+			_, err := d.client.Attach(ctx, a.TapName, api.AttachRequest{Slot: &zero, Filter: api.FilterSpec{Name: "count"}})
+			return err
+		}, api.CodeSlotTaken, "slot 0"},
+		{"slot leaving a gap", func() error {
+			_, err := d.client.Attach(ctx, a.TapName, api.AttachRequest{Slot: &nine, Filter: api.FilterSpec{Name: "count"}})
+			return err
+		}, api.CodeBadRequest, "gap"},
+		{"second chain on the same vNIC", func() error {
+			_, err := d.client.SetChain(ctx, a.TapName, api.ChainRequest{Filters: []api.FilterSpec{{Name: "count"}}})
+			return err
+		}, api.CodeAlreadyExists, a.TapName},
+		{"chain with one bad filter", func() error {
+			_, err := d.client.SetChain(ctx, b.TapName, api.ChainRequest{Filters: []api.FilterSpec{{Name: "count"}, {Name: "nosuch"}}})
+			return err
+		}, api.CodeUnknownFilter, "slot 1"},
+		{"detach of an unprotected vNIC", func() error {
+			return d.client.Detach(ctx, b.TapName)
+		}, api.CodeNotAttached, b.TapName},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.do()
+			var ae *api.Error
+			if !errors.As(err, &ae) {
+				t.Fatalf("got %v, want an API error %s", err, tc.code)
+			}
+			if ae.Code != tc.code || !strings.Contains(ae.Message, tc.msg) {
+				t.Errorf("got [%s] %q, want [%s] mentioning %q", ae.Code, ae.Message, tc.code, tc.msg)
+			}
+			after, err := d.client.VNICs(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if fmt.Sprint(after) != fmt.Sprint(before) {
+				t.Errorf("state changed:\nbefore %+v\nafter  %+v", before, after)
+			}
+		})
+	}
+	if err := a.Ping(t, b.IPv4.IP, 2); err != nil {
+		t.Errorf("traffic broken after bad requests: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(d.root, b.TapName)); !os.IsNotExist(err) {
+		t.Errorf("failed chain request left pins for %s", b.TapName)
+	}
+	// The CLI turns these into clear messages and exit codes.
+	out, err := d.vfctl("attach", a.TapName, "nosuch")
+	if err == nil || !strings.Contains(out, "nosuch") {
+		t.Errorf("vfctl attach unknown filter: err=%v out=%s", err, out)
+	}
+}
+
+// kill -9 filterd during a TCP stream: the stream survives, the chain keeps
+// running while the daemon is down, and the restarted daemon shows the
+// same state.
+func TestKill9KeepsStreamAndState(t *testing.T) {
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	t.Parallel()
+	host := testkit.NewHost(t)
+	a, b := host.AddVM(t, "a"), host.AddVM(t, "b")
+	d := newDaemon(t, host)
+	ctx := context.Background()
+	if _, err := d.client.SetChain(ctx, a.TapName, api.ChainRequest{Owner: "test", Filters: []api.FilterSpec{{Name: "count"}, {Name: "count", FailMode: "closed"}}}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := d.client.VNICs(ctx)
+
+	ln, err := b.ListenTCP(":5001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var received atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		n, err := io.Copy(io.Discard, c)
+		received.Store(n)
+		done <- err
+	}()
+	conn, err := a.DialTCP(ctx, b.IPv4.IP.String()+":5001")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent int64
+	buf := make([]byte, 32<<10)
+	send := func(dur time.Duration) {
+		end := time.Now().Add(dur)
+		for time.Now().Before(end) {
+			conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			n, err := conn.Write(buf)
+			sent += int64(n)
+			if err != nil {
+				t.Fatalf("stream broke after %d bytes: %v", sent, err)
+			}
+		}
+	}
+	send(500 * time.Millisecond)
+	d.kill()
+	down := d.pinnedStats(a.TapName)
+	send(time.Second) // daemon down: the chain carries on
+	downAfter := d.pinnedStats(a.TapName)
+	if downAfter[sdk.FromVM][1][sdk.StatContinue].Packets <= down[sdk.FromVM][1][sdk.StatContinue].Packets {
+		t.Errorf("chain did not run while filterd was down")
+	}
+	d.start()
+	send(500 * time.Millisecond)
+	conn.Close()
+	if err := <-done; err != nil {
+		t.Fatalf("receiver: %v", err)
+	}
+	if received.Load() != sent {
+		t.Errorf("received %d bytes of %d", received.Load(), sent)
+	}
+	after, err := d.client.VNICs(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Errorf("state after restart differs:\nbefore %+v\nafter  %+v", before, after)
+	}
+	out, err := d.vfctl("list")
+	if err != nil || !strings.Contains(out, a.TapName) {
+		t.Errorf("vfctl list after restart: %v\n%s", err, out)
+	}
+}
+
+// A fail-closed slow-path filter whose slow path is gone drops; a fail-open
+// one passes; both are counted and shown.
+func TestSlowPathFailModes(t *testing.T) {
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	t.Parallel()
+	host := testkit.NewHost(t)
+	a, b, c := host.AddVM(t, "a"), host.AddVM(t, "b"), host.AddVM(t, "c")
+	d := newDaemon(t, host)
+	ctx := context.Background()
+	if _, err := d.client.SetChain(ctx, a.TapName, api.ChainRequest{Filters: []api.FilterSpec{{Name: "punt", FailMode: "closed"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.client.SetChain(ctx, c.TapName, api.ChainRequest{Filters: []api.FilterSpec{{Name: "punt", FailMode: "open"}}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, vm := range []*testkit.VM{a, c} {
+		if err := vm.Ping(t, b.IPv4.IP, 3); err != nil {
+			t.Fatalf("%s: ping through running slow path: %v", vm.TapName, err)
+		}
+	}
+	v, _ := d.client.VNIC(ctx, a.TapName)
+	if v.Slots[0].SlowPathState != "running" || v.Slots[0].Verdicts["from-vm"].Punt.Packets == 0 {
+		t.Errorf("slow path not running or not punting: %+v", v.Slots[0])
+	}
+
+	d.kill() // the slow path dies with filterd; its lease runs out
+	time.Sleep(1500 * time.Millisecond)
+	if err := a.Ping(t, b.IPv4.IP, 2); err == nil {
+		t.Errorf("fail-closed: ping passed with the slow path gone")
+	}
+	if err := c.Ping(t, b.IPv4.IP, 2); err != nil {
+		t.Errorf("fail-open: ping blocked with the slow path gone: %v", err)
+	}
+	if n := d.pinnedStats(a.TapName)[sdk.FromVM][0][sdk.StatFailClosed].Packets; n == 0 {
+		t.Errorf("fail-closed drops not counted")
+	}
+	if n := d.pinnedStats(c.TapName)[sdk.FromVM][0][sdk.StatFailOpen].Packets; n == 0 {
+		t.Errorf("fail-open passes not counted")
+	}
+
+	d.start()
+	va, err := d.client.VNIC(ctx, a.TapName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if va.Slots[0].Verdicts["from-vm"].FailClosed.Packets == 0 {
+		t.Errorf("vfctl show lacks fail_closed count: %+v", va.Slots[0].Verdicts)
+	}
+	vc, _ := d.client.VNIC(ctx, c.TapName)
+	if vc.Slots[0].Verdicts["from-vm"].FailOpen.Packets == 0 {
+		t.Errorf("vfctl show lacks fail_open count: %+v", vc.Slots[0].Verdicts)
+	}
+	if out, err := d.vfctl("show", a.TapName); err != nil || !strings.Contains(out, "fail") {
+		t.Errorf("vfctl show: %v\n%s", err, out)
+	}
+	// The restarted daemon brings the slow path back.
+	if err := a.Ping(t, b.IPv4.IP, 5); err != nil {
+		t.Errorf("ping after restart: %v", err)
+	}
+}

@@ -1,0 +1,213 @@
+package filterd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/vnicfilter/vnicfilter/filterd/api"
+	"github.com/vnicfilter/vnicfilter/filterd/datapath"
+	"github.com/vnicfilter/vnicfilter/sdk"
+)
+
+// Version of filterd, set at build time with -ldflags -X.
+var Version = "dev"
+
+// maxBody bounds API request bodies.
+const maxBody = 1 << 20
+
+// Handler returns the API's HTTP handler.
+func (d *Daemon) Handler() http.Handler {
+	mux := http.NewServeMux()
+	v := "/" + api.Version
+	mux.HandleFunc("GET "+v+"/version", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, api.VersionInfo{Version: Version, API: api.Version, ABI: sdk.ABIVersion, BPFFSRoot: d.dp.Root(), AttachMode: d.dp.Mode().String()})
+	})
+	mux.HandleFunc("GET "+v+"/check", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, Check(d.dp.Mode()))
+	})
+	mux.HandleFunc("GET "+v+"/filters", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, FilterInfos())
+	})
+	mux.HandleFunc("GET "+v+"/vnics", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusOK, d.VNICs())
+	})
+	mux.HandleFunc("GET "+v+"/vnics/{vnic}", func(w http.ResponseWriter, r *http.Request) {
+		out, err := d.VNIC(r.PathValue("vnic"))
+		respond(w, out, err)
+	})
+	mux.HandleFunc("PUT "+v+"/vnics/{vnic}", func(w http.ResponseWriter, r *http.Request) {
+		var req api.ChainRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		out, err := d.SetChain(r.Context(), r.PathValue("vnic"), req)
+		respond(w, out, err)
+	})
+	mux.HandleFunc("DELETE "+v+"/vnics/{vnic}", func(w http.ResponseWriter, r *http.Request) {
+		respond(w, nil, d.Detach(r.Context(), r.PathValue("vnic")))
+	})
+	mux.HandleFunc("POST "+v+"/vnics/{vnic}/filters", func(w http.ResponseWriter, r *http.Request) {
+		var req api.AttachRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		out, err := d.Attach(r.Context(), r.PathValue("vnic"), req)
+		respond(w, out, err)
+	})
+	mux.HandleFunc("DELETE "+v+"/vnics/{vnic}/filters/{slot}", func(w http.ResponseWriter, r *http.Request) {
+		slot, err := strconv.Atoi(r.PathValue("slot"))
+		if err != nil {
+			replyErr(w, fmt.Errorf("%w: slot %q is not a number", ErrBadRequest, r.PathValue("slot")))
+			return
+		}
+		respond(w, nil, d.DetachSlot(r.Context(), r.PathValue("vnic"), slot))
+	})
+	mux.Handle("GET /metrics", d.MetricsHandler())
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		reply(w, http.StatusNotFound, api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("no such endpoint: %s %s (API %s)", r.Method, r.URL.Path, api.Version)})
+	})
+	return mux
+}
+
+// MetricsHandler serves the Prometheus metrics.
+func (d *Daemon) MetricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), &collector{d: d})
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+// FilterInfos describes the registered filters.
+func FilterInfos() []api.FilterInfo {
+	out := []api.FilterInfo{}
+	for _, f := range sdk.Filters() {
+		out = append(out, api.FilterInfo{
+			Name: f.Name, Version: f.Version, Summary: f.Summary, Directions: f.Dirs().String(),
+			FailMode: f.FailMode.String(), FastPath: f.FastPath != nil, SlowPath: f.SlowPath != nil, Params: f.Params,
+		})
+	}
+	return out
+}
+
+// Serve serves the API on the unix socket (and metrics on MetricsAddr)
+// until ctx is done.
+func (d *Daemon) Serve(ctx context.Context) error {
+	sock := d.cfg.Socket
+	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
+		return fmt.Errorf("create socket directory: %w", err)
+	}
+	if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("another filterd already serves %s", sock)
+	}
+	_ = os.Remove(sock)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", sock, err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		ln.Close()
+		return err
+	}
+	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 2)
+	go func() { errc <- srv.Serve(ln) }()
+	var msrv *http.Server
+	if d.cfg.MetricsAddr != "" {
+		mln, err := net.Listen("tcp", d.cfg.MetricsAddr)
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("listen for metrics on %s: %w", d.cfg.MetricsAddr, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", d.MetricsHandler())
+		msrv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go func() { errc <- msrv.Serve(mln) }()
+	}
+	d.log.Info("serving", "socket", sock, "metrics", d.cfg.MetricsAddr, "mode", d.dp.Mode(), "bpffs", d.dp.Root())
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	if msrv != nil {
+		_ = msrv.Shutdown(sctx)
+	}
+	_ = os.Remove(sock)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		replyErr(w, fmt.Errorf("%w: request body: %v", ErrBadRequest, err))
+		return false
+	}
+	return true
+}
+
+func respond(w http.ResponseWriter, v any, err error) {
+	if err != nil {
+		replyErr(w, err)
+		return
+	}
+	if v == nil {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	reply(w, http.StatusOK, v)
+}
+
+func reply(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// errorCode maps an error to its HTTP status and API code.
+func errorCode(err error) (int, string) {
+	switch {
+	case errors.Is(err, sdk.ErrUnknownFilter):
+		return http.StatusNotFound, api.CodeUnknownFilter
+	case errors.Is(err, sdk.ErrInvalidParam):
+		return http.StatusBadRequest, api.CodeInvalidParam
+	case errors.Is(err, datapath.ErrNoSuchDevice):
+		return http.StatusNotFound, api.CodeNoSuchDevice
+	case errors.Is(err, datapath.ErrNotAttached), errors.Is(err, ErrNoSuchSlot):
+		return http.StatusNotFound, api.CodeNotAttached
+	case errors.Is(err, datapath.ErrAlreadyAttached):
+		return http.StatusConflict, api.CodeAlreadyExists
+	case errors.Is(err, ErrSlotTaken):
+		return http.StatusConflict, api.CodeSlotTaken
+	case errors.Is(err, ErrBadRequest):
+		return http.StatusBadRequest, api.CodeBadRequest
+	case errors.Is(err, sdk.ErrNotSupported):
+		return http.StatusNotImplemented, api.CodeNotSupported
+	}
+	return http.StatusInternalServerError, api.CodeInternal
+}
+
+func replyErr(w http.ResponseWriter, err error) {
+	status, code := errorCode(err)
+	reply(w, status, api.Error{Code: code, Message: err.Error()})
+}

@@ -1,0 +1,94 @@
+package filterd
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/vnicfilter/vnicfilter/filterd/api"
+)
+
+// stateVersion is the version of state.json's format.
+const stateVersion = 1
+
+// state is filterd's desired state, saved after every change and
+// reconciled with the pinned datapath at start.
+type state struct {
+	Version int                  `json:"version"`
+	VNICs   map[string]stateVNIC `json:"vnics"`
+}
+
+type stateVNIC struct {
+	Ifindex int         `json:"ifindex"`
+	Owner   string      `json:"owner,omitempty"`
+	Slots   []stateSlot `json:"slots"`
+}
+
+type stateSlot struct {
+	Slot   int            `json:"slot"`
+	Filter api.FilterSpec `json:"filter"`
+}
+
+func (d *Daemon) statePath() string { return filepath.Join(d.cfg.StateDir, "state.json") }
+
+func loadState(path string) (*state, error) {
+	st := &state{Version: stateVersion, VNICs: map[string]stateVNIC{}}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	if err := json.Unmarshal(b, st); err != nil {
+		return nil, fmt.Errorf("parse state %s: %w (move it aside to start empty; the pinned datapath is kept)", path, err)
+	}
+	if st.Version != stateVersion {
+		return nil, fmt.Errorf("state %s: version %d, this filterd reads %d", path, st.Version, stateVersion)
+	}
+	if st.VNICs == nil {
+		st.VNICs = map[string]stateVNIC{}
+	}
+	return st, nil
+}
+
+// saveLocked writes the state atomically (temp file, fsync, rename).
+func (d *Daemon) saveLocked() error {
+	st := state{Version: stateVersion, VNICs: map[string]stateVNIC{}}
+	for name, n := range d.vnics {
+		sv := stateVNIC{Ifindex: n.dp.Ifindex, Owner: n.owner, Slots: []stateSlot{}}
+		for i, in := range n.slots {
+			if in != nil {
+				sv.Slots = append(sv.Slots, stateSlot{Slot: i, Filter: in.spec})
+			}
+		}
+		st.VNICs[name] = sv
+	}
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	path := d.statePath()
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".state-*.json")
+	if err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save state: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save state: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	return nil
+}

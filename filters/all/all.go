@@ -1,0 +1,9 @@
+// Package all links every built-in filter into a binary: import it for its
+// side effect (each filter registers itself with the SDK registry).
+package all
+
+import (
+	_ "github.com/vnicfilter/vnicfilter/filters/count"
+	_ "github.com/vnicfilter/vnicfilter/filters/dnslog"
+	_ "github.com/vnicfilter/vnicfilter/filters/punt"
+)
