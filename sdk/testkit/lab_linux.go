@@ -57,7 +57,7 @@ type VM struct {
 	TapName string
 	// TapIndex is TapName's ifindex in the host namespace.
 	TapIndex int
-	// MAC is eth0's address, 02:76:66:00:<k>: locally administered and
+	// MAC is eth0's address, 02:76:66:00:00:<k>: locally administered and
 	// deterministic so captures and expectations can name it.
 	MAC net.HardwareAddr
 	// IPv4 is eth0's address, 10.99.0.<k>/24.
