@@ -38,7 +38,7 @@ bench: build
 
 # Long-running checks kept out of make test.
 soak: build
-	$(GO) test -count=1 -timeout 2h -run 'Soak|Differential' -tags soak ./...
+	VNICFILTER_SOAK=1 $(GO) test -count=1 -timeout 2h -run 'Soak|Differential' ./...
 
 # Rebuilds the eBPF objects (clang from apt) with bpf2go.
 generate:
