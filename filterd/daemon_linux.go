@@ -22,6 +22,11 @@ type Daemon struct {
 	log *slog.Logger
 	dp  *datapath.Datapath
 
+	// ctx bounds the slow-path runners: they live until Close, not for
+	// the API request that started them.
+	ctx    context.Context
+	cancel context.CancelFunc
+
 	mu    sync.Mutex
 	vnics map[string]*vnic
 }
@@ -71,6 +76,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger, dp: dp, vnics: map[string]*vnic{}}
+	d.ctx, d.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	if err := d.reconcile(ctx); err != nil {
 		d.Close()
 		return nil, err
@@ -152,6 +158,7 @@ func (d *Daemon) Close() error {
 		n.dp.Close()
 	}
 	d.vnics = map[string]*vnic{}
+	d.cancel()
 	return nil
 }
 
@@ -219,7 +226,7 @@ func (d *Daemon) newInstance(ctx context.Context, v *datapath.VNIC, slot int, sp
 		if err != nil {
 			return nil, fmt.Errorf("start slow path of %s on %s slot %d: %w", desc.Name, v.Name, slot, err)
 		}
-		in.punt, err = slowpath.Start(ctx, inst.VNIC, slot, inst.Directions, in.slow, v, slowpath.Options{Logger: log})
+		in.punt, err = slowpath.Start(d.ctx, inst.VNIC, slot, inst.Directions, in.slow, v, slowpath.Options{Logger: log, FailMode: inst.FailMode})
 		if err != nil {
 			return nil, fmt.Errorf("start punt path of %s on %s slot %d: %w", desc.Name, v.Name, slot, err)
 		}

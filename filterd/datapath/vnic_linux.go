@@ -424,6 +424,12 @@ func (v *VNIC) SetSlot(slot int, prog *ebpf.Program, s Slot) error {
 	}
 	for _, dir := range []sdk.Direction{sdk.FromVM, sdk.ToVM} {
 		val := slotValue{Flags: flags, PuntIfindex: uint32(s.Punt[dir])}
+		// A slow path already heartbeating for this punt device keeps
+		// its lease: no frame meets a dead slot while it is alive.
+		var old slotValue
+		if err := v.slots.Lookup(sdk.ChainIndex(dir, slot), &old); err == nil && old.PuntIfindex == val.PuntIfindex && val.PuntIfindex != 0 {
+			val.AliveUntil = old.AliveUntil
+		}
 		if err := v.slots.Put(sdk.ChainIndex(dir, slot), val); err != nil {
 			return fmt.Errorf("write slot %d of %s: %w", slot, v.Name, err)
 		}

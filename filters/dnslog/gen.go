@@ -1,0 +1,3 @@
+package dnslog
+
+//go:generate go tool bpf2go -tags linux -target bpfel -cc clang -cflags "-O2 -g -Wall -Werror" dnslog dnslog.c -- -I../../sdk/bpf -I/usr/include/x86_64-linux-gnu
