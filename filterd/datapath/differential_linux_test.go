@@ -30,12 +30,12 @@ func diffChains() int {
 type slotKind int
 
 const (
-	kEmpty slotKind = iota
-	kCount          // count filter, both directions
-	kCountFrom      // count filter, from-vm only
-	kCountTo        // count filter, to-vm only
-	kSkip           // the pass-through program
-	kPunt           // vf_punt_all
+	kEmpty     slotKind = iota
+	kCount              // count filter, both directions
+	kCountFrom          // count filter, from-vm only
+	kCountTo            // count filter, to-vm only
+	kSkip               // the pass-through program
+	kPunt               // vf_punt_all
 	numKinds
 )
 

@@ -1,0 +1,377 @@
+// Package hooks is the logic of vnicfilter's libvirt qemu hook
+// (cmd/vnicfilter-hook, installed as /etc/libvirt/hooks/qemu.d/vnicfilter).
+//
+// libvirt runs the hook as `qemu <domain> <operation> <sub-op> <extra>`
+// with the full domain XML on stdin, at every phase. What we measured on
+// libvirt 9.0 (../shared/DESIGN.md) decides what each phase does:
+//
+//   - prepare: no tap exists yet. Validate the configuration; a non-zero
+//     exit aborts the start and libvirt shows our stderr in `virsh start`.
+//   - start: the tap exists and is already a bridge port, QEMU is not
+//     running yet. Attach every chain here, so no guest frame passes
+//     unfiltered. filterd unreachable = refuse the start (fail-closed).
+//   - started: too late to attach (the vCPUs already run); nothing to do.
+//   - stopped, release: detach the domain's chains.
+//   - migrate, restore: validate the incoming XML and pass it through.
+//   - reconnect, attach: nothing; filterd's reconcile loop owns running
+//     domains.
+//
+// The hook never calls back into libvirtd (libvirt forbids it: the daemon
+// waits for the hook), and every filterd call has a timeout, so a hung
+// filterd cannot hang a `virsh start`.
+package hooks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/vnicfilter/vnicfilter/filterd/api"
+	"github.com/vnicfilter/vnicfilter/libvirt/domainxml"
+	"github.com/vnicfilter/vnicfilter/sdk"
+)
+
+// Client is the part of filterd's API the hook uses; *api.Client
+// implements it.
+type Client interface {
+	Filters(ctx context.Context) ([]api.FilterInfo, error)
+	VNIC(ctx context.Context, name string) (*api.VNIC, error)
+	SetChain(ctx context.Context, vnic string, req api.ChainRequest) (*api.VNIC, error)
+	Detach(ctx context.Context, vnic string) error
+}
+
+var _ Client = (*api.Client)(nil)
+
+// DefaultTimeout bounds every filterd call.
+const DefaultTimeout = 10 * time.Second
+
+// DefaultNetworkDir is where libvirt keeps the persistent network
+// definitions (`virsh net-define`, `virsh net-edit`).
+const DefaultNetworkDir = "/etc/libvirt/qemu/networks"
+
+// Hook runs one invocation of the qemu hook. The zero value of every
+// field but Client is usable.
+type Hook struct {
+	// Client talks to filterd.
+	Client Client
+	// Stdout receives the domain XML at migrate and restore (libvirt
+	// reads the hook's output as the possibly rewritten XML). Nil
+	// discards.
+	Stdout io.Writer
+	// Stderr receives one line per problem; libvirt shows it in the
+	// error of the failed operation. Nil discards.
+	Stderr io.Writer
+	// Timeout bounds each filterd call; zero means DefaultTimeout.
+	Timeout time.Duration
+	// NetworkXML returns the XML of a libvirt network, for its portgroup
+	// defaults; an error wrapping fs.ErrNotExist means "no defaults". Nil
+	// means no portgroup defaults at all. NetworkFiles reads them from
+	// libvirt's config directory (the hook must not ask libvirtd).
+	NetworkXML func(name string) ([]byte, error)
+}
+
+// NetworkFiles returns a Hook.NetworkXML reading dir/NAME.xml.
+func NetworkFiles(dir string) func(name string) ([]byte, error) {
+	return func(name string) ([]byte, error) {
+		if name == "" || strings.ContainsAny(name, "/\x00") || name == "." || name == ".." {
+			return nil, fmt.Errorf("network name %q: %w", name, os.ErrNotExist)
+		}
+		return os.ReadFile(filepath.Join(dir, name+".xml"))
+	}
+}
+
+// maxXML bounds what we read from stdin.
+const maxXML = 64 << 20
+
+// Run handles one hook invocation: args are libvirt's (domain,
+// operation, sub-operation, extra), stdin carries the domain XML. It
+// returns the process exit status: non-zero aborts prepare, start,
+// migrate and restore.
+func (h Hook) Run(ctx context.Context, args []string, stdin io.Reader) int {
+	if h.Stdout == nil {
+		h.Stdout = io.Discard
+	}
+	if h.Stderr == nil {
+		h.Stderr = io.Discard
+	}
+	if h.Timeout <= 0 {
+		h.Timeout = DefaultTimeout
+	}
+	if len(args) < 2 {
+		fmt.Fprintln(h.Stderr, "vnicfilter-hook: usage: vnicfilter-hook DOMAIN OPERATION [SUB-OPERATION [EXTRA]] < domain.xml (run by libvirtd)")
+		return 2
+	}
+	r := &run{Hook: h, domain: args[0]}
+	xmlDoc, err := io.ReadAll(io.LimitReader(stdin, maxXML))
+	if err != nil {
+		return r.fail("read the domain XML from stdin: %v", err)
+	}
+	switch args[1] {
+	case "prepare":
+		return r.prepare(ctx, xmlDoc)
+	case "start":
+		return r.start(ctx, xmlDoc)
+	case "stopped", "release":
+		return r.teardown(ctx, xmlDoc)
+	case "migrate", "restore":
+		if code := r.prepare(ctx, xmlDoc); code != 0 {
+			return code
+		}
+		// libvirt takes our output as the XML to use; pass it on
+		// unchanged (empty output would mean the same, but a hook
+		// after us in qemu.d/ may read ours).
+		if _, err := h.Stdout.Write(xmlDoc); err != nil {
+			return r.fail("write the domain XML to stdout: %v", err)
+		}
+		return 0
+	default:
+		// started (too late to attach), reconnect and attach (filterd's
+		// reconcile loop owns running domains), and anything newer.
+		return 0
+	}
+}
+
+// run is one invocation's state.
+type run struct {
+	Hook
+	domain string
+}
+
+// fail prints one line naming the domain and returns exit status 1.
+func (r *run) fail(format string, args ...any) int {
+	r.note(format, args...)
+	return 1
+}
+
+// note prints one line naming the domain.
+func (r *run) note(format string, args ...any) {
+	msg := strings.Join(strings.Fields(fmt.Sprintf(format, args...)), " ")
+	fmt.Fprintf(r.Stderr, "vnicfilter: domain %s: %s\n", r.domain, msg)
+}
+
+// chains parses the XML and returns the domain's chains, with the
+// portgroup defaults of its networks.
+func (r *run) chains(xmlDoc []byte) ([]domainxml.Chain, error) {
+	d, err := domainxml.Parse(xmlDoc)
+	if err != nil {
+		return nil, err
+	}
+	defaults := domainxml.PortgroupDefaults{}
+	if r.NetworkXML != nil {
+		seen := map[string]bool{}
+		for _, in := range d.Interfaces {
+			if in.Type != "network" || seen[in.Network] {
+				continue
+			}
+			seen[in.Network] = true
+			doc, err := r.NetworkXML(in.Network)
+			if errors.Is(err, os.ErrNotExist) {
+				continue // a transient network: no defaults
+			}
+			if err != nil {
+				return nil, fmt.Errorf("network %s: %w", in.Network, err)
+			}
+			nd, err := domainxml.ParseNetworkDefaults(doc)
+			if err != nil {
+				return nil, fmt.Errorf("network %s: %w", in.Network, err)
+			}
+			maps.Copy(defaults, nd)
+		}
+	}
+	return d.Chains(defaults)
+}
+
+// call runs f with the per-call timeout.
+func (r *run) call(ctx context.Context, f func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
+	defer cancel()
+	return f(ctx)
+}
+
+// unreachable reports whether err means filterd could not be asked
+// (not running, or not answering in time), and says which.
+func (r *run) unreachable(err error) (string, bool) {
+	switch {
+	case errors.Is(err, api.ErrDaemonNotRunning):
+		return "filterd is not running", true
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Sprintf("filterd did not answer within %s", r.Timeout), true
+	}
+	return "", false
+}
+
+// lookup fetches the registered filters' schemas from filterd.
+func (r *run) lookup(ctx context.Context) (domainxml.Lookup, error) {
+	var infos []api.FilterInfo
+	err := r.call(ctx, func(ctx context.Context) (err error) {
+		infos, err = r.Client.Filters(ctx)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]*sdk.Descriptor{}
+	names := make([]string, 0, len(infos))
+	for _, fi := range infos {
+		dirs, err := sdk.ParseDirections(fi.Directions)
+		if err != nil {
+			dirs = sdk.DirBoth // trust filterd to refuse what it cannot do
+		}
+		byName[fi.Name] = &sdk.Descriptor{Name: fi.Name, Version: fi.Version, Directions: dirs, Params: fi.Params}
+		names = append(names, fi.Name)
+	}
+	return func(name string) (*sdk.Descriptor, error) {
+		if d, ok := byName[name]; ok {
+			return d, nil
+		}
+		return nil, fmt.Errorf("%w %q (registered: %s)", sdk.ErrUnknownFilter, name, strings.Join(names, ", "))
+	}, nil
+}
+
+// validate checks every chain against filterd's schemas.
+func validate(chains []domainxml.Chain, lookup domainxml.Lookup) error {
+	for _, c := range chains {
+		if err := domainxml.ValidateFilters(c.Filters, lookup); err != nil {
+			return fmt.Errorf("interface %s: %w", c.Interface(), err)
+		}
+	}
+	return nil
+}
+
+// prepare validates the configuration. With filterd unreachable, only the
+// XML is checked: the start phase will refuse the start if filterd is
+// still down then, so nothing runs unfiltered either way.
+func (r *run) prepare(ctx context.Context, xmlDoc []byte) int {
+	chains, err := r.chains(xmlDoc)
+	if err != nil {
+		return r.fail("%v", err)
+	}
+	if len(chains) == 0 {
+		return 0
+	}
+	lookup, err := r.lookup(ctx)
+	if why, down := r.unreachable(err); down {
+		r.note("%s: checked the XML only; filters and parameters are checked at start", why)
+		return 0
+	}
+	if err != nil {
+		return r.fail("list filters: %v", err)
+	}
+	if err := validate(chains, lookup); err != nil {
+		return r.fail("%v", err)
+	}
+	return 0
+}
+
+// start attaches every chain before QEMU runs. Fail-closed: if filterd
+// cannot be asked, the start is refused rather than run unprotected. (The
+// planned alternative is a drop-all guard pinned on the tap by the hook
+// itself, which filterd replaces when it comes back.) On any failure the
+// chains attached so far are detached again, so a refused start changes
+// nothing.
+func (r *run) start(ctx context.Context, xmlDoc []byte) int {
+	chains, err := r.chains(xmlDoc)
+	if err != nil {
+		return r.fail("%v", err)
+	}
+	if len(chains) == 0 {
+		return 0
+	}
+	for _, c := range chains {
+		if c.Tap == "" {
+			return r.fail("interface %s: the XML names no tap (<target dev=…>) at start", c.Interface())
+		}
+	}
+	refuse := func(why string) int {
+		return r.fail("%s: refusing to start %s unprotected (fail-closed)", why, r.domain)
+	}
+	lookup, err := r.lookup(ctx)
+	if why, down := r.unreachable(err); down {
+		return refuse(why)
+	}
+	if err != nil {
+		return r.fail("list filters: %v", err)
+	}
+	if err := validate(chains, lookup); err != nil {
+		return r.fail("%v", err)
+	}
+	req := api.ChainRequest{Owner: "libvirt:" + r.domain}
+	var attached []string
+	for _, c := range chains {
+		req.Filters = c.Filters
+		err := r.call(ctx, func(ctx context.Context) error {
+			_, err := r.Client.SetChain(ctx, c.Tap, req)
+			if api.IsCode(err, api.CodeAlreadyExists) {
+				// libvirt created this tap a moment ago: a chain on it
+				// is left over from an earlier tap of the same name.
+				if err := r.Client.Detach(ctx, c.Tap); err != nil && !api.IsCode(err, api.CodeNotAttached) {
+					return fmt.Errorf("replace the stale chain: %w", err)
+				}
+				_, err = r.Client.SetChain(ctx, c.Tap, req)
+			}
+			return err
+		})
+		if err != nil {
+			r.rollback(ctx, attached)
+			if why, down := r.unreachable(err); down {
+				return refuse(why)
+			}
+			return r.fail("interface %s: attach chain: %v", c.Interface(), err)
+		}
+		attached = append(attached, c.Tap)
+	}
+	return 0
+}
+
+// rollback detaches the chains a failed start attached.
+func (r *run) rollback(ctx context.Context, taps []string) {
+	for _, tap := range taps {
+		err := r.call(ctx, func(ctx context.Context) error { return r.Client.Detach(ctx, tap) })
+		if err != nil && !api.IsCode(err, api.CodeNotAttached) {
+			r.note("%s: detach after the failed start: %v", tap, err)
+		}
+	}
+}
+
+// teardown detaches the domain's chains at stopped and release. It
+// always exits 0: libvirt cannot undo a stop, and filterd's reconcile
+// loop removes whatever is left. Only chains this domain owns are
+// detached, in case a tap name was already reused.
+func (r *run) teardown(ctx context.Context, xmlDoc []byte) int {
+	chains, err := r.chains(xmlDoc)
+	if err != nil {
+		r.note("cannot tell which chains to detach: %v", err)
+		return 0
+	}
+	owner := "libvirt:" + r.domain
+	for _, c := range chains {
+		if c.Tap == "" {
+			continue
+		}
+		err := r.call(ctx, func(ctx context.Context) error {
+			v, err := r.Client.VNIC(ctx, c.Tap)
+			if err != nil {
+				return err
+			}
+			if v.Owner != owner {
+				return nil // someone else's chain now
+			}
+			return r.Client.Detach(ctx, c.Tap)
+		})
+		switch why, down := r.unreachable(err); {
+		case err == nil, api.IsCode(err, api.CodeNotAttached), api.IsCode(err, api.CodeNoSuchDevice):
+		case down:
+			r.note("%s: chains left for filterd to reconcile", why)
+			return 0
+		default:
+			r.note("interface %s: detach chain: %v", c.Interface(), err)
+		}
+	}
+	return 0
+}
