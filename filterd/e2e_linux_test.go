@@ -386,6 +386,16 @@ func TestKill9KeepsStreamAndState(t *testing.T) {
 	if err != nil || !strings.Contains(out, a.TapName) {
 		t.Errorf("vfctl list after restart: %v\n%s", err, out)
 	}
+	// Not one frame was dropped by the chain across kill and restart.
+	v, err := d.client.VNIC(ctx, a.TapName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for dir, c := range v.Chain {
+		if c.Dropped.Packets != 0 || c.Passed.Packets != c.Entered.Packets {
+			t.Errorf("%s: chain dropped %d frames (entered %d, passed %d)", dir, c.Dropped.Packets, c.Entered.Packets, c.Passed.Packets)
+		}
+	}
 }
 
 // A fail-closed slow-path filter whose slow path is gone drops; a fail-open

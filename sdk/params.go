@@ -38,6 +38,17 @@ func (t ParamType) String() string {
 // MarshalText implements encoding.TextMarshaler.
 func (t ParamType) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
 
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (t *ParamType) UnmarshalText(b []byte) error {
+	for i, n := range paramTypeNames {
+		if n == string(b) {
+			*t = ParamType(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown parameter type %q (want %s)", b, strings.Join(paramTypeNames, ", "))
+}
+
 // ParamSpec describes one parameter a filter accepts.
 type ParamSpec struct {
 	// Name is the key operators use (domain XML, vfctl --param name=value).

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"syscall"
 	"time"
 )
 
@@ -62,8 +63,8 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	resp, err := c.http.Do(req)
 	if err != nil {
 		var ne *net.OpError
-		if errors.As(err, &ne) && ne.Op == "dial" {
-			return fmt.Errorf("%w (no daemon on %s: start it with `filterd` or point --socket at it)", ErrDaemonNotRunning, c.socket)
+		if errors.As(err, &ne) && ne.Op == "dial" && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)) {
+			return fmt.Errorf("%w (no daemon on %s: start it with `filterd` or point --socket at it): %w", ErrDaemonNotRunning, c.socket, ne.Err)
 		}
 		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
@@ -97,43 +98,50 @@ func vnicPath(name string) string { return "/" + Version + "/vnics/" + url.PathE
 // Version asks the daemon for its version.
 func (c *Client) Version(ctx context.Context) (*VersionInfo, error) {
 	var v VersionInfo
-	return &v, c.do(ctx, http.MethodGet, "/"+Version+"/version", nil, &v)
+	err := c.do(ctx, http.MethodGet, "/"+Version+"/version", nil, &v)
+	return &v, err
 }
 
 // Check runs the daemon's kernel feature probe.
 func (c *Client) Check(ctx context.Context) (*CheckReport, error) {
 	var r CheckReport
-	return &r, c.do(ctx, http.MethodGet, "/"+Version+"/check", nil, &r)
+	err := c.do(ctx, http.MethodGet, "/"+Version+"/check", nil, &r)
+	return &r, err
 }
 
 // Filters lists the registered filters.
 func (c *Client) Filters(ctx context.Context) ([]FilterInfo, error) {
 	var fs []FilterInfo
-	return fs, c.do(ctx, http.MethodGet, "/"+Version+"/filters", nil, &fs)
+	err := c.do(ctx, http.MethodGet, "/"+Version+"/filters", nil, &fs)
+	return fs, err
 }
 
 // VNICs lists the protected vNICs and their chains (no counters).
 func (c *Client) VNICs(ctx context.Context) ([]VNIC, error) {
 	var vs []VNIC
-	return vs, c.do(ctx, http.MethodGet, "/"+Version+"/vnics", nil, &vs)
+	err := c.do(ctx, http.MethodGet, "/"+Version+"/vnics", nil, &vs)
+	return vs, err
 }
 
 // VNIC shows one vNIC with its counters.
 func (c *Client) VNIC(ctx context.Context, name string) (*VNIC, error) {
 	var v VNIC
-	return &v, c.do(ctx, http.MethodGet, vnicPath(name), nil, &v)
+	err := c.do(ctx, http.MethodGet, vnicPath(name), nil, &v)
+	return &v, err
 }
 
 // SetChain creates the chain of vnic with all its filters at once.
 func (c *Client) SetChain(ctx context.Context, vnic string, req ChainRequest) (*VNIC, error) {
 	var v VNIC
-	return &v, c.do(ctx, http.MethodPut, vnicPath(vnic), req, &v)
+	err := c.do(ctx, http.MethodPut, vnicPath(vnic), req, &v)
+	return &v, err
 }
 
 // Attach adds one filter to vnic's chain, creating the chain if needed.
 func (c *Client) Attach(ctx context.Context, vnic string, req AttachRequest) (*VNIC, error) {
 	var v VNIC
-	return &v, c.do(ctx, http.MethodPost, vnicPath(vnic)+"/filters", req, &v)
+	err := c.do(ctx, http.MethodPost, vnicPath(vnic)+"/filters", req, &v)
+	return &v, err
 }
 
 // Detach removes vnic's whole chain.
@@ -149,7 +157,8 @@ func (c *Client) DetachSlot(ctx context.Context, vnic string, slot int) error {
 // Metrics returns the Prometheus exposition text.
 func (c *Client) Metrics(ctx context.Context) (string, error) {
 	var s string
-	return s, c.do(ctx, http.MethodGet, "/metrics", nil, &s)
+	err := c.do(ctx, http.MethodGet, "/metrics", nil, &s)
+	return s, err
 }
 
 // IsCode reports whether err is an API error with the given code.

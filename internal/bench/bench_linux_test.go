@@ -1,0 +1,117 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// needRoot skips a privileged test when not root, and fails it under
+// CI=true, where a skip would hide that the test never ran.
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("needs root (network namespaces), and CI=true: run the tests as root")
+	}
+	t.Skip("needs root (network namespaces)")
+}
+
+// benchState lists what a run may leave behind: namespaces, pinned bpffs
+// roots, filterd temporary directories.
+func benchState(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for _, g := range []string{netnsDir + "/vfb-*", "/sys/fs/bpf/vfbench-*", os.TempDir() + "/vfbench-*"} {
+		m, _ := filepath.Glob(g)
+		out = append(out, m...)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestRunBaselineSmoke runs the whole harness on the baseline alone for one
+// short repetition: topology, iperf3, the UDP blaster, the ping-pong, the
+// JSON output and the clean-up.
+func TestRunBaselineSmoke(t *testing.T) {
+	needRoot(t)
+	if testing.Short() {
+		t.Skip("-short: the smoke test runs real traffic for ~10 s")
+	}
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("iperf3 not installed (apt-get install -y iperf3)")
+		}
+		t.Skip("iperf3 not installed (apt-get install -y iperf3)")
+	}
+	before := benchState(t)
+	var out, log bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err := Run(ctx, Options{Cases: []string{baselineCase}, Duration: time.Second, Reps: 1, RoundTrips: 2000, JSON: true, Out: &out, Log: &log})
+	if err != nil {
+		t.Fatalf("Run: %v\nlog:\n%s", err, log.String())
+	}
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var r struct {
+			Case, Metric, Unit string
+			Value, Baseline    float64
+			Ratio              float64
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		if r.Case != baselineCase || !(r.Value > 0) || r.Baseline != r.Value || r.Ratio != 1 || r.Unit == "" {
+			t.Errorf("implausible line %s", line)
+		}
+		got = append(got, r.Metric)
+	}
+	if want := reported(MetricNames()); !slices.Equal(got, want) {
+		t.Errorf("metrics %v, want %v", got, want)
+	}
+	t.Logf("baseline:\n%s", out.String())
+	if after := benchState(t); !slices.Equal(before, after) {
+		t.Errorf("left behind: before %v, after %v", before, after)
+	}
+}
+
+// TestRunFilteredSmoke also runs fast-1 and the attach benchmark when
+// VFBENCH_FILTERD names a filterd binary (`make build` writes bin/filterd).
+func TestRunFilteredSmoke(t *testing.T) {
+	needRoot(t)
+	bin := os.Getenv("VFBENCH_FILTERD")
+	if bin == "" || testing.Short() {
+		t.Skip("set VFBENCH_FILTERD=/path/to/filterd to run the filtered cases")
+	}
+	before := benchState(t)
+	var out, log bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	err := Run(ctx, Options{Filterd: bin, Cases: []string{"fast-1"}, Metrics: []string{MetricUDP64, MetricRR}, Duration: time.Second, Reps: 1, RoundTrips: 2000, Out: &out, Log: &log})
+	if err != nil {
+		t.Fatalf("Run: %v\nlog:\n%s", err, log.String())
+	}
+	if !strings.Contains(out.String(), "fast-1") || strings.Contains(log.String(), "WARNING") {
+		t.Errorf("output:\n%s\nlog:\n%s", out.String(), log.String())
+	}
+	out.Reset()
+	if err := RunAttach(ctx, AttachOptions{Filterd: bin, N: 5, JSON: true, Out: &out, Log: &log}); err != nil {
+		t.Fatalf("RunAttach: %v\nlog:\n%s", err, log.String())
+	}
+	if n := strings.Count(out.String(), "\n"); n != 5 {
+		t.Errorf("attach printed %d lines:\n%s", n, out.String())
+	}
+	if after := benchState(t); !slices.Equal(before, after) {
+		t.Errorf("left behind: before %v, after %v", before, after)
+	}
+}
