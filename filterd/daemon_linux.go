@@ -381,14 +381,16 @@ func (d *Daemon) Detach(ctx context.Context, name string) error {
 		}
 		return fmt.Errorf("%s: %w", name, datapath.ErrNotAttached)
 	}
-	// Hooks first: the chain is detached before its filters go away.
-	if err := n.dp.Detach(); err != nil {
-		return err
-	}
+	// Slow paths first, while the maps are open to end their leases, then
+	// the hooks and pins; the frames in between meet each slot's failure
+	// mode, never a half-removed chain.
 	for _, in := range n.slots {
 		if in != nil {
 			in.close()
 		}
+	}
+	if err := n.dp.Detach(); err != nil {
+		return err
 	}
 	delete(d.vnics, name)
 	return d.saveLocked()

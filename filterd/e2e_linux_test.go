@@ -457,4 +457,23 @@ func TestSlowPathFailModes(t *testing.T) {
 	if err := a.Ping(t, b.IPv4.IP, 5); err != nil {
 		t.Errorf("ping after restart: %v", err)
 	}
+	// Detaching a chain with a running slow path removes everything.
+	if err := d.client.Detach(ctx, a.TapName); err != nil {
+		t.Fatalf("detach slow-path chain: %v", err)
+	}
+	if err := d.client.DetachSlot(ctx, c.TapName, 0); err != nil {
+		t.Fatalf("detach slow-path slot: %v", err)
+	}
+	links, err := host.Handle().LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range links {
+		if strings.HasPrefix(l.Attrs().Name, "vfp") {
+			t.Errorf("punt tap %s left after detach", l.Attrs().Name)
+		}
+	}
+	if err := a.Ping(t, b.IPv4.IP, 2); err != nil {
+		t.Errorf("ping after detach: %v", err)
+	}
 }

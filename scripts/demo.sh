@@ -49,7 +49,7 @@ step "filterd starts (embedded defaults; private socket, state and bpffs root fo
 nsenter --net=/run/netns/"$HOST" "$BIN/filterd" --socket "$SOCK" --bpffs-root "$ROOT" \
 	--state-dir "$WORK/state" --log-level warn &
 FILTERD_PID=$!
-for _ in $(seq 100); do vfctl version >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 100); do vfctl list >/dev/null 2>&1 && break; sleep 0.1; done
 vfctl version
 
 step "vfctl check: what this kernel offers"
@@ -72,7 +72,7 @@ ip netns exec "$VM1" busybox ping -c 3 -i 0.2 10.42.0.2 | tail -2
 nsenter --net=/run/netns/"$HOST" "$BIN/filterd" --socket "$SOCK" --bpffs-root "$ROOT" \
 	--state-dir "$WORK/state" --log-level warn &
 FILTERD_PID=$!
-for _ in $(seq 100); do vfctl version >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 100); do vfctl list >/dev/null 2>&1 && break; sleep 0.1; done
 step "restarted filterd adopted the chain (same state, counters kept)"
 vfctl stats
 

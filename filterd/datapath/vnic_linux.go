@@ -418,6 +418,9 @@ func (v *VNIC) SetSlot(slot int, prog *ebpf.Program, s Slot) error {
 	if slot < 0 || slot >= sdk.MaxSlots {
 		return fmt.Errorf("slot %d out of range 0..%d", slot, sdk.MaxSlots-1)
 	}
+	if v.slots == nil {
+		return fmt.Errorf("%s: %w", v.Name, ErrNotAttached)
+	}
 	flags := uint32(sdk.SlotPresent)
 	if s.FailOpen {
 		flags |= sdk.SlotFailOpen
@@ -446,6 +449,9 @@ func (v *VNIC) SetSlot(slot int, prog *ebpf.Program, s Slot) error {
 // Heartbeat marks the slow path of slot in direction dir alive until
 // deadline; past it the slot's failure mode applies.
 func (v *VNIC) Heartbeat(slot int, dir sdk.Direction, punt int, deadline time.Time) error {
+	if v.slots == nil {
+		return fmt.Errorf("heartbeat %s slot %d: %w", v.Name, slot, ErrNotAttached)
+	}
 	var val slotValue
 	key := sdk.ChainIndex(dir, slot)
 	if err := v.slots.Lookup(key, &val); err != nil {
