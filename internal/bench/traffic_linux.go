@@ -30,7 +30,9 @@ const (
 // VM B and returns the received Gb/s. The server is started for this test
 // only (--one-off) and stopped by pid, whatever happens.
 func iperfTCP(ctx context.Context, t *topology, d time.Duration, streams int) (float64, error) {
-	srv, err := startIn(t.b.ns.path, nil, "iperf3", "--server", "--one-off", "--port", strconv.Itoa(iperfPort))
+	cpus := pickCPUs()
+	srv, err := startIn(t.b.ns.path, nil, append([]string{"iperf3", "--server", "--one-off", "--port", strconv.Itoa(iperfPort)},
+		iperfAffinity(cpus.server, cpus.ok)...)...)
 	if err != nil {
 		return 0, err
 	}
@@ -41,9 +43,11 @@ func iperfTCP(ctx context.Context, t *topology, d time.Duration, streams int) (f
 	secs := max(1, int(math.Ceil(d.Seconds())))
 	cctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(cctx, "nsenter", "--net="+t.a.ns.path, "--",
+	args := append([]string{"--net=" + t.a.ns.path, "--",
 		"iperf3", "--client", vmBIPv4.IP.String(), "--port", strconv.Itoa(iperfPort),
-		"--time", strconv.Itoa(secs), "--parallel", strconv.Itoa(streams), "--json")
+		"--time", strconv.Itoa(secs), "--parallel", strconv.Itoa(streams), "--json"},
+		iperfAffinity(cpus.client, cpus.ok)...)
+	cmd := exec.CommandContext(cctx, "nsenter", args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out, runErr := cmd.Output()
 	if ctx.Err() != nil {
@@ -144,10 +148,17 @@ func udpBlast(ctx context.Context, t *topology, d time.Duration) (udpResult, err
 	ready := make(chan error, 1)
 	var wg sync.WaitGroup
 	var rxErr, txErr error
+	cpus := pickCPUs()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		rxErr = t.b.ns.Do(func() error {
+			restore, err := pinThread(cpus.server, cpus.ok)
+			if err != nil {
+				ready <- err
+				return err
+			}
+			defer restore()
 			fd, err := udpSocket(unix.SockaddrInet4{Port: udpPort, Addr: [4]byte(vmBIPv4.IP.To4())}, true)
 			if err != nil {
 				ready <- err
@@ -166,6 +177,11 @@ func udpBlast(ctx context.Context, t *topology, d time.Duration) (udpResult, err
 	go func() {
 		defer wg.Done()
 		txErr = t.a.ns.Do(func() error {
+			restore, err := pinThread(cpus.client, cpus.ok)
+			if err != nil {
+				return err
+			}
+			defer restore()
 			fd, err := udpSocket(unix.SockaddrInet4{Port: udpPort, Addr: [4]byte(vmBIPv4.IP.To4())}, false)
 			if err != nil {
 				return err
@@ -295,9 +311,14 @@ func tcpRR(ctx context.Context, t *topology, n int) (rrResult, error) {
 	addr := unix.SockaddrInet4{Port: rrPort, Addr: [4]byte(vmBIPv4.IP.To4())}
 	ready := make(chan error, 1)
 	srvErr := make(chan error, 1)
+	cpus := pickCPUs()
 	go func() {
 		srvErr <- t.b.ns.Do(func() error {
-			err := rrServe(addr, ready)
+			restore, err := pinThread(cpus.server, cpus.ok)
+			if err == nil {
+				defer restore()
+				err = rrServe(addr, ready)
+			}
 			if err != nil {
 				select {
 				case ready <- err:
@@ -313,7 +334,11 @@ func tcpRR(ctx context.Context, t *topology, n int) (rrResult, error) {
 	}
 	var rtts []float64
 	cliErr := t.a.ns.Do(func() error {
-		var err error
+		restore, err := pinThread(cpus.client, cpus.ok)
+		if err != nil {
+			return err
+		}
+		defer restore()
 		rtts, err = rrClient(ctx, addr, n)
 		return err
 	})
