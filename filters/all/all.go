@@ -5,5 +5,6 @@ package all
 import (
 	_ "github.com/vnicfilter/vnicfilter/filters/count"
 	_ "github.com/vnicfilter/vnicfilter/filters/dnslog"
+	_ "github.com/vnicfilter/vnicfilter/filters/firewall"
 	_ "github.com/vnicfilter/vnicfilter/filters/punt"
 )

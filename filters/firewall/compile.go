@@ -1,0 +1,455 @@
+package firewall
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+)
+
+// Compilation budgets (docs/firewall.md, "Limits"). The kernel maps are
+// sized for two generations of each.
+const (
+	// MaxCrossEntries bounds the four cross-product tables of one
+	// generation together (fw_cross holds two generations).
+	MaxCrossEntries = 1 << 19
+	// MaxPrefixes bounds the distinct prefixes of one address side.
+	MaxPrefixes = 1 << 18
+	// maxSetWork bounds the rule-set elements the compiler materialises.
+	maxSetWork = 64 << 20
+)
+
+// Layout of the per-generation dimension array (fw_dims).
+const (
+	dimProtoBase = 0     // [frag<<9 | dir<<8 | proto]
+	dimProtoSize = 1024  //
+	dimP1Base    = 1024  // [source port or ICMP type]
+	dimP2Base    = 66560 // [destination port or ICMP code]
+	dimsPerGen   = dimP2Base + 65536
+)
+
+// Cross-product tables, the low bits of fw_cross_key.tag (gen << 2 | table).
+const (
+	crossProtoP1 = iota // (proto class, p1 class) → x
+	crossL4             // (x, p2 class) → l4 class
+	crossAddr           // (src class, dst class) → address class
+	crossFinal          // (address class, l4 class) → verdict
+	numCross
+)
+
+// Encoding of a crossFinal value: rule index + 1, action, log flag.
+const (
+	finalRuleMask    = 1<<24 - 1
+	finalActionShift = 24
+	finalLogBit      = 1 << 26
+)
+
+// LPMEntry is one prefix of an address trie and the class of the rules
+// whose side covers it.
+type LPMEntry struct {
+	Prefix netip.Prefix
+	Class  uint32
+}
+
+// Compiled is a policy turned into classification tables. Classifying a
+// packet costs two longest-prefix lookups, three array reads and four hash
+// lookups whatever the number of rules (docs/firewall.md, "Classification").
+type Compiled struct {
+	// Policy is what was compiled.
+	Policy *Policy
+	// Src and Dst are the address tries (both families).
+	Src, Dst []LPMEntry
+	// Dims maps protocol, P1 and P2 values to classes (layout dim*).
+	Dims []uint32
+	// Cross are the cross-product tables.
+	Cross [numCross]map[[2]uint32]uint32
+	// Classes counts the distinct classes per dimension, for `explain`
+	// and the docs: src, dst, proto, p1, p2, proto×p1, l4, addr.
+	Classes [8]int
+
+	src, dst map[netip.Prefix]uint32
+}
+
+// classer deduplicates rule sets into class ids; class 0 is the empty set.
+type classer struct {
+	ids  map[string]uint32
+	sets [][]int32
+	work *int
+}
+
+func newClasser(work *int) *classer {
+	return &classer{ids: map[string]uint32{}, sets: [][]int32{nil}, work: work}
+}
+
+func (c *classer) id(set []int32) (uint32, error) {
+	if len(set) == 0 {
+		return 0, nil
+	}
+	k := make([]byte, 4*len(set))
+	for i, r := range set {
+		binary.LittleEndian.PutUint32(k[4*i:], uint32(r))
+	}
+	if id, ok := c.ids[string(k)]; ok {
+		return id, nil
+	}
+	*c.work += len(set)
+	if *c.work > maxSetWork {
+		return 0, fmt.Errorf("%w: more than %d rule-set elements (too many rules that overlap on every dimension)", ErrTooComplex, maxSetWork)
+	}
+	id := uint32(len(c.sets))
+	c.sets = append(c.sets, set)
+	c.ids[string(k)] = id
+	return id, nil
+}
+
+// union merges two ascending rule lists.
+func union(a, b []int32) []int32 {
+	out := make([]int32, 0, len(a)+len(b))
+	i, j := 0, 0
+	for i < len(a) || j < len(b) {
+		switch {
+		case j == len(b) || (i < len(a) && a[i] < b[j]):
+			out = append(out, a[i])
+			i++
+		case i == len(a) || b[j] < a[i]:
+			out = append(out, b[j])
+			j++
+		default:
+			out = append(out, a[i])
+			i, j = i+1, j+1
+		}
+	}
+	return out
+}
+
+// Compile builds the classification tables of p.
+func Compile(p *Policy) (*Compiled, error) {
+	if len(p.Rules) > MaxRules {
+		return nil, fmt.Errorf("%w: %d rules, at most %d", ErrTooComplex, len(p.Rules), MaxRules)
+	}
+	c := &Compiled{Policy: p, Dims: make([]uint32, dimsPerGen), src: map[netip.Prefix]uint32{}, dst: map[netip.Prefix]uint32{}}
+	work := 0
+	srcC, dstC, protoC, p1C, p2C := newClasser(&work), newClasser(&work), newClasser(&work), newClasser(&work), newClasser(&work)
+	var err error
+	if c.Src, err = addrDim(p.Rules, func(r *Rule) *AddrMatch { return &r.Src }, srcC, c.src); err != nil {
+		return nil, fmt.Errorf("source addresses: %w", err)
+	}
+	if c.Dst, err = addrDim(p.Rules, func(r *Rule) *AddrMatch { return &r.Dst }, dstC, c.dst); err != nil {
+		return nil, fmt.Errorf("destination addresses: %w", err)
+	}
+	if err := protoDim(p.Rules, protoC, c.Dims[dimProtoBase:dimProtoBase+dimProtoSize]); err != nil {
+		return nil, err
+	}
+	p1 := func(r *Rule) []PortRange {
+		if r.SrcPorts != nil {
+			return r.SrcPorts
+		}
+		if r.ICMPType >= 0 {
+			return []PortRange{{uint16(r.ICMPType), uint16(r.ICMPType)}}
+		}
+		return nil
+	}
+	p2 := func(r *Rule) []PortRange {
+		if r.DstPorts != nil {
+			return r.DstPorts
+		}
+		if r.ICMPCode >= 0 {
+			return []PortRange{{uint16(r.ICMPCode), uint16(r.ICMPCode)}}
+		}
+		return nil
+	}
+	if err := portDim(p.Rules, p1, p1C, c.Dims[dimP1Base:dimP1Base+65536]); err != nil {
+		return nil, err
+	}
+	if err := portDim(p.Rules, p2, p2C, c.Dims[dimP2Base:dimP2Base+65536]); err != nil {
+		return nil, err
+	}
+	n := len(p.Rules)
+	xC, l4C, adC := newClasser(&work), newClasser(&work), newClasser(&work)
+	if c.Cross[crossProtoP1], err = cross("protocol × source port", protoC.sets, p1C.sets, n, xC, nil); err != nil {
+		return nil, err
+	}
+	if c.Cross[crossL4], err = cross("l4 × destination port", xC.sets, p2C.sets, n, l4C, nil); err != nil {
+		return nil, err
+	}
+	if c.Cross[crossAddr], err = cross("source × destination address", srcC.sets, dstC.sets, n, adC, nil); err != nil {
+		return nil, err
+	}
+	if c.Cross[crossFinal], err = cross("addresses × l4", adC.sets, l4C.sets, n, nil, p.Rules); err != nil {
+		return nil, err
+	}
+	total := 0
+	for _, t := range c.Cross {
+		total += len(t)
+	}
+	if total > MaxCrossEntries {
+		return nil, fmt.Errorf("%w: %d cross-product entries, at most %d", ErrTooComplex, total, MaxCrossEntries)
+	}
+	for i, cl := range []*classer{srcC, dstC, protoC, p1C, p2C, xC, l4C, adC} {
+		c.Classes[i] = len(cl.sets) - 1
+	}
+	return c, nil
+}
+
+func familyRoot(f int) netip.Prefix {
+	if f == 4 {
+		return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	}
+	return netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+}
+
+// addrDim: the class of prefix P is the set of rules with a prefix that
+// covers P (or no address constraint). The longest stored prefix covering an
+// address is covered by exactly the prefixes that cover the address, so one
+// LPM lookup yields the address's rule set.
+func addrDim(rules []Rule, side func(*Rule) *AddrMatch, cl *classer, index map[netip.Prefix]uint32) ([]LPMEntry, error) {
+	var out []LPMEntry
+	var wild []int32
+	by := map[netip.Prefix][]int32{}
+	for i := range rules {
+		m := side(&rules[i])
+		if m.Any {
+			wild = append(wild, int32(i))
+			continue
+		}
+		for _, pr := range m.Prefixes {
+			if l := by[pr]; len(l) == 0 || l[len(l)-1] != int32(i) {
+				by[pr] = append(by[pr], int32(i))
+			}
+		}
+	}
+	if len(by) > MaxPrefixes {
+		return nil, fmt.Errorf("%w: %d distinct prefixes, at most %d", ErrTooComplex, len(by), MaxPrefixes)
+	}
+	for _, f := range []int{4, 6} {
+		root := familyRoot(f)
+		if _, ok := by[root]; !ok {
+			by[root] = nil
+		}
+	}
+	prefixes := make([]netip.Prefix, 0, len(by))
+	for pr := range by {
+		prefixes = append(prefixes, pr)
+	}
+	sort.Slice(prefixes, func(i, j int) bool {
+		if prefixes[i].Bits() != prefixes[j].Bits() {
+			return prefixes[i].Bits() < prefixes[j].Bits()
+		}
+		return prefixes[i].Addr().Less(prefixes[j].Addr())
+	})
+	sets := make(map[netip.Prefix][]int32, len(prefixes))
+	for _, pr := range prefixes {
+		var parent []int32
+		if pr.Bits() == 0 {
+			parent = wild
+		} else {
+			for b := pr.Bits() - 1; b >= 0; b-- {
+				anc := netip.PrefixFrom(pr.Addr(), b).Masked()
+				if s, ok := sets[anc]; ok {
+					parent = s
+					break
+				}
+			}
+		}
+		set := union(parent, by[pr])
+		sets[pr] = set
+		id, err := cl.id(set)
+		if err != nil {
+			return nil, err
+		}
+		if id == 0 {
+			continue // only an empty family root: a lookup miss means the same
+		}
+		index[pr] = id
+		out = append(out, LPMEntry{Prefix: pr, Class: id})
+	}
+	return out, nil
+}
+
+// protoDim classes every (fragment, direction, protocol) triple.
+func protoDim(rules []Rule, cl *classer, out []uint32) error {
+	type sig struct {
+		dirs  uint8
+		proto int
+		frag  bool
+	}
+	sigIdx := map[sig]int{}
+	var sigs []sig
+	var members [][]int32
+	for i := range rules {
+		r := &rules[i]
+		s := sig{uint8(r.Dirs), r.Proto, r.Fragments}
+		k, ok := sigIdx[s]
+		if !ok {
+			k = len(sigs)
+			sigIdx[s] = k
+			sigs = append(sigs, s)
+			members = append(members, nil)
+		}
+		members[k] = append(members[k], int32(i))
+	}
+	seen := map[string]uint32{}
+	for idx := range dimProtoSize {
+		frag, dir, proto := idx>>9 == 1, (idx>>8)&1, idx&0xff
+		key := make([]byte, 0, len(sigs))
+		var matched []int
+		for k, s := range sigs {
+			ok := s.dirs&(1<<dir) != 0 && (s.proto == ProtoAny || s.proto == proto) && (!frag || s.frag)
+			if ok {
+				matched = append(matched, k)
+				key = append(key, 1)
+			} else {
+				key = append(key, 0)
+			}
+		}
+		if id, ok := seen[string(key)]; ok {
+			out[idx] = id
+			continue
+		}
+		var set []int32
+		for _, k := range matched {
+			set = append(set, members[k]...)
+		}
+		slices.Sort(set)
+		id, err := cl.id(set)
+		if err != nil {
+			return err
+		}
+		seen[string(key)] = id
+		out[idx] = id
+	}
+	return nil
+}
+
+// portDim classes every port value: the 65536 values fall into elementary
+// intervals between range boundaries, each with one rule set.
+func portDim(rules []Rule, get func(*Rule) []PortRange, cl *classer, out []uint32) error {
+	bounds := []int{0, 65536}
+	var wild []int32
+	for i := range rules {
+		rs := get(&rules[i])
+		if rs == nil {
+			wild = append(wild, int32(i))
+			continue
+		}
+		for _, r := range rs {
+			bounds = append(bounds, int(r.Lo), int(r.Hi)+1)
+		}
+	}
+	slices.Sort(bounds)
+	bounds = slices.Compact(bounds)
+	lists := make([][]int32, len(bounds)-1)
+	at := func(v int) int { i, _ := slices.BinarySearch(bounds, v); return i }
+	for i := range rules {
+		rs := get(&rules[i])
+		for _, r := range rs {
+			for k := at(int(r.Lo)); k < at(int(r.Hi)+1); k++ {
+				if l := lists[k]; len(l) == 0 || l[len(l)-1] != int32(i) {
+					lists[k] = append(lists[k], int32(i))
+				}
+			}
+		}
+	}
+	for k := range lists {
+		id, err := cl.id(union(wild, lists[k]))
+		if err != nil {
+			return err
+		}
+		for v := bounds[k]; v < bounds[k+1]; v++ {
+			out[v] = id
+		}
+	}
+	return nil
+}
+
+// cross builds the table of non-empty intersections of two dimensions'
+// classes: into a new class (out) or, for the final table, the first rule
+// of the intersection with its action.
+func cross(what string, xs, ys [][]int32, nrules int, out *classer, final []Rule) (map[[2]uint32]uint32, error) {
+	yOf := make([][]uint32, nrules)
+	for y := 1; y < len(ys); y++ {
+		for _, r := range ys[y] {
+			yOf[r] = append(yOf[r], uint32(y))
+		}
+	}
+	table := map[[2]uint32]uint32{}
+	work := 0
+	acc := map[uint32][]int32{}
+	first := map[uint32]int32{}
+	for x := 1; x < len(xs); x++ {
+		clear(acc)
+		clear(first)
+		for _, r := range xs[x] {
+			work += len(yOf[r])
+			if work > maxSetWork {
+				return nil, fmt.Errorf("%w: %s cross product needs more than %d steps", ErrTooComplex, what, maxSetWork)
+			}
+			for _, y := range yOf[r] {
+				if final != nil {
+					if _, ok := first[y]; !ok {
+						first[y] = r
+					}
+					continue
+				}
+				acc[y] = append(acc[y], r)
+			}
+		}
+		if final != nil {
+			for y, r := range first {
+				v := uint32(r+1) | uint32(final[r].Action)<<finalActionShift
+				if final[r].Log {
+					v |= finalLogBit
+				}
+				table[[2]uint32{uint32(x), y}] = v
+			}
+		} else {
+			for y, set := range acc {
+				id, err := out.id(set)
+				if err != nil {
+					return nil, err
+				}
+				table[[2]uint32{uint32(x), y}] = id
+			}
+		}
+		if len(table) > MaxCrossEntries {
+			return nil, fmt.Errorf("%w: %s table exceeds %d entries", ErrTooComplex, what, MaxCrossEntries)
+		}
+	}
+	return table, nil
+}
+
+// protoIndex is the fw_dims index of a packet's protocol class.
+func protoIndex(p *Packet) int {
+	idx := int(p.Dir)<<8 | int(p.Proto)
+	if p.Fragment {
+		idx |= 1 << 9
+	}
+	return idx
+}
+
+func lpm(index map[netip.Prefix]uint32, a netip.Addr) uint32 {
+	for b := a.BitLen(); b >= 0; b-- {
+		if id, ok := index[netip.PrefixFrom(a, b).Masked()]; ok {
+			return id
+		}
+	}
+	return 0
+}
+
+// Classify returns the index of the first rule matching p, or -1, with the
+// table lookups firewall.c performs.
+func (c *Compiled) Classify(p *Packet) int {
+	v := c.lookup(p)
+	return int(v&finalRuleMask) - 1
+}
+
+func (c *Compiled) lookup(p *Packet) uint32 {
+	a, b := lpm(c.src, p.Src), lpm(c.dst, p.Dst)
+	pc := c.Dims[dimProtoBase+protoIndex(p)]
+	p1, p2 := c.Dims[dimP1Base+int(p.P1)], c.Dims[dimP2Base+int(p.P2)]
+	x := c.Cross[crossProtoP1][[2]uint32{pc, p1}]
+	l4 := c.Cross[crossL4][[2]uint32{x, p2}]
+	ad := c.Cross[crossAddr][[2]uint32{a, b}]
+	return c.Cross[crossFinal][[2]uint32{ad, l4}]
+}

@@ -1,0 +1,312 @@
+package firewall
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/vnicfilter/vnicfilter/sdk"
+)
+
+// fw_config[1+gen] flag: the generation holds a complete policy.
+const confValid = 1 << 24
+
+type fastPath struct {
+	objs firewallObjects
+
+	mu     sync.Mutex // serialises policy updates
+	policy *Policy    // the live policy, for counter labels
+	// written[gen] lists the keys this process wrote into each half, so
+	// the next update purges them without walking the maps (an adopted
+	// instance walks them once).
+	written [2]*genKeys
+}
+
+type genKeys struct {
+	src, dst []firewallFwLpmKey
+	cross    []firewallFwCrossKey
+}
+
+var (
+	_ sdk.FastPath = (*fastPath)(nil)
+	_ Updater      = (*fastPath)(nil)
+)
+
+// The spec is parsed once; each instance copies it.
+var firewallSpec = sync.OnceValues(loadFirewall)
+
+func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
+	params := ctx.Instance.Params
+	policy, err := LoadPolicy(params.String("policy"), nil)
+	if err != nil {
+		return nil, fmt.Errorf("firewall: %w", err)
+	}
+	base, err := firewallSpec()
+	if err != nil {
+		return nil, err
+	}
+	spec := base.Copy()
+	size := uint32(DefaultConntrackSize)
+	if params.Has("conntrack_size") {
+		size = uint32(params.Int("conntrack_size"))
+	}
+	spec.Maps["fw_conntrack"].MaxEntries = size
+	fp := &fastPath{}
+	if err := ctx.Load(spec, &fp.objs); err != nil {
+		return nil, fmt.Errorf("firewall: %w", err)
+	}
+	// Adopting a running instance swaps the (possibly edited) policy in
+	// atomically, like any update.
+	if _, err := fp.UpdatePolicy(policy); err != nil {
+		fp.Close()
+		return nil, fmt.Errorf("firewall: load policy %s: %w", params.String("policy"), err)
+	}
+	return fp, nil
+}
+
+// flushFlows deletes every tracked flow.
+func (f *fastPath) flushFlows() error {
+	var k firewallFwCtKey
+	var v firewallFwCtVal
+	var keys []firewallFwCtKey
+	it := f.objs.FwConntrack.Iterate()
+	for it.Next(&k, &v) {
+		keys = append(keys, k)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate fw_conntrack: %w", err)
+	}
+	for _, k := range keys {
+		if err := f.objs.FwConntrack.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("flush fw_conntrack: %w", err)
+		}
+	}
+	return nil
+}
+
+func (f *fastPath) Program() *ebpf.Program { return f.objs.VfFirewall }
+
+func (f *fastPath) Close() error { return f.objs.Close() }
+
+// UpdatePolicy compiles p, writes it into the idle generation and flips
+// fw_config[0]. A compile error leaves the live policy untouched.
+func (f *fastPath) UpdatePolicy(p *Policy) (time.Duration, error) {
+	start := time.Now()
+	c, err := Compile(p)
+	if err != nil {
+		return 0, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var epoch uint32
+	if err := f.objs.FwConfig.Lookup(uint32(0), &epoch); err != nil {
+		return 0, fmt.Errorf("read fw_config: %w", err)
+	}
+	// The epoch counts swaps (flows remember the one that allowed them);
+	// its low bit selects the live half of every table.
+	epoch++
+	next := epoch & 1
+	if err := f.purge(next); err != nil {
+		return 0, err
+	}
+	// Dimension arrays.
+	keys := make([]uint32, dimsPerGen)
+	for i := range keys {
+		keys[i] = next*dimsPerGen + uint32(i)
+	}
+	if _, err := f.objs.FwDims.BatchUpdate(keys, c.Dims, nil); err != nil {
+		return 0, fmt.Errorf("write fw_dims: %w", err)
+	}
+	// Address tries.
+	wrote := &genKeys{}
+	f.written[next] = nil // half-written until the flip below
+	for _, t := range []struct {
+		m       *ebpf.Map
+		entries []LPMEntry
+		keys    *[]firewallFwLpmKey
+	}{{f.objs.FwSrc, c.Src, &wrote.src}, {f.objs.FwDst, c.Dst, &wrote.dst}} {
+		for _, e := range t.entries {
+			k := lpmKey(next, e)
+			*t.keys = append(*t.keys, k)
+			if err := t.m.Put(&k, e.Class); err != nil {
+				return 0, fmt.Errorf("write %v: %w", t.m, err)
+			}
+		}
+	}
+	// Cross-product tables.
+	var ck []firewallFwCrossKey
+	var cv []uint32
+	for table, m := range c.Cross {
+		for k, v := range m {
+			ck = append(ck, firewallFwCrossKey{Tag: next<<2 | uint32(table), A: k[0], B: k[1]})
+			cv = append(cv, v)
+		}
+	}
+	wrote.cross = ck
+	if len(ck) > 0 {
+		if _, err := f.objs.FwCross.BatchUpdate(ck, cv, nil); err != nil {
+			return 0, fmt.Errorf("write fw_cross: %w", err)
+		}
+	}
+	conf := uint32(p.Defaults[sdk.FromVM]) | uint32(p.Defaults[sdk.ToVM])<<8 | uint32(p.NonIP)<<16 | confValid
+	if err := f.objs.FwConfig.Put(1+next, conf); err != nil {
+		return 0, fmt.Errorf("write fw_config: %w", err)
+	}
+	// The swap: one word, read once per packet.
+	if err := f.objs.FwConfig.Put(uint32(0), epoch); err != nil {
+		return 0, fmt.Errorf("flip generation: %w", err)
+	}
+	f.written[next] = wrote
+	// Rule indexes now mean the new policy's rules: restart their counts.
+	old := 0
+	if f.policy != nil {
+		old = len(f.policy.Rules)
+	}
+	if n := max(old, len(p.Rules)); n > 0 {
+		zk, zv := make([]uint32, n), make([]uint64, n)
+		for i := range zk {
+			zk[i] = uint32(i)
+		}
+		if _, err := f.objs.FwRuleHits.BatchUpdate(zk, zv, nil); err != nil {
+			return 0, fmt.Errorf("reset fw_rule_hits: %w", err)
+		}
+	}
+	f.policy = p
+	return time.Since(start), nil
+}
+
+func lpmKey(gen uint32, e LPMEntry) firewallFwLpmKey {
+	k := firewallFwLpmKey{Prefixlen: 16 + uint32(e.Prefix.Bits()), Gen: uint8(gen), Family: 6}
+	if e.Prefix.Addr().Is4() {
+		k.Family = 4
+		a := e.Prefix.Addr().As4()
+		copy(k.Addr[:], a[:])
+	} else {
+		a := e.Prefix.Addr().As16()
+		copy(k.Addr[:], a[:])
+	}
+	return k
+}
+
+// purge deletes generation gen's entries (left from the policy before the
+// live one) from the tries and the cross-product map.
+func (f *fastPath) purge(gen uint32) error {
+	if w := f.written[gen]; w != nil {
+		for _, t := range []struct {
+			m    *ebpf.Map
+			keys []firewallFwLpmKey
+		}{{f.objs.FwSrc, w.src}, {f.objs.FwDst, w.dst}} {
+			for _, k := range t.keys {
+				if err := t.m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+					return fmt.Errorf("purge %v: %w", t.m, err)
+				}
+			}
+		}
+		if len(w.cross) > 0 {
+			if _, err := f.objs.FwCross.BatchDelete(w.cross, nil); err != nil {
+				return fmt.Errorf("purge fw_cross: %w", err)
+			}
+		}
+		f.written[gen] = nil
+		return nil
+	}
+	for _, m := range []*ebpf.Map{f.objs.FwSrc, f.objs.FwDst} {
+		var k firewallFwLpmKey
+		var stale []firewallFwLpmKey
+		it := m.Iterate()
+		var v uint32
+		for it.Next(&k, &v) {
+			if uint32(k.Gen) == gen {
+				stale = append(stale, k)
+			}
+		}
+		if err := it.Err(); err != nil {
+			return fmt.Errorf("iterate %v: %w", m, err)
+		}
+		for _, k := range stale {
+			if err := m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("purge %v: %w", m, err)
+			}
+		}
+	}
+	var k firewallFwCrossKey
+	var v uint32
+	var stale []firewallFwCrossKey
+	it := f.objs.FwCross.Iterate()
+	for it.Next(&k, &v) {
+		if k.Tag>>2 == gen {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate fw_cross: %w", err)
+	}
+	if len(stale) > 0 {
+		if _, err := f.objs.FwCross.BatchDelete(stale, nil); err != nil {
+			return fmt.Errorf("purge fw_cross: %w", err)
+		}
+	}
+	return nil
+}
+
+// Counters: the firewall's own counters and per-rule hits (rules with at
+// least one hit, labelled by name and position).
+func (f *fastPath) Counters() ([]sdk.Counter, error) {
+	var out []sdk.Counter
+	for s := Stat(0); s < NumStats; s++ {
+		var vals []uint64
+		if err := f.objs.FwStats.Lookup(uint32(s), &vals); err != nil {
+			return nil, fmt.Errorf("read fw_stats: %w", err)
+		}
+		var sum uint64
+		for _, v := range vals {
+			sum += v
+		}
+		out = append(out, sdk.Counter{Name: s.String(), Help: "Firewall " + s.String() + ".", Value: float64(sum)})
+	}
+	f.mu.Lock()
+	p := f.policy
+	f.mu.Unlock()
+	if p == nil {
+		return out, nil
+	}
+	hits, err := f.ruleHits(len(p.Rules))
+	if err != nil {
+		return nil, err
+	}
+	for i, h := range hits {
+		if h == 0 {
+			continue
+		}
+		out = append(out, sdk.Counter{Name: "rule_hits_total", Help: "New flows and denied packets decided by a rule.",
+			Labels: map[string]string{"rule": p.Rules[i].Name, "index": strconv.Itoa(i)}, Value: float64(h)})
+	}
+	return out, nil
+}
+
+// ruleHits reads the first n per-rule counters.
+func (f *fastPath) ruleHits(n int) ([]uint64, error) {
+	out := make([]uint64, 0, n)
+	const chunk = 4096
+	keys := make([]uint32, chunk)
+	vals := make([]uint64, chunk)
+	var cursor ebpf.MapBatchCursor
+	for len(out) < n {
+		c, err := f.objs.FwRuleHits.BatchLookup(&cursor, keys, vals, nil)
+		out = append(out, vals[:c]...)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read fw_rule_hits: %w", err)
+		}
+	}
+	if len(out) > n {
+		out = out[:n]
+	}
+	return out, nil
+}

@@ -1,0 +1,176 @@
+package firewall
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/vnicfilter/vnicfilter/sdk"
+)
+
+// Stat indexes the firewall's own counters (fw_stats in firewall.c).
+type Stat uint32
+
+const (
+	StatEstablished   Stat = iota // packets of a tracked flow
+	StatNewFlows                  // flows entered into the table
+	StatDefaultFromVM             // new from-vm packets decided by the default
+	StatDefaultToVM               // new to-vm packets decided by the default
+	StatInvalid                   // malformed packets and invalid TCP flags, dropped
+	StatFragmentDrop              // non-first fragments no fragment rule matched, dropped
+	StatNonIP                     // ARP and other non-IP frames
+	StatLogged                    // hits of log-flagged rules
+	StatRevalidated               // flows re-checked after a policy swap
+	StatCut                       // flows a new policy denies, cut
+	StatCTFull                    // flows the table could not take
+	StatND                        // IPv6 neighbour discovery, always allowed
+	NumStats
+)
+
+var statNames = [...]string{"established_packets_total", "new_flows_total", "default_from_vm_total", "default_to_vm_total", "invalid_total", "fragment_drops_total", "non_ip_total", "logged_total", "revalidated_flows_total", "cut_flows_total", "conntrack_full_total", "nd_total"}
+
+func (s Stat) String() string {
+	if int(s) < len(statNames) {
+		return statNames[s]
+	}
+	return fmt.Sprintf("stat(%d)", uint32(s))
+}
+
+// Verdict is the model's decision on one frame.
+type Verdict struct {
+	// Drop is true when the frame is dropped.
+	Drop bool
+	// Rule is the index of the rule that decided, or -1.
+	Rule int
+	// Why names the path taken, for test failures and `explain`.
+	Why string
+}
+
+func (v Verdict) String() string {
+	act := "pass"
+	if v.Drop {
+		act = "drop"
+	}
+	return fmt.Sprintf("%s (%s, rule %d)", act, v.Why, v.Rule)
+}
+
+// Model is the firewall in plain Go: the reference the eBPF program is
+// tested against, and usable as a slow-path firewall. Not safe for
+// concurrent use.
+type Model struct {
+	policy *Policy
+	gen    uint32
+	flows  map[ctKey]ctVal
+	// Now returns monotonic nanoseconds (default: time since the model
+	// was made); tests stop the clock to keep timeouts out of comparisons.
+	Now func() uint64
+	// Stats and RuleHits count as fw_stats and fw_rule_hits do.
+	Stats    [NumStats]uint64
+	RuleHits []uint64
+}
+
+// NewModel returns a model enforcing p.
+func NewModel(p *Policy) *Model {
+	start := time.Now()
+	m := &Model{flows: map[ctKey]ctVal{}, Now: func() uint64 { return uint64(time.Since(start)) + 1 }}
+	m.SetPolicy(p)
+	return m
+}
+
+// SetPolicy swaps the policy: flows are re-checked against it on their
+// next packet, as the kernel does after a generation swap.
+func (m *Model) SetPolicy(p *Policy) {
+	m.policy = p
+	m.gen++
+	m.RuleHits = make([]uint64, len(p.Rules))
+}
+
+// decide classifies a new packet: the rule's or the default's action.
+func (m *Model) decide(p *Packet, count bool) (Action, int) {
+	r := m.policy.Match(p)
+	if r < 0 {
+		if count && !p.Fragment {
+			m.Stats[StatDefaultFromVM+Stat(p.Dir)]++
+		}
+		return m.policy.Defaults[p.Dir], -1
+	}
+	if count {
+		m.RuleHits[r]++
+		if m.policy.Rules[r].Log {
+			m.Stats[StatLogged]++
+		}
+	}
+	return m.policy.Rules[r].Action, r
+}
+
+// Process decides the fate of one frame crossing the vNIC in dir.
+func (m *Model) Process(frame []byte, dir sdk.Direction) Verdict {
+	p := ParseFrame(frame, dir)
+	switch p.Kind {
+	case KindInvalid:
+		m.Stats[StatInvalid]++
+		return Verdict{Drop: true, Rule: -1, Why: "invalid"}
+	case KindARP:
+		m.Stats[StatNonIP]++
+		return Verdict{Rule: -1, Why: "arp"}
+	case KindNonIP:
+		m.Stats[StatNonIP]++
+		return Verdict{Drop: m.policy.NonIP.Drops(), Rule: -1, Why: "non-ip"}
+	}
+	if p.isND() {
+		m.Stats[StatND]++
+		return Verdict{Rule: -1, Why: "nd"}
+	}
+	if p.Proto == ProtoTCP && !p.Fragment && !validTCPFlags(p.TCPFlags) {
+		m.Stats[StatInvalid]++
+		return Verdict{Drop: true, Rule: -1, Why: "tcp flags"}
+	}
+	now := m.Now()
+	var key ctKey
+	tracked := p.tracked()
+	if tracked {
+		key = flowKey(&p)
+		if v, ok := m.flows[key]; ok && v.Expires > now && !reopens(&v, &p) {
+			if v.Gen != m.gen {
+				m.Stats[StatRevalidated]++
+				op := origPacket(key, &v)
+				if a, _ := m.decide(&op, false); a.Drops() {
+					m.Stats[StatCut]++
+					delete(m.flows, key)
+					return Verdict{Drop: true, Rule: -1, Why: "cut by new policy"}
+				}
+				v.Gen = m.gen
+			}
+			advance(&v, &p)
+			v.Expires = now + uint64(ctTimeouts[v.State])
+			m.flows[key] = v
+			m.Stats[StatEstablished]++
+			return Verdict{Rule: -1, Why: "established"}
+		}
+	}
+	a, r := m.decide(&p, true)
+	if p.Fragment && r < 0 {
+		m.Stats[StatFragmentDrop]++
+		return Verdict{Drop: true, Rule: -1, Why: "fragment"}
+	}
+	why := "rule"
+	if r < 0 {
+		why = "default"
+	}
+	if a.Drops() {
+		return Verdict{Drop: true, Rule: r, Why: why}
+	}
+	if tracked {
+		if st, ok := newFlowState(&p); ok {
+			m.flows[key] = ctVal{Expires: now + uint64(ctTimeouts[st]), Gen: m.gen, P1: p.P1, P2: p.P2, State: st, OrigDir: uint8(dir)}
+			m.Stats[StatNewFlows]++
+		}
+	}
+	return Verdict{Rule: r, Why: why}
+}
+
+// Flows is the number of tracked flows (expired ones included until
+// overwritten, as in the kernel's table).
+func (m *Model) Flows() int { return len(m.flows) }
+
+// Flush forgets every tracked flow.
+func (m *Model) Flush() { clear(m.flows) }
