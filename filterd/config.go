@@ -25,6 +25,9 @@ type Config struct {
 	// MetricsAddr, when set, also serves /metrics over TCP (e.g.
 	// 127.0.0.1:9617). /metrics is always on the unix socket.
 	MetricsAddr string
+	// LibvirtURI, when set (e.g. qemu:///system), makes WatchLibvirt keep
+	// the chains of running libvirt domains as their XML says.
+	LibvirtURI string
 	// Logger receives the daemon's logs; discarded if nil.
 	Logger *slog.Logger
 }

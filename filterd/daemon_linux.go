@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/vnicfilter/vnicfilter/filterd/api"
 	"github.com/vnicfilter/vnicfilter/filterd/datapath"
@@ -259,13 +260,16 @@ func (d *Daemon) SetChain(ctx context.Context, name string, req api.ChainRequest
 			return nil, fmt.Errorf("slot %d: %w", i, err)
 		}
 	}
+	start := time.Now()
 	n, err := d.setChainLocked(ctx, name, req)
 	if err != nil {
 		return nil, err
 	}
+	attached := time.Now()
 	if err := d.saveLocked(); err != nil {
 		return nil, err
 	}
+	d.log.Debug("chain set", "vnic", name, "filters", len(req.Filters), "attach", attached.Sub(start), "save", time.Since(attached))
 	return d.describe(name, n, false), nil
 }
 

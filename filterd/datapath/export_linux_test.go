@@ -23,7 +23,13 @@ func (v *VNIC) RemoveProgramForTest(slot int) error {
 func (v *VNIC) DispatcherForTest(dir sdk.Direction) *ebpf.Program { return v.progs[dir] }
 
 // SkipForTest returns the pass-through program.
-func (v *VNIC) SkipForTest() *ebpf.Program { return v.skip }
+func (v *VNIC) SkipForTest() *ebpf.Program {
+	p, err := v.skipProgram()
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
 
 // SetRawSlotForTest writes slot's program (nil: none) and raw vf_slots
 // entries for both directions.

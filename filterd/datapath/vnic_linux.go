@@ -186,15 +186,40 @@ func (d *Datapath) Create(name string, prepare func(*VNIC) error) (_ *VNIC, err 
 // loadDispatcher loads the dispatcher programs, creating the vNIC maps or
 // reusing the given ones.
 func (v *VNIC) loadDispatcher(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map) error {
-	var objs dispatcherObjects
+	// Only the maps and the two hook programs: LoadAndAssign loads what
+	// the struct asks for, and the pass-through program is rarely needed.
+	var objs struct {
+		dispatcherMaps
+		FromVM *ebpf.Program `ebpf:"vf_from_vm"`
+		ToVM   *ebpf.Program `ebpf:"vf_to_vm"`
+	}
 	opts := &ebpf.CollectionOptions{MapReplacements: maps}
 	if err := spec.Copy().LoadAndAssign(&objs, opts); err != nil {
 		return fmt.Errorf("load dispatcher for %s: %w", v.Name, err)
 	}
 	v.chain, v.slots, v.stats = objs.VfChain, objs.VfSlots, objs.VfStats
-	v.progs[sdk.FromVM], v.progs[sdk.ToVM] = objs.VfFromVm, objs.VfToVm
-	v.skip = objs.VfSkip
+	v.progs[sdk.FromVM], v.progs[sdk.ToVM] = objs.FromVM, objs.ToVM
 	return nil
+}
+
+// skipProgram loads the pass-through program on first use.
+func (v *VNIC) skipProgram() (*ebpf.Program, error) {
+	if v.skip != nil {
+		return v.skip, nil
+	}
+	spec, err := dispatcherSpec()
+	if err != nil {
+		return nil, err
+	}
+	var objs struct {
+		Skip *ebpf.Program `ebpf:"vf_skip"`
+	}
+	opts := &ebpf.CollectionOptions{MapReplacements: v.Maps()}
+	if err := spec.Copy().LoadAndAssign(&objs, opts); err != nil {
+		return nil, fmt.Errorf("load pass-through program for %s: %w", v.Name, err)
+	}
+	v.skip = objs.Skip
+	return v.skip, nil
 }
 
 func (v *VNIC) linkPin(dir sdk.Direction) string {
@@ -281,15 +306,9 @@ func (d *Datapath) Adopt(name string) (_ *VNIC, err error) {
 		}
 		maps[n] = m
 	}
-	// Programs are reloaded only to have the skip program at hand for
-	// chain edits; the attached dispatchers stay as they are.
-	spec, err := dispatcherSpec()
-	if err != nil {
-		return nil, err
-	}
-	if err := v.loadDispatcher(spec, maps); err != nil {
-		return nil, err
-	}
+	// Nothing is loaded: the attached dispatchers stay as they are.
+	v.chain, v.slots, v.stats = maps[sdk.MapChain], maps[sdk.MapSlots], maps[sdk.MapStats]
+	maps = nil
 	if v.Mode == ModeTCX {
 		for _, dir := range []sdk.Direction{sdk.FromVM, sdk.ToVM} {
 			l, err := link.LoadPinnedLink(v.linkPin(dir), nil)
@@ -487,7 +506,10 @@ func (v *VNIC) ClearSlot(slot int) error {
 				err = nil
 			}
 		} else {
-			err = v.chain.Put(k, v.skip)
+			var skip *ebpf.Program
+			if skip, err = v.skipProgram(); err == nil {
+				err = v.chain.Put(k, skip)
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("clear slot %d of %s %s: %w", slot, v.Name, dir, err)
