@@ -4,18 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/features"
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/vnicfilter/vnicfilter/filterd/api"
 	"github.com/vnicfilter/vnicfilter/filterd/datapath"
+	"github.com/vnicfilter/vnicfilter/internal/nsutil"
 )
 
 // Check probes the kernel for everything vnicfilter uses. Probes that need
@@ -89,31 +88,12 @@ func jitEnabled() error {
 // inThrowawayNetns runs fn on a locked thread inside a new network
 // namespace that disappears afterwards with everything fn made in it.
 func inThrowawayNetns(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		ns, err := netns.New()
-		if err != nil {
-			errc <- fmt.Errorf("create probe namespace: %w", err)
-			return
-		}
-		ferr := fn()
-		ns.Close()
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: Go discards it at goroutine exit.
-			errc <- ferr
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	ns, err := nsutil.CreateAnonymous()
+	if err != nil {
+		return fmt.Errorf("create probe namespace: %w", err)
+	}
+	defer ns.Close()
+	return nsutil.Do(ns, "probe", fn)
 }
 
 func probeClsact() error {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vnicfilter/vnicfilter/internal/nsutil"
 )
 
 // needRoot skips a privileged test when not root, and fails it under
@@ -31,7 +33,7 @@ func needRoot(t *testing.T) {
 func benchState(t *testing.T) []string {
 	t.Helper()
 	var out []string
-	for _, g := range []string{netnsDir + "/vfb-*", "/sys/fs/bpf/vfbench-*", os.TempDir() + "/vfbench-*"} {
+	for _, g := range []string{nsutil.Dir + "/vfb-*", "/sys/fs/bpf/vfbench-*", os.TempDir() + "/vfbench-*"} {
 		m, _ := filepath.Glob(g)
 		out = append(out, m...)
 	}

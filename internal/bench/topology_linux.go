@@ -57,9 +57,6 @@ type topology struct {
 
 // newHost creates the host namespace with lo and a bridge up.
 func newHost(suffix string) (_ *host, err error) {
-	if err := prepareNetnsDir(); err != nil {
-		return nil, err
-	}
 	ns, err := newNamedNS("vfb-host-" + suffix)
 	if err != nil {
 		return nil, err

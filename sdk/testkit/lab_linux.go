@@ -23,6 +23,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/vnicfilter/vnicfilter/internal/nsutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -83,16 +85,16 @@ const (
 // never sends router or neighbour solicitations of its own into a capture.
 func NewHost(t testing.TB) *Host {
 	t.Helper()
-	name, err := randomName("vfh-")
+	name, err := nsutil.RandomName("vfh-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	path, err := createNamedNS(name)
+	path, err := nsutil.CreateNamed(name)
 	if err != nil {
 		t.Fatalf("create host: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := deleteNamedNS(path); err != nil {
+		if err := nsutil.DeleteNamed(path); err != nil {
 			t.Errorf("delete host %s: %v", name, err)
 		}
 	})
@@ -134,7 +136,7 @@ func NewHost(t testing.TB) *Host {
 // Do runs fn on a locked OS thread switched into the host namespace. Sockets
 // fn creates stay in the namespace; goroutines fn starts do not run in it.
 func (h *Host) Do(fn func() error) error {
-	return doInNS(h.ns, h.Name, fn)
+	return nsutil.Do(h.ns, h.Name, fn)
 }
 
 // Handle returns a netlink handle bound to the host namespace. It is closed
@@ -176,7 +178,7 @@ func (h *Host) AddVM(t testing.TB, label string) *VM {
 	k := h.lastK
 	h.mu.Unlock()
 
-	name, err := randomName("vfv-")
+	name, err := nsutil.RandomName("vfv-")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,12 +196,12 @@ func (h *Host) AddVM(t testing.TB, label string) *VM {
 		t.Fatalf("add vm %q (%s) to host %s: %s", label, name, h.Name, fmt.Sprintf(format, args...))
 	}
 
-	v.Path, err = createNamedNS(name)
+	v.Path, err = nsutil.CreateNamed(name)
 	if err != nil {
 		fatalf("%v", err)
 	}
 	t.Cleanup(func() {
-		if err := deleteNamedNS(v.Path); err != nil {
+		if err := nsutil.DeleteNamed(v.Path); err != nil {
 			t.Errorf("delete vm %q: %v", label, err)
 		}
 	})
@@ -343,7 +345,7 @@ func waitOperUp(h *netlink.Handle, name string, timeout time.Duration) error {
 // Do runs fn on a locked OS thread switched into the VM namespace. Sockets
 // fn creates stay in the namespace; goroutines fn starts do not run in it.
 func (v *VM) Do(fn func() error) error {
-	return doInNS(v.ns, v.Name, fn)
+	return nsutil.Do(v.ns, v.Name, fn)
 }
 
 // Handle returns a netlink handle bound to the VM namespace. It is closed at
@@ -731,12 +733,12 @@ var probeTCX = sync.OnceValue(func() string {
 	}
 	defer prog.Close()
 
-	ns, err := createAnonymousNS()
+	ns, err := nsutil.CreateAnonymous()
 	if err != nil {
 		return err.Error()
 	}
 	defer ns.Close()
-	err = doInNS(ns, "tcx-probe", func() error {
+	err = nsutil.Do(ns, "tcx-probe", func() error {
 		// A veth, not a dummy: this kernel builds veth in, not dummy.
 		veth := &netlink.Veth{LinkAttrs: netlink.NewLinkAttrs(), PeerName: "probe1"}
 		veth.Name = "probe0"

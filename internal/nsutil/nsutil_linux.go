@@ -1,4 +1,8 @@
-package testkit
+// Package nsutil creates, enters and removes network namespaces the way
+// `ip netns` does, with the OS-thread discipline Go needs: a thread that
+// switched namespace is either switched back or discarded, never reused.
+// sdk/testkit, vfbench and filterd's kernel probe share it.
+package nsutil
 
 import (
 	"crypto/rand"
@@ -14,13 +18,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// netnsDir is where named namespaces live, as `ip netns` keeps them, so
+// Dir is where named namespaces live, as `ip netns` keeps them, so
 // `ip netns exec` and `ip netns list` see ours too.
-const netnsDir = "/run/netns"
+const Dir = "/run/netns"
 
-// randomName returns prefix followed by 8 random hex digits: 32 bits keep
+// RandomName returns prefix followed by 8 random hex digits: 32 bits keep
 // names of namespaces created by parallel test binaries apart.
-func randomName(prefix string) (string, error) {
+func RandomName(prefix string) (string, error) {
 	var b [4]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("random name: %w", err)
@@ -28,48 +32,48 @@ func randomName(prefix string) (string, error) {
 	return prefix + hex.EncodeToString(b[:]), nil
 }
 
-var netnsDirOnce = sync.OnceValue(prepareNetnsDir)
+var dirOnce = sync.OnceValue(prepareDir)
 
-// prepareNetnsDir makes /run/netns a shared mount point, exactly as
+// prepareDir makes /run/netns a shared mount point, exactly as
 // `ip netns add` does. Without it, a later `ip netns add` (which bind-mounts
 // the directory onto itself) would stack a copy of our namespace mounts that
 // our unmount cannot reach, leaking the namespaces. A flock on the directory
 // keeps concurrent test binaries from stacking bind mounts themselves.
-func prepareNetnsDir() error {
-	if err := os.MkdirAll(netnsDir, 0o755); err != nil {
-		return fmt.Errorf("create %s: %w", netnsDir, err)
+func prepareDir() error {
+	if err := os.MkdirAll(Dir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", Dir, err)
 	}
-	dir, err := os.Open(netnsDir)
+	dir, err := os.Open(Dir)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", netnsDir, err)
+		return fmt.Errorf("open %s: %w", Dir, err)
 	}
 	defer dir.Close()
 	if err := unix.Flock(int(dir.Fd()), unix.LOCK_EX); err != nil {
-		return fmt.Errorf("lock %s: %w", netnsDir, err)
+		return fmt.Errorf("lock %s: %w", Dir, err)
 	}
 	defer unix.Flock(int(dir.Fd()), unix.LOCK_UN)
 
-	err = unix.Mount("", netnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	err = unix.Mount("", Dir, "none", unix.MS_SHARED|unix.MS_REC, "")
 	if errors.Is(err, unix.EINVAL) { // not a mount point yet
-		if err := unix.Mount(netnsDir, netnsDir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			return fmt.Errorf("bind-mount %s on itself: %w", netnsDir, err)
+		if err := unix.Mount(Dir, Dir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind-mount %s on itself: %w", Dir, err)
 		}
-		err = unix.Mount("", netnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+		err = unix.Mount("", Dir, "none", unix.MS_SHARED|unix.MS_REC, "")
 	}
 	if err != nil {
-		return fmt.Errorf("make %s a shared mount: %w", netnsDir, err)
+		return fmt.Errorf("make %s a shared mount: %w", Dir, err)
 	}
 	return nil
 }
 
-// createNamedNS creates a network namespace and bind-mounts it at
+// CreateNamed creates a network namespace and bind-mounts it at
 // /run/netns/<name>, like `ip netns add <name>`. The namespace lives as long
-// as the mount; deleteNamedNS ends it.
-func createNamedNS(name string) (path string, err error) {
-	if err := netnsDirOnce(); err != nil {
+// as the mount; DeleteNamed ends it.
+func CreateNamed(name string) (path string, err error) {
+	if err := dirOnce(); err != nil {
 		return "", err
 	}
-	path = filepath.Join(netnsDir, name)
+	path = filepath.Join(Dir, name)
 	// O_EXCL: never adopt a namespace another test created under the same name.
 	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
 	if err != nil {
@@ -101,9 +105,9 @@ func createNamedNS(name string) (path string, err error) {
 	return path, nil
 }
 
-// createAnonymousNS creates a network namespace that lives only as long as
+// CreateAnonymous creates a network namespace that lives only as long as
 // the returned handle: for probes that must not touch any real namespace.
-func createAnonymousNS() (netns.NsHandle, error) {
+func CreateAnonymous() (netns.NsHandle, error) {
 	type result struct {
 		ns  netns.NsHandle
 		err error
@@ -125,9 +129,9 @@ func createAnonymousNS() (netns.NsHandle, error) {
 	return res.ns, res.err
 }
 
-// deleteNamedNS undoes createNamedNS: the namespace goes away once the mount
+// DeleteNamed undoes CreateNamed: the namespace goes away once the mount
 // is gone and no process, socket or handle refers to it any more.
-func deleteNamedNS(path string) error {
+func DeleteNamed(path string) error {
 	err := unix.Unmount(path, unix.MNT_DETACH)
 	// EINVAL: not mounted (creation failed halfway); ENOENT: already removed.
 	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
@@ -139,14 +143,14 @@ func deleteNamedNS(path string) error {
 	return nil
 }
 
-// doInNS runs fn on a locked OS thread switched into ns. The caller's own
+// Do runs fn on a locked OS thread switched into ns. The caller's own
 // thread never changes namespace. If the thread cannot be switched back, it
 // stays locked and the runtime discards it with the goroutine, rather than
 // letting a later goroutine run in the wrong namespace.
 //
 // Sockets fn creates belong to ns and may be used from any goroutine
 // afterwards; goroutines fn starts do not run in ns.
-func doInNS(ns netns.NsHandle, name string, fn func() error) error {
+func Do(ns netns.NsHandle, name string, fn func() error) error {
 	type result struct {
 		err      error
 		panicked any
