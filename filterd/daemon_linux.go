@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -227,7 +228,7 @@ func (d *Daemon) newInstance(ctx context.Context, v *datapath.VNIC, slot int, sp
 		if err != nil {
 			return nil, fmt.Errorf("start slow path of %s on %s slot %d: %w", desc.Name, v.Name, slot, err)
 		}
-		in.punt, err = slowpath.Start(d.ctx, inst.VNIC, slot, inst.Directions, in.slow, v, slowpath.Options{Logger: log, FailMode: inst.FailMode})
+		in.punt, err = slowpath.Start(d.ctx, inst.VNIC, slot, inst.Directions, in.slow, v, slowpath.Options{Logger: log, FailMode: inst.FailMode, Generation: v.Generation})
 		if err != nil {
 			return nil, fmt.Errorf("start punt path of %s on %s slot %d: %w", desc.Name, v.Name, slot, err)
 		}
@@ -249,8 +250,9 @@ func (d *Daemon) newInstance(ctx context.Context, v *datapath.VNIC, slot int, sp
 func (d *Daemon) SetChain(ctx context.Context, name string, req api.ChainRequest) (*api.VNIC, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if _, ok := d.vnics[name]; ok {
-		return nil, fmt.Errorf("%s: %w", name, datapath.ErrAlreadyAttached)
+	old, exists := d.vnics[name]
+	if exists && !req.Replace {
+		return nil, fmt.Errorf("%s: %w (ask for replace to swap it)", name, datapath.ErrAlreadyAttached)
 	}
 	if len(req.Filters) > sdk.MaxSlots {
 		return nil, fmt.Errorf("%w: %d filters, a chain holds at most %d", ErrBadRequest, len(req.Filters), sdk.MaxSlots)
@@ -261,6 +263,16 @@ func (d *Daemon) SetChain(ctx context.Context, name string, req api.ChainRequest
 		}
 	}
 	start := time.Now()
+	if exists {
+		if err := d.replaceChainLocked(ctx, old, req); err != nil {
+			return nil, err
+		}
+		if err := d.saveLocked(); err != nil {
+			return nil, err
+		}
+		d.log.Info("chain replaced", "vnic", name, "filters", len(req.Filters), "generation", old.dp.Generation, "took", time.Since(start))
+		return d.describe(name, old, false), nil
+	}
 	n, err := d.setChainLocked(ctx, name, req)
 	if err != nil {
 		return nil, err
@@ -296,6 +308,60 @@ func (d *Daemon) setChainLocked(ctx context.Context, name string, req api.ChainR
 	n.dp = v
 	d.vnics[name] = n
 	return n, nil
+}
+
+// replaceChainLocked swaps n's chain for req's (see datapath.VNIC.Replace).
+// A slot keeping its filter and parameters keeps its pinned maps (state);
+// any other slot starts fresh. Nothing changes if it fails.
+func (d *Daemon) replaceChainLocked(ctx context.Context, n *vnic, req api.ChainRequest) error {
+	var next [sdk.MaxSlots]*instance
+	closeNext := func() {
+		for _, in := range next {
+			if in != nil {
+				in.close()
+			}
+		}
+	}
+	nv, err := n.dp.Replace(func(v *datapath.VNIC) error {
+		for i, f := range req.Filters {
+			_, _, norm, err := resolve(f)
+			if err != nil {
+				return fmt.Errorf("slot %d: %w", i, err)
+			}
+			if o := n.slots[i]; o == nil || !sameInstance(o.spec, norm) {
+				// New state for a new filter: the old instance's maps
+				// stay alive through its program until the swap.
+				if err := os.RemoveAll(v.SlotDir(i)); err != nil {
+					return err
+				}
+			}
+			in, err := d.newInstance(ctx, v, i, f, false)
+			if err != nil {
+				return fmt.Errorf("slot %d: %w", i, err)
+			}
+			next[i] = in
+		}
+		return nil
+	})
+	if err != nil {
+		closeNext()
+		return err
+	}
+	for i, in := range n.slots {
+		if in != nil {
+			in.close()
+			if i >= len(req.Filters) {
+				_ = os.RemoveAll(nv.SlotDir(i))
+			}
+		}
+	}
+	n.dp.Close()
+	n.dp, n.slots, n.owner = nv, next, req.Owner
+	return nil
+}
+
+func sameInstance(a, b api.FilterSpec) bool {
+	return a.Name == b.Name && a.FailMode == b.FailMode && a.Directions == b.Directions && maps.Equal(a.Params, b.Params)
 }
 
 // Attach adds one filter to the chain of device name, creating the chain

@@ -10,7 +10,7 @@
 //	GET    /v1/filters                      []FilterInfo (registered filters)
 //	GET    /v1/vnics                        []VNIC
 //	GET    /v1/vnics/{vnic}                 VNIC, with counters
-//	PUT    /v1/vnics/{vnic}                 ChainRequest -> VNIC: create the chain with all its filters at once
+//	PUT    /v1/vnics/{vnic}                 ChainRequest -> VNIC: create the chain with all its filters at once (or, with replace, swap it atomically)
 //	DELETE /v1/vnics/{vnic}                 detach the whole chain
 //	POST   /v1/vnics/{vnic}/filters         AttachRequest -> VNIC: add one filter (creates the chain if needed)
 //	DELETE /v1/vnics/{vnic}/filters/{slot}  remove one filter
@@ -47,6 +47,11 @@ type ChainRequest struct {
 	Filters []FilterSpec `json:"filters"`
 	// Owner is free text recording who asked (e.g. "libvirt:web01").
 	Owner string `json:"owner,omitempty"`
+	// Replace swaps an existing chain for this one atomically: a frame
+	// meets the old chain or the new one, never a mix. A filter kept in
+	// the same slot with the same parameters keeps its state (connection
+	// table, counters). Without Replace an existing chain is an error.
+	Replace bool `json:"replace,omitempty"`
 }
 
 // AttachRequest adds one filter to a vNIC's chain.

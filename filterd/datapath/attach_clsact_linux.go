@@ -56,16 +56,33 @@ func clsactFilter(ifindex int, dir sdk.Direction, prog *ebpf.Program) *netlink.B
 	return f
 }
 
+// checkDevice makes sure ifindex is still the device name in the calling
+// thread's network namespace: netlink requests go to whatever namespace
+// the thread is in, and the same ifindex there may be another device.
+func checkDevice(ifindex int, name string) error {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil || l.Attrs().Name != name {
+		return fmt.Errorf("device %s (ifindex %d) not in this network namespace: %w", name, ifindex, ErrNoSuchDevice)
+	}
+	return nil
+}
+
 // attachClsact puts prog on the clsact hook of dir. The kernel keeps the
 // filter (and so the program) after filterd exits.
-func attachClsact(ifindex int, dir sdk.Direction, prog *ebpf.Program) error {
+func attachClsact(ifindex int, name string, dir sdk.Direction, prog *ebpf.Program) error {
+	if err := checkDevice(ifindex, name); err != nil {
+		return err
+	}
 	if err := ensureClsact(ifindex); err != nil {
 		return err
 	}
 	return netlink.FilterReplace(clsactFilter(ifindex, dir, prog))
 }
 
-func detachClsact(ifindex int, dir sdk.Direction) error {
+func detachClsact(ifindex int, name string, dir sdk.Direction) error {
+	if err := checkDevice(ifindex, name); err != nil {
+		return nil // gone: its hooks went with it
+	}
 	err := netlink.FilterDel(clsactFilter(ifindex, dir, nil))
 	if err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENODEV) && !errors.Is(err, unix.EINVAL) {
 		return err
@@ -95,4 +112,26 @@ func checkClsact(ifindex int) error {
 		}
 	}
 	return nil
+}
+
+// removeClsactIfEmpty deletes the clsact qdisc once no filter is left on
+// either of its hooks: ours are gone and nobody else uses it.
+func removeClsactIfEmpty(ifindex int, name string) {
+	if checkDevice(ifindex, name) != nil {
+		return
+	}
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return
+	}
+	for _, dir := range []sdk.Direction{sdk.FromVM, sdk.ToVM} {
+		fs, err := netlink.FilterList(l, clsactParent(dir))
+		if err != nil || len(fs) > 0 {
+			return
+		}
+	}
+	_ = netlink.QdiscDel(&netlink.GenericQdisc{
+		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
+		QdiscType:  "clsact",
+	})
 }

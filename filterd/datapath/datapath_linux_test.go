@@ -1,11 +1,13 @@
 package datapath_test
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/vnicfilter/vnicfilter/filterd/datapath"
@@ -131,8 +133,14 @@ func TestChainCountsAndSurvivesClose(t *testing.T) {
 			if st3[sdk.FromVM][1][sdk.StatContinue].Packets <= st2[sdk.FromVM][1][sdk.StatContinue].Packets {
 				t.Errorf("slot 1 stopped counting after slot 0 was cleared")
 			}
-			if err := v2.Detach(); err != nil {
+			if err := host.Do(v2.Detach); err != nil {
 				t.Fatal(err)
+			}
+			if mode == datapath.ModeClsact {
+				out, _ := host.Command(context.Background(), "tc", "qdisc", "show", "dev", a.TapName).CombinedOutput()
+				if strings.Contains(string(out), "clsact") {
+					t.Errorf("clsact qdisc left after detach: %s", out)
+				}
 			}
 			if _, err := os.Stat(filepath.Join(root, a.TapName)); !os.IsNotExist(err) {
 				t.Errorf("pins left after detach: %v", err)
@@ -173,7 +181,7 @@ func TestMissingProgramFailMode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { v.Detach() })
+	t.Cleanup(func() { host.Do(v.Detach) })
 	if err := v.RemoveProgramForTest(1); err != nil {
 		t.Fatal(err)
 	}
@@ -193,5 +201,73 @@ func TestMissingProgramFailMode(t *testing.T) {
 	}
 	if err := a.Ping(t, b.IPv4.IP, 2); err != nil {
 		t.Fatalf("fail-open slot with no program blocked ping: %v", err)
+	}
+}
+
+func TestReplaceSwapsWholeChain(t *testing.T) {
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	for _, mode := range []datapath.Mode{datapath.ModeTCX, datapath.ModeClsact} {
+		t.Run(mode.String(), func(t *testing.T) {
+			host := testkit.NewHost(t)
+			a, b := host.AddVM(t, "a"), host.AddVM(t, "b")
+			root := newRoot(t)
+			var dp *datapath.Datapath
+			var v *datapath.VNIC
+			if err := host.Do(func() (err error) {
+				if dp, err = datapath.New(datapath.Options{Root: root, Mode: mode}); err != nil {
+					return err
+				}
+				v, err = dp.Create(a.TapName, func(v *datapath.VNIC) error {
+					return v.SetSlot(0, loadCount(t, v, 0, false).Program(), datapath.Slot{})
+				})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Ping(t, b.IPv4.IP, 1); err != nil {
+				t.Fatal(err)
+			}
+			st0, _ := v.Stats()
+			var next *datapath.VNIC
+			err := host.Do(func() (err error) {
+				next, err = v.Replace(func(n *datapath.VNIC) error {
+					for slot := 0; slot < 3; slot++ {
+						if err := n.SetSlot(slot, loadCount(t, n, slot, false).Program(), datapath.Slot{}); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				return err
+			})
+			if err != nil {
+				t.Fatalf("replace: %v", err)
+			}
+			v.Close()
+			t.Cleanup(func() { host.Do(next.Detach) })
+			if err := a.Ping(t, b.IPv4.IP, 1); err != nil {
+				t.Fatalf("ping after replace: %v", err)
+			}
+			st, _ := next.Stats()
+			if st[sdk.FromVM][2][sdk.StatContinue].Packets == 0 {
+				t.Error("slot 2 of the new chain saw nothing")
+			}
+			if st[sdk.FromVM][sdk.ChainSlot][sdk.StatEnter].Packets <= st0[sdk.FromVM][sdk.ChainSlot][sdk.StatEnter].Packets {
+				t.Error("chain counters did not carry over")
+			}
+			// The pins name the new chain: a restarted filterd adopts it.
+			var adopted *datapath.VNIC
+			if err := host.Do(func() (err error) { adopted, err = dp.Adopt(a.TapName); return err }); err != nil {
+				t.Fatalf("adopt after replace: %v", err)
+			}
+			defer adopted.Close()
+			if err := a.Ping(t, b.IPv4.IP, 1); err != nil {
+				t.Fatal(err)
+			}
+			st2, _ := adopted.Stats()
+			if st2[sdk.FromVM][2][sdk.StatContinue].Packets <= st[sdk.FromVM][2][sdk.StatContinue].Packets {
+				t.Error("adopted handles do not see the running chain")
+			}
+		})
 	}
 }

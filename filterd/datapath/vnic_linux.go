@@ -88,6 +88,9 @@ type VNIC struct {
 	Name    string
 	Ifindex int
 	Mode    Mode
+	// Generation counts chain replacements since this process adopted or
+	// created the chain.
+	Generation uint32
 
 	dir    string
 	chain  *ebpf.Map
@@ -255,13 +258,81 @@ func (v *VNIC) attachDir(dir sdk.Direction) error {
 			return fmt.Errorf("pin %s %s link: %w", v.Name, dir, err)
 		}
 	case ModeClsact:
-		if err := attachClsact(v.Ifindex, dir, v.progs[dir]); err != nil {
+		if err := attachClsact(v.Ifindex, v.Name, dir, v.progs[dir]); err != nil {
 			return fmt.Errorf("attach dispatcher to %s %s (clsact): %w", v.Name, dir, err)
 		}
 	default:
 		return fmt.Errorf("attach %s: unresolved mode %v", v.Name, v.Mode)
 	}
 	return nil
+}
+
+// Replace builds a complete new chain beside the running one and swaps it
+// in: prepare fills the returned VNIC's slots (fresh vf_chain and vf_slots;
+// vf_stats is shared, so counters continue), then new dispatchers referring
+// to them replace the old ones on each hook in one operation (tcx link
+// update, or cls_bpf replace), and the pins follow. A frame meets either
+// the old chain or the new one, never a mix. On success the caller stops
+// the old chain's instances and closes v; on error v is untouched.
+func (v *VNIC) Replace(prepare func(next *VNIC) error) (_ *VNIC, err error) {
+	next := &VNIC{Name: v.Name, Ifindex: v.Ifindex, Mode: v.Mode, dir: v.dir, Generation: v.Generation + 1}
+	defer func() {
+		if err != nil {
+			for _, c := range []interface{ Close() error }{next.chain, next.slots, next.progs[0], next.progs[1], next.skip} {
+				if c != nil && !isNilCloser(c) {
+					_ = c.Close()
+				}
+			}
+		}
+	}()
+	spec, err := dispatcherSpec()
+	if err != nil {
+		return nil, err
+	}
+	stats, err := v.stats.Clone()
+	if err != nil {
+		return nil, fmt.Errorf("share counters of %s: %w", v.Name, err)
+	}
+	if err := next.loadDispatcher(spec, map[string]*ebpf.Map{sdk.MapStats: stats}); err != nil {
+		stats.Close()
+		return nil, err
+	}
+	stats.Close() // the collection holds its own reference
+	if prepare != nil {
+		if err := prepare(next); err != nil {
+			return nil, err
+		}
+	}
+	// New pins under temporary names first, then renamed over the old
+	// ones: a restart in between finds either chain complete.
+	for name, m := range map[string]*ebpf.Map{sdk.MapChain: next.chain, sdk.MapSlots: next.slots} {
+		tmp := filepath.Join(v.dir, "next_"+name)
+		_ = os.Remove(tmp)
+		if err := m.Pin(tmp); err != nil {
+			return nil, fmt.Errorf("pin new %s of %s: %w", name, v.Name, err)
+		}
+	}
+	for _, dir := range []sdk.Direction{sdk.FromVM, sdk.ToVM} {
+		switch v.Mode {
+		case ModeTCX:
+			if err := v.links[dir].Update(next.progs[dir]); err != nil {
+				return nil, fmt.Errorf("swap %s dispatcher of %s: %w", dir, v.Name, err)
+			}
+		case ModeClsact:
+			if err := attachClsact(v.Ifindex, v.Name, dir, next.progs[dir]); err != nil {
+				return nil, fmt.Errorf("swap %s dispatcher of %s: %w", dir, v.Name, err)
+			}
+		}
+	}
+	for _, name := range []string{sdk.MapChain, sdk.MapSlots} {
+		if err := os.Rename(filepath.Join(v.dir, "next_"+name), filepath.Join(v.dir, name)); err != nil {
+			return nil, fmt.Errorf("repin %s of %s: %w", name, v.Name, err)
+		}
+	}
+	// The links, vf_stats and vf_info move to the new handle.
+	next.links, v.links = v.links, [sdk.NumDirections]link.Link{}
+	next.info, v.info = v.info, nil
+	return next, nil
 }
 
 // Adopt re-opens the pinned datapath of device name after a filterd
@@ -379,8 +450,9 @@ func (v *VNIC) destroy() {
 	}
 	if v.Mode == ModeClsact && v.Ifindex != 0 {
 		for _, dir := range []sdk.Direction{sdk.FromVM, sdk.ToVM} {
-			_ = detachClsact(v.Ifindex, dir)
+			_ = detachClsact(v.Ifindex, v.Name, dir)
 		}
+		removeClsactIfEmpty(v.Ifindex, v.Name)
 	}
 	_ = os.RemoveAll(v.dir)
 	v.Close()

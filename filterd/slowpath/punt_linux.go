@@ -90,7 +90,7 @@ func Start(ctx context.Context, vnic sdk.VNIC, slot int, dirs sdk.Directions, h 
 		}
 	}()
 	for _, dir := range (dirs & sdk.DirBoth).List() {
-		pp := &pipe{dir: dir, name: TapName(vnic.Ifindex, slot, dir)}
+		pp := &pipe{dir: dir, name: TapName(vnic.Ifindex, slot, dir, opts.Generation)}
 		p.pipes[dir] = pp
 		if pp.file, pp.ifindex, err = openTap(pp.name, l.Attrs().MTU); err != nil {
 			return nil, fmt.Errorf("start slow path of %s slot %d: %w", vnic.Name, slot, err)

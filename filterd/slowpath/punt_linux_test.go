@@ -272,7 +272,7 @@ func TestFailureModeAfterStop(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			l := newLab(t, mode)
 			p := l.start(t, &handler{verdict: sdk.Pass}, slowpath.Options{})
-			taps := []string{slowpath.TapName(l.v.Ifindex, 0, sdk.FromVM), slowpath.TapName(l.v.Ifindex, 0, sdk.ToVM)}
+			taps := []string{slowpath.TapName(l.v.Ifindex, 0, sdk.FromVM, 0), slowpath.TapName(l.v.Ifindex, 0, sdk.ToVM, 0)}
 			if err := l.a.Ping(t, l.b.IPv4.IP, 2); err != nil {
 				t.Fatalf("before stop: %v", err)
 			}

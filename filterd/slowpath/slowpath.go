@@ -35,6 +35,10 @@ type Options struct {
 	// never reach the tap: the fast path applies the slot's own failure
 	// mode. Pass the instance's failure mode.
 	FailMode sdk.FailMode
+	// Generation alternates the punt taps' names (odd generations use
+	// upper-case direction letters), so a chain being replaced can start
+	// its new slow paths beside the old ones.
+	Generation uint32
 }
 
 func (o Options) withDefaults() Options {
@@ -107,11 +111,15 @@ type Stats struct {
 	Errors uint64 `json:"errors"`
 }
 
-// TapName is the name of the punt tap of (vNIC ifindex, slot, dir).
-func TapName(ifindex, slot int, dir sdk.Direction) string {
+// TapName is the name of the punt tap of (vNIC ifindex, slot, dir) in
+// chain generation gen: at most 14 characters.
+func TapName(ifindex, slot int, dir sdk.Direction, gen uint32) string {
 	c := 'f'
 	if dir == sdk.ToVM {
 		c = 't'
+	}
+	if gen%2 == 1 {
+		c -= 'a' - 'A'
 	}
 	return fmt.Sprintf("vfp%ds%d%c", ifindex, slot, c)
 }
