@@ -7,7 +7,7 @@ LDFLAGS   := -X github.com/vnicfilter/vnicfilter/filterd.Version=$(VERSION) -X g
 TESTFLAGS ?= -count=1 -timeout 40m
 ARGS      ?=
 
-.PHONY: all build deps test test-unit demo bench soak generate generate-check lint clean
+.PHONY: all build deps test test-unit demo demo-libvirt install bench soak generate generate-check lint clean
 
 all: build
 
@@ -30,6 +30,30 @@ test-unit:
 # counters; everything is removed at the end.
 demo: build
 	bash scripts/demo.sh
+
+# Two QEMU guests under a private libvirtd with the hook and filterd's
+# libvirt watcher: chains from the domain XML, filtering shown by counters.
+# Needs root, libvirt and QEMU (make deps); everything is removed at the end.
+demo-libvirt:
+	bash scripts/demo-libvirt.sh
+
+# Installs filterd, vfctl and the hook (docs/libvirt.md). The hook goes to
+# $(HOOKSDIR)/qemu.d/vnicfilter; vnicfilter.conf (filterd's socket) and an
+# empty $(HOOKSDIR)/qemu dispatcher are written only if absent. Restart
+# libvirtd afterwards if it had no qemu hook before: it looks for hooks at
+# start-up only. make install DESTDIR=/tmp/stage stages the tree.
+PREFIX   ?= /usr/local
+HOOKSDIR ?= /etc/libvirt/hooks
+install:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/filterd ./cmd/vfctl ./cmd/vnicfilter-hook
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(HOOKSDIR)/qemu.d
+	install -m 0755 $(BIN)/filterd $(BIN)/vfctl $(BIN)/vnicfilter-hook $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 $(BIN)/vnicfilter-hook $(DESTDIR)$(HOOKSDIR)/qemu.d/vnicfilter
+	@if [ -e $(DESTDIR)$(HOOKSDIR)/vnicfilter.conf ]; then echo "keeping $(DESTDIR)$(HOOKSDIR)/vnicfilter.conf"; \
+		else install -m 0644 hooks/vnicfilter.conf $(DESTDIR)$(HOOKSDIR)/vnicfilter.conf; fi
+	@if [ -e $(DESTDIR)$(HOOKSDIR)/qemu ] || [ -L $(DESTDIR)$(HOOKSDIR)/qemu ]; then echo "keeping $(DESTDIR)$(HOOKSDIR)/qemu"; \
+		else install -m 0755 hooks/qemu.dispatcher $(DESTDIR)$(HOOKSDIR)/qemu; \
+		echo "installed $(DESTDIR)$(HOOKSDIR)/qemu: restart libvirtd so it notices the qemu hooks"; fi
 
 # Filtered cases against the unfiltered baseline, in one run, as ratios.
 # make bench ARGS=--json   or   make bench ARGS="--attach 200"

@@ -11,7 +11,7 @@
 //     running yet. Attach every chain here, so no guest frame passes
 //     unfiltered. filterd unreachable = refuse the start (fail-closed).
 //   - started: too late to attach (the vCPUs already run); nothing to do.
-//   - stopped, release: detach the domain's chains.
+//   - stopped, release: detach the chains the domain owns.
 //   - migrate, restore: validate the incoming XML and pass it through.
 //   - reconnect, attach: nothing; filterd's reconcile loop owns running
 //     domains.
@@ -41,7 +41,7 @@ import (
 // implements it.
 type Client interface {
 	Filters(ctx context.Context) ([]api.FilterInfo, error)
-	VNIC(ctx context.Context, name string) (*api.VNIC, error)
+	VNICs(ctx context.Context) ([]api.VNIC, error)
 	SetChain(ctx context.Context, vnic string, req api.ChainRequest) (*api.VNIC, error)
 	Detach(ctx context.Context, vnic string) error
 }
@@ -341,36 +341,42 @@ func (r *run) rollback(ctx context.Context, taps []string) {
 
 // teardown detaches the domain's chains at stopped and release. It
 // always exits 0: libvirt cannot undo a stop, and filterd's reconcile
-// loop removes whatever is left. Only chains this domain owns are
-// detached, in case a tap name was already reused.
+// loop removes whatever is left. The chains are found by owner
+// ("libvirt:<domain>"), not by the taps in the XML: at stopped and release
+// libvirt has already dropped <target dev=…> from the XML it passes
+// (measured on libvirt 9.0), and a chain attached live by filterd's
+// watcher (hot-plug) is this domain's too. Chains of other owners are
+// left alone, in case a tap name was already reused.
 func (r *run) teardown(ctx context.Context, xmlDoc []byte) int {
-	chains, err := r.chains(xmlDoc)
-	if err != nil {
-		r.note("cannot tell which chains to detach: %v", err)
-		return 0
+	if chains, err := r.chains(xmlDoc); err == nil && len(chains) == 0 {
+		return 0 // never protected: do not bother filterd
 	}
 	owner := "libvirt:" + r.domain
-	for _, c := range chains {
-		if c.Tap == "" {
+	var vnics []api.VNIC
+	err := r.call(ctx, func(ctx context.Context) (err error) {
+		vnics, err = r.Client.VNICs(ctx)
+		return err
+	})
+	if why, down := r.unreachable(err); down {
+		r.note("%s: chains left for filterd to reconcile", why)
+		return 0
+	}
+	if err != nil {
+		r.note("list chains: %v", err)
+		return 0
+	}
+	for _, v := range vnics {
+		if v.Owner != owner {
 			continue
 		}
-		err := r.call(ctx, func(ctx context.Context) error {
-			v, err := r.Client.VNIC(ctx, c.Tap)
-			if err != nil {
-				return err
-			}
-			if v.Owner != owner {
-				return nil // someone else's chain now
-			}
-			return r.Client.Detach(ctx, c.Tap)
-		})
+		err := r.call(ctx, func(ctx context.Context) error { return r.Client.Detach(ctx, v.Name) })
 		switch why, down := r.unreachable(err); {
 		case err == nil, api.IsCode(err, api.CodeNotAttached), api.IsCode(err, api.CodeNoSuchDevice):
 		case down:
 			r.note("%s: chains left for filterd to reconcile", why)
 			return 0
 		default:
-			r.note("interface %s: detach chain: %v", c.Interface(), err)
+			r.note("%s: detach chain: %v", v.Name, err)
 		}
 	}
 	return 0

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -57,6 +59,18 @@ func (f *fakeClient) VNIC(ctx context.Context, name string) (*api.VNIC, error) {
 		return nil, &api.Error{Code: api.CodeNotAttached, Message: name + " has no chain"}
 	}
 	return &api.VNIC{Name: name, Owner: owner}, nil
+}
+
+func (f *fakeClient) VNICs(ctx context.Context) ([]api.VNIC, error) {
+	f.calls = append(f.calls, "VNICs")
+	if err := f.block(ctx); err != nil {
+		return nil, err
+	}
+	var out []api.VNIC
+	for _, name := range slices.Sorted(maps.Keys(f.attached)) {
+		out = append(out, api.VNIC{Name: name, Owner: f.attached[name]})
+	}
+	return out, nil
 }
 
 func (f *fakeClient) SetChain(ctx context.Context, vnic string, req api.ChainRequest) (*api.VNIC, error) {
@@ -167,15 +181,19 @@ func TestRun(t *testing.T) {
 			stderr: "interface 52:54:00:aa:00:02: the XML names no tap"},
 		{name: "start: no config", args: []string{"plain", "start", "begin", "-"}, stdin: plainXML},
 		{name: "stopped: detach owned chains", args: []string{"web01", "stopped", "end", "-"}, stdin: startXML,
-			client: fakeClient{attached: map[string]string{"vnet8": owner, "vnet9": "libvirt:other"}},
-			calls:  []string{"VNIC vnet8", "Detach vnet8", "VNIC vnet9"}},
+			client: fakeClient{attached: map[string]string{"vnet8": owner, "vnet9": "libvirt:other", "vnet3": owner}},
+			calls:  []string{"VNICs", "Detach vnet3", "Detach vnet8"}},
+		{name: "stopped: XML without taps", args: []string{"web01", "stopped", "end", "-"}, stdin: prepareXML,
+			client: fakeClient{attached: map[string]string{"vnet8": owner}},
+			calls:  []string{"VNICs", "Detach vnet8"}},
 		{name: "release: nothing attached", args: []string{"web01", "release", "end", "-"}, stdin: startXML,
-			calls: []string{"VNIC vnet8", "VNIC vnet9"}},
+			calls: []string{"VNICs"}},
 		{name: "release: filterd down", args: []string{"web01", "release", "end", "-"}, stdin: startXML, client: fakeClient{down: true},
-			calls:  []string{"VNIC vnet8"},
+			calls:  []string{"VNICs"},
 			stderr: "filterd is not running: chains left for filterd to reconcile"},
-		{name: "stopped: broken XML still exits 0", args: []string{"web01", "stopped", "end", "-"}, stdin: "<domain>",
-			stderr: "cannot tell which chains to detach"},
+		{name: "stopped: broken XML still detaches by owner", args: []string{"web01", "stopped", "end", "-"}, stdin: "<domain>",
+			client: fakeClient{attached: map[string]string{"vnet8": owner}},
+			calls:  []string{"VNICs", "Detach vnet8"}},
 		{name: "stopped: no config", args: []string{"plain", "stopped", "end", "-"}, stdin: plainXML},
 		{name: "migrate: valid, XML passed through", args: []string{"web01", "migrate", "begin", "-"}, stdin: prepareXML,
 			calls: []string{"Filters"}, stdout: prepareXML},

@@ -304,3 +304,17 @@ func DestroyGuests(guests ...*Guest) error {
 	wg.Wait()
 	return errors.Join(errs...)
 }
+
+// DomainXML renders the domain DefineGuest would define for spec, with
+// the serial console written to console, for defining it by other means
+// (`virsh define`; the demo's helper libvirt/cmd/vfguest).
+func (spec GuestSpec) DomainXML(img *GuestImage, console string) (string, error) {
+	if spec.Name == "" {
+		return "", fmt.Errorf("guest spec: a name is required")
+	}
+	dom, err := domainXML(img, spec, console)
+	if err != nil {
+		return "", err
+	}
+	return dom.Marshal()
+}

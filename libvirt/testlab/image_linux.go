@@ -300,3 +300,10 @@ func decompressWith(tool, fix, path string) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// BuildGuestImageIn builds the guest image into dir outside of a test, for
+// the demo's helper (libvirt/cmd/vfguest). It does not cache, and a missing
+// kernel package or busybox-static is an error naming it.
+func BuildGuestImageIn(dir string) (*GuestImage, error) {
+	return buildGuestImage(dir)
+}

@@ -81,9 +81,10 @@ func StartLibvirtd(t testing.TB, opts LibvirtdOptions) *Libvirtd {
 }
 
 var shared struct {
-	once sync.Once
-	l    *Libvirtd
-	err  error
+	once  sync.Once
+	hooks string // HooksDir it was started with
+	l     *Libvirtd
+	err   error
 }
 
 // Shared returns the test binary's libvirtd, started on first use with no
@@ -96,12 +97,30 @@ var shared struct {
 //	}
 func Shared(t testing.TB) *Libvirtd {
 	t.Helper()
+	return sharedStart(t, LibvirtdOptions{}, false)
+}
+
+// SharedWith is [Shared] for a test binary whose tests all need the same
+// options, such as a HooksDir prepared in TestMain (libvirtd reads the
+// hooks directory only at start-up). The first call starts the libvirtd
+// with opts; every later call must pass the same HooksDir.
+func SharedWith(t testing.TB, opts LibvirtdOptions) *Libvirtd {
+	t.Helper()
+	return sharedStart(t, opts, true)
+}
+
+func sharedStart(t testing.TB, opts LibvirtdOptions, check bool) *Libvirtd {
+	t.Helper()
 	need(t, needRoot, needLibvirtd, needQEMU, needLibvirtUsers)
 	shared.once.Do(func() {
-		shared.l, shared.err = startLibvirtd(stderrf, LibvirtdOptions{})
+		shared.hooks = opts.HooksDir
+		shared.l, shared.err = startLibvirtd(stderrf, opts)
 	})
 	if shared.err != nil {
 		t.Fatalf("start shared libvirtd: %v", shared.err)
+	}
+	if check && opts.HooksDir != shared.hooks {
+		t.Fatalf("shared libvirtd runs with HooksDir %q, not %q: pass the same options to every SharedWith", shared.hooks, opts.HooksDir)
 	}
 	return shared.l
 }

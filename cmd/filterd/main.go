@@ -1,0 +1,174 @@
+// Command filterd is the vnicfilter host daemon: it attaches per-vNIC filter
+// chains to tap devices and serves the API vfctl and the libvirt hook use.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/vnicfilter/vnicfilter/filterd"
+	"github.com/vnicfilter/vnicfilter/filterd/api"
+	"github.com/vnicfilter/vnicfilter/filterd/datapath"
+	_ "github.com/vnicfilter/vnicfilter/filters/all"
+)
+
+const usage = `Usage: filterd [flags]
+       filterd check [--output text|json] [--attach-mode MODE]
+       filterd version
+
+filterd attaches vnicfilter chains in front of VM network interfaces (the
+host side of each tap device) and serves its API on a unix socket.
+
+Every chain is pinned under the bpffs root and keeps enforcing while filterd
+is stopped or restarting: on start, filterd reconciles the pinned datapath
+with its saved state (STATE-DIR/state.json) and adopts what it finds without
+touching a single packet. Chains whose device is gone are removed.
+
+"filterd check" probes the kernel for the features vnicfilter needs and
+exits 1 if a required one is missing.
+
+Flags:
+`
+
+const examples = `
+Examples:
+  filterd                                  # production defaults
+  filterd --log-level debug --metrics-addr 127.0.0.1:9617
+  filterd --libvirt-uri qemu:///system     # libvirt hosts (docs/libvirt.md)
+  filterd check
+
+Files:
+  /run/vnicfilter/filterd.sock     API socket (mode 0600)
+  /sys/fs/bpf/vnicfilter/<vnic>/   pinned maps and links of each chain
+  /var/lib/vnicfilter/state.json   desired state
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	cmd := ""
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	fs := flag.NewFlagSet("filterd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+		fmt.Fprint(stderr, examples)
+	}
+	var cfg filterd.Config
+	fs.StringVar(&cfg.Socket, "socket", api.DefaultSocket, "API unix socket `path`")
+	fs.StringVar(&cfg.BPFFSRoot, "bpffs-root", datapath.DefaultRoot, "bpffs `directory` chains are pinned under")
+	fs.StringVar(&cfg.StateDir, "state-dir", filterd.DefaultStateDir, "`directory` holding state.json")
+	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "also serve /metrics over TCP at `host:port` (off by default)")
+	fs.StringVar(&cfg.LibvirtURI, "libvirt-uri", "", "keep the chains of running libvirt domains as their XML says, watching libvirtd at `uri` (e.g. qemu:///system); off when empty")
+	mode := fs.String("attach-mode", "auto", "`mode` of attaching to tc: auto (tcx, else clsact), tcx or clsact")
+	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	format := fs.String("log-format", "text", "log `format`: text or json")
+	output := fs.String("output", "text", "check output `format`: text or json")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "filterd: unexpected argument %q (see filterd --help)\n", fs.Arg(0))
+		return 2
+	}
+	m, err := datapath.ParseMode(*mode)
+	if err != nil {
+		fmt.Fprintf(stderr, "filterd: %v\n", err)
+		return 2
+	}
+	cfg.Mode = m
+	switch cmd {
+	case "version":
+		fmt.Fprintln(stdout, "filterd", filterd.Version)
+		return 0
+	case "check":
+		return check(stdout, stderr, m, *output)
+	case "", "serve":
+	default:
+		fmt.Fprintf(stderr, "filterd: unknown command %q (see filterd --help)\n", cmd)
+		return 2
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
+		fmt.Fprintf(stderr, "filterd: --log-level %q: want debug, info, warn or error\n", *level)
+		return 2
+	}
+	hopts := &slog.HandlerOptions{Level: lvl}
+	if *format == "json" {
+		cfg.Logger = slog.New(slog.NewJSONHandler(stderr, hopts))
+	} else {
+		cfg.Logger = slog.New(slog.NewTextHandler(stderr, hopts))
+	}
+	if missing := filterd.Missing(filterd.Check(m)); len(missing) > 0 {
+		fmt.Fprintf(stderr, "filterd: this kernel lacks required features: %s (run `filterd check` for details)\n", strings.Join(missing, "; "))
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	d, err := filterd.New(ctx, cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "filterd: %v\n", err)
+		return 1
+	}
+	defer d.Close()
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		if err := d.WatchLibvirt(ctx); err != nil {
+			cfg.Logger.Error("libvirt watcher", "err", err)
+		}
+	}()
+	defer func() { stop(); <-watched }() // before Close
+	if err := d.Serve(ctx); err != nil {
+		fmt.Fprintf(stderr, "filterd: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+func check(stdout, stderr io.Writer, m datapath.Mode, output string) int {
+	r := filterd.Check(m)
+	if output == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(r)
+	} else {
+		fmt.Fprintf(stdout, "kernel %s\n\n", r.Kernel)
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "FEATURE\tSTATUS\tREQUIRED\tDETAIL")
+		for _, f := range r.Features {
+			st := "ok"
+			if !f.OK {
+				st = "MISSING"
+			}
+			req := "no"
+			if f.Required {
+				req = "yes"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", f.Name, st, req, f.Detail)
+		}
+		tw.Flush()
+	}
+	if missing := filterd.Missing(r); len(missing) > 0 {
+		fmt.Fprintf(stderr, "filterd: missing required features: %s\n", strings.Join(missing, "; "))
+		return 1
+	}
+	return 0
+}
