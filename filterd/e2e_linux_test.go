@@ -592,3 +592,43 @@ func TestReplaceChainAtomically(t *testing.T) {
 		t.Errorf("%d punt taps after replacements, want 2 (one slow slot, both directions)", taps)
 	}
 }
+
+// The clsact fallback (kernels without tcx) runs the same chains, survives
+// a restart and detaches cleanly.
+func TestClsactModeEndToEnd(t *testing.T) {
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	t.Parallel()
+	host := testkit.NewHost(t)
+	a, b := host.AddVM(t, "a"), host.AddVM(t, "b")
+	d := newDaemon(t, host, "--attach-mode", "clsact")
+	ctx := context.Background()
+	v, err := d.client.SetChain(ctx, a.TapName, api.ChainRequest{Filters: []api.FilterSpec{{Name: "count"}, {Name: "punt"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Mode != "clsact" {
+		t.Fatalf("mode %q, want clsact", v.Mode)
+	}
+	if err := a.Ping(t, b.IPv4.IP, 2); err != nil {
+		t.Fatalf("ping through clsact chain: %v", err)
+	}
+	d.kill()
+	d.start("--attach-mode", "clsact")
+	if err := a.Ping(t, b.IPv4.IP, 3); err != nil {
+		t.Fatalf("ping after restart: %v", err)
+	}
+	v, err = d.client.VNIC(ctx, a.TapName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Slots[1].SlowPathState != "running" || v.Slots[1].Verdicts["from-vm"].Punt.Packets == 0 {
+		t.Errorf("slow path after restart: %+v", v.Slots[1])
+	}
+	if err := d.client.Detach(ctx, a.TapName); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := host.Command(ctx, "tc", "qdisc", "show", "dev", a.TapName).CombinedOutput()
+	if strings.Contains(string(out), "clsact") {
+		t.Errorf("clsact qdisc left after detach: %s", out)
+	}
+}
