@@ -18,6 +18,17 @@ const (
 	MarkMagicMask = 0xffff0000
 )
 
+// Verdicts a filter program returns (VF_* in the C header). VerdictFail
+// hands the decision to the slot's failure mode.
+const (
+	VerdictContinue = 0
+	VerdictDrop     = 1
+	VerdictPunt     = 2
+	VerdictRedirect = 3
+	VerdictConsumed = 4
+	VerdictFail     = 5
+)
+
 // Stat indexes a per-slot counter in the vNIC's vf_stats map.
 type Stat uint32
 

@@ -29,7 +29,7 @@ func TestABIMatchesHeader(t *testing.T) {
 		"VF_ABI_VERSION": ABIVersion, "VF_MAX_SLOTS": MaxSlots, "VF_NUM_DIRS": NumDirections,
 		"VF_DIR_FROM_VM": int64(FromVM), "VF_DIR_TO_VM": int64(ToVM),
 		"VF_CONTINUE": int64(StatContinue), "VF_DROP": int64(StatDrop), "VF_PUNT": int64(StatPunt),
-		"VF_REDIRECT": int64(StatRedirect), "VF_CONSUMED": int64(StatConsumed),
+		"VF_REDIRECT": int64(StatRedirect), "VF_CONSUMED": int64(StatConsumed), "VF_FAIL": VerdictFail,
 		"VF_STAT_FAIL_CLOSED": int64(StatFailClosed), "VF_STAT_FAIL_OPEN": int64(StatFailOpen),
 		"VF_STAT_ENTER": int64(StatEnter), "VF_NUM_STATS": NumStats,
 		"VF_MARK_RESUME": MarkResume, "VF_MARK_MAGIC_MASK": MarkMagicMask,

@@ -37,6 +37,9 @@
  *   VF_REDIRECT  the filter called bpf_redirect*(); return its result
  *   VF_CONSUMED  the filter took the frame (e.g. cloned and rewrote it);
  *                the original is stolen
+ *   VF_FAIL      the filter cannot decide (e.g. its connection table is
+ *                full): fail-closed drops, fail-open continues; counted as
+ *                fail_closed / fail_open
  *
  * A slot may hold no filter, only a pass-through (a detached filter in the
  * middle of the chain leaves one, so the slots after it keep running).
@@ -70,6 +73,7 @@
 #define VF_PUNT 2
 #define VF_REDIRECT 3
 #define VF_CONSUMED 4
+#define VF_FAIL 5 /* the filter cannot decide: the slot's failure mode does */
 
 /* Counters kept per (direction, slot): the five verdicts above, then what
  * the framework decided on the filter's behalf. */
@@ -224,6 +228,23 @@ static __always_inline int vf_punt(struct __sk_buff *skb, __u32 dir,
 	return TC_ACT_SHOT;
 }
 
+/* vf_fail applies the slot's failure mode to a frame its filter could not
+ * decide. */
+static __always_inline int vf_fail(struct __sk_buff *skb, __u32 dir,
+				   __u32 slot)
+{
+	__u32 idx = dir * VF_MAX_SLOTS + slot;
+	struct vf_slot *s = bpf_map_lookup_elem(&vf_slots, &idx);
+
+	if (s && (s->flags & VF_SLOT_FAIL_OPEN)) {
+		vf_count(skb, dir, slot, VF_STAT_FAIL_OPEN);
+		return vf_run_slot(skb, dir, slot + 1);
+	}
+	vf_count(skb, dir, slot, VF_STAT_FAIL_CLOSED);
+	vf_count(skb, dir, VF_CHAIN_SLOT, VF_DROP);
+	return TC_ACT_SHOT;
+}
+
 /* vf_verdict turns a filter verdict into the tc action, counting it. */
 static __always_inline int vf_verdict(struct __sk_buff *skb, int verdict,
 				      int redirect_ret)
@@ -244,6 +265,8 @@ static __always_inline int vf_verdict(struct __sk_buff *skb, int verdict,
 	case VF_CONSUMED:
 		vf_count(skb, dir, slot, VF_CONSUMED);
 		return TC_ACT_STOLEN;
+	case VF_FAIL:
+		return vf_fail(skb, dir, slot);
 	default:
 		vf_count(skb, dir, slot, VF_DROP);
 		vf_count(skb, dir, VF_CHAIN_SLOT, VF_DROP);
