@@ -139,7 +139,7 @@ Exit codes:
 		&cobra.Group{ID: "observe", Title: "Observing:"},
 		&cobra.Group{ID: "daemon", Title: "Daemon and kernel:"},
 	)
-	for _, c := range []*cobra.Command{a.attachCommand(), a.chainCommand(), a.detachCommand()} {
+	for _, c := range []*cobra.Command{a.attachCommand(), a.chainCommand(), a.detachCommand(), a.xmlCommand()} {
 		c.GroupID = "chain"
 		root.AddCommand(c)
 	}
