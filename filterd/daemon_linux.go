@@ -129,6 +129,13 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 			}
 		}
 	}
+	// Drop-all guards a libvirt hook pinned while filterd was down stay
+	// until a chain replaces them; those whose device is gone are debris.
+	if gone, err := datapath.RemoveStaleGuards(d.dp.Root()); err != nil {
+		d.log.Warn("remove stale guards", "err", err)
+	} else if len(gone) > 0 {
+		d.log.Info("removed guards of devices that are gone", "taps", gone)
+	}
 	pinned, err := d.dp.Pinned()
 	if err != nil {
 		return fmt.Errorf("list pinned chains: %w", err)

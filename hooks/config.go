@@ -31,7 +31,14 @@ type Config struct {
 	// NetworkDir holds the persistent network definitions read for
 	// portgroup defaults; DefaultNetworkDir when empty.
 	NetworkDir string
+	// BPFFSRoot is filterd's bpffs root (filterd --bpffs-root), where the
+	// hook pins drop-all guards while filterd is down; DefaultBPFFSRoot
+	// when empty.
+	BPFFSRoot string
 }
+
+// DefaultBPFFSRoot is filterd's default bpffs root (datapath.DefaultRoot).
+const DefaultBPFFSRoot = "/sys/fs/bpf/vnicfilter"
 
 // ConfigPath returns where the hook installed as hookPath (libvirt passes
 // the full path as argv[0]) finds its configuration: the hooks directory,
@@ -47,7 +54,8 @@ func ConfigPath(hookPath string) string {
 
 // LoadConfig reads a configuration file of "key=value" lines; blank lines
 // and lines starting with # are ignored. A missing file gives the defaults.
-// Keys: socket (path), timeout (Go duration, e.g. 10s), network-dir (path).
+// Keys: socket (path), timeout (Go duration, e.g. 10s), network-dir (path),
+// bpffs-root (path; bpffs_root is accepted too).
 func LoadConfig(path string) (Config, error) {
 	var c Config
 	b, err := os.ReadFile(path)
@@ -73,6 +81,8 @@ func LoadConfig(path string) (Config, error) {
 			c.Socket = v
 		case "network-dir":
 			c.NetworkDir = v
+		case "bpffs-root", "bpffs_root":
+			c.BPFFSRoot = v
 		case "timeout":
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
@@ -80,7 +90,7 @@ func LoadConfig(path string) (Config, error) {
 			}
 			c.Timeout = d
 		default:
-			return c, fmt.Errorf("%s:%d: unknown key %q (known: socket, timeout, network-dir)", path, n, k)
+			return c, fmt.Errorf("%s:%d: unknown key %q (known: socket, timeout, network-dir, bpffs-root)", path, n, k)
 		}
 	}
 	return c, sc.Err()
@@ -96,6 +106,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.NetworkDir == "" {
 		c.NetworkDir = DefaultNetworkDir
+	}
+	if c.BPFFSRoot == "" {
+		c.BPFFSRoot = DefaultBPFFSRoot
 	}
 	return c
 }

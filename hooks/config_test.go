@@ -28,7 +28,8 @@ func TestLoadConfig(t *testing.T) {
 		err        string
 	}{
 		{name: "missing", text: "", want: Config{}},
-		{name: "full", text: "# comment\n\nsocket = /tmp/f.sock\ntimeout=3s\nnetwork-dir=/x\n", want: Config{Socket: "/tmp/f.sock", Timeout: 3 * time.Second, NetworkDir: "/x"}},
+		{name: "full", text: "# comment\n\nsocket = /tmp/f.sock\ntimeout=3s\nnetwork-dir=/x\nbpffs-root=/sys/fs/bpf/vf\n", want: Config{Socket: "/tmp/f.sock", Timeout: 3 * time.Second, NetworkDir: "/x", BPFFSRoot: "/sys/fs/bpf/vf"}},
+		{name: "bpffs_root", text: "bpffs_root=/sys/fs/bpf/other\n", want: Config{BPFFSRoot: "/sys/fs/bpf/other"}},
 		{name: "unknown key", text: "sock=/x\n", err: `unknown key "sock"`},
 		{name: "no value", text: "socket=\n", err: "want key=value"},
 		{name: "bad timeout", text: "timeout=-1s\n", err: "positive duration"},
@@ -52,7 +53,7 @@ func TestLoadConfig(t *testing.T) {
 			}
 		})
 	}
-	if c := (Config{}).WithDefaults(); c.Socket != "/run/vnicfilter/filterd.sock" || c.Timeout != DefaultTimeout || c.NetworkDir != DefaultNetworkDir {
+	if c := (Config{}).WithDefaults(); c.Socket != "/run/vnicfilter/filterd.sock" || c.Timeout != DefaultTimeout || c.NetworkDir != DefaultNetworkDir || c.BPFFSRoot != "/sys/fs/bpf/vnicfilter" {
 		t.Errorf("defaults: %+v", c)
 	}
 }

@@ -9,9 +9,13 @@
 //     exit aborts the start and libvirt shows our stderr in `virsh start`.
 //   - start: the tap exists and is already a bridge port, QEMU is not
 //     running yet. Attach every chain here, so no guest frame passes
-//     unfiltered. filterd unreachable = refuse the start (fail-closed).
+//     unfiltered. filterd unreachable = pin a drop-all guard on every
+//     protected tap and let the domain start behind it (fail-closed);
+//     filterd's watcher replaces the guards with the chains when it comes
+//     up. A guard that cannot be pinned refuses the start.
 //   - started: too late to attach (the vCPUs already run); nothing to do.
-//   - stopped, release: detach the chains the domain owns.
+//   - stopped, release: detach the chains the domain owns; remove the
+//     guards of the taps the XML names and every guard whose tap is gone.
 //   - migrate, restore: validate the incoming XML and pass it through.
 //   - reconnect, attach: nothing; filterd's reconcile loop owns running
 //     domains.
@@ -29,6 +33,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -47,6 +52,17 @@ type Client interface {
 }
 
 var _ Client = (*api.Client)(nil)
+
+// Guard pins and removes the drop-all guards that keep a tap closed while
+// filterd is down; BPFFSGuard is the real one.
+type Guard interface {
+	// Pin attaches the guard to both tc hooks of tap.
+	Pin(tap string) error
+	// Remove detaches and unpins tap's guard, if any.
+	Remove(tap string) error
+	// RemoveStale removes the guards whose device is gone.
+	RemoveStale() ([]string, error)
+}
 
 // DefaultTimeout bounds every filterd call.
 const DefaultTimeout = 10 * time.Second
@@ -74,7 +90,28 @@ type Hook struct {
 	// means no portgroup defaults at all. NetworkFiles reads them from
 	// libvirt's config directory (the hook must not ask libvirtd).
 	NetworkXML func(name string) ([]byte, error)
+	// Guard pins the drop-all guards at start while filterd is down. Nil
+	// means a BPFFSGuard under the bpffs-root of the configuration file
+	// beside the running hook (ConfigPath(os.Args[0])), read when first
+	// needed: cmd/vnicfilter-hook does not set this field.
+	Guard Guard
 }
+
+// configuredGuard is the Guard of a Hook that names none.
+func configuredGuard() Guard {
+	path := ConfigPath(os.Args[0])
+	cfg, err := LoadConfig(path)
+	if err != nil {
+		return brokenGuard{fmt.Errorf("%w (fix %s)", err, path)}
+	}
+	return BPFFSGuard{Root: cfg.WithDefaults().BPFFSRoot}
+}
+
+type brokenGuard struct{ err error }
+
+func (g brokenGuard) Pin(string) error               { return g.err }
+func (g brokenGuard) Remove(string) error            { return g.err }
+func (g brokenGuard) RemoveStale() ([]string, error) { return nil, g.err }
 
 // NetworkFiles returns a Hook.NetworkXML reading dir/NAME.xml.
 func NetworkFiles(dir string) func(name string) ([]byte, error) {
@@ -141,6 +178,14 @@ func (h Hook) Run(ctx context.Context, args []string, stdin io.Reader) int {
 type run struct {
 	Hook
 	domain string
+}
+
+// guard returns the Hook's Guard, or the configured one.
+func (r *run) guard() Guard {
+	if r.Guard == nil {
+		r.Guard = configuredGuard()
+	}
+	return r.Guard
 }
 
 // fail prints one line naming the domain and returns exit status 1.
@@ -245,8 +290,9 @@ func validate(chains []domainxml.Chain, lookup domainxml.Lookup) error {
 }
 
 // prepare validates the configuration. With filterd unreachable, only the
-// XML is checked: the start phase will refuse the start if filterd is
-// still down then, so nothing runs unfiltered either way.
+// XML is checked: if filterd is still down at start, the domain starts
+// behind drop-all guards and filterd checks the filters when it attaches
+// the chains, so nothing runs unfiltered either way.
 func (r *run) prepare(ctx context.Context, xmlDoc []byte) int {
 	chains, err := r.chains(xmlDoc)
 	if err != nil {
@@ -257,7 +303,7 @@ func (r *run) prepare(ctx context.Context, xmlDoc []byte) int {
 	}
 	lookup, err := r.lookup(ctx)
 	if why, down := r.unreachable(err); down {
-		r.note("%s: checked the XML only; filters and parameters are checked at start", why)
+		r.note("%s: checked the XML only; filters and parameters are checked when filterd attaches the chains", why)
 		return 0
 	}
 	if err != nil {
@@ -270,11 +316,10 @@ func (r *run) prepare(ctx context.Context, xmlDoc []byte) int {
 }
 
 // start attaches every chain before QEMU runs. Fail-closed: if filterd
-// cannot be asked, the start is refused rather than run unprotected. (The
-// planned alternative is a drop-all guard pinned on the tap by the hook
-// itself, which filterd replaces when it comes back.) On any failure the
-// chains attached so far are detached again, so a refused start changes
-// nothing.
+// cannot be asked, every protected tap gets a drop-all guard (guardTaps)
+// and the domain starts with no traffic until filterd's watcher attaches
+// the chains, which replace the guards. On any other failure the chains
+// attached so far are detached again, so a refused start changes nothing.
 func (r *run) start(ctx context.Context, xmlDoc []byte) int {
 	chains, err := r.chains(xmlDoc)
 	if err != nil {
@@ -288,12 +333,9 @@ func (r *run) start(ctx context.Context, xmlDoc []byte) int {
 			return r.fail("interface %s: the XML names no tap (<target dev=…>) at start", c.Interface())
 		}
 	}
-	refuse := func(why string) int {
-		return r.fail("%s: refusing to start %s unprotected (fail-closed)", why, r.domain)
-	}
 	lookup, err := r.lookup(ctx)
 	if why, down := r.unreachable(err); down {
-		return refuse(why)
+		return r.guardTaps(chains, why)
 	}
 	if err != nil {
 		return r.fail("list filters: %v", err)
@@ -320,12 +362,41 @@ func (r *run) start(ctx context.Context, xmlDoc []byte) int {
 		if err != nil {
 			r.rollback(ctx, attached)
 			if why, down := r.unreachable(err); down {
-				return refuse(why)
+				return r.guardTaps(chains, why)
 			}
 			return r.fail("interface %s: attach chain: %v", c.Interface(), err)
 		}
 		attached = append(attached, c.Tap)
 	}
+	return 0
+}
+
+// guardTaps pins a drop-all guard on every tap of chains, so the domain
+// can start with filterd unreachable and no frame crosses its protected
+// taps until filterd attaches the chains (filterd's datapath removes a
+// guard once the chain is in front of it). If a guard cannot be pinned,
+// the ones pinned so far are removed and the start is refused.
+func (r *run) guardTaps(chains []domainxml.Chain, why string) int {
+	var taps []string
+	for _, c := range chains {
+		if !slices.Contains(taps, c.Tap) {
+			taps = append(taps, c.Tap)
+		}
+	}
+	g := r.guard()
+	for i, tap := range taps {
+		if err := g.Pin(tap); err != nil {
+			for _, done := range taps[:i] {
+				_ = g.Remove(done)
+			}
+			return r.fail("%s, and the drop-all guard on %s failed: %v: refusing to start %s unprotected (fail-closed)", why, tap, err, r.domain)
+		}
+	}
+	what := "chain"
+	if len(taps) > 1 {
+		what = "chains"
+	}
+	r.note("%s: %s starts behind a drop-all guard on %s until filterd attaches its %s", why, r.domain, strings.Join(taps, ", "), what)
 	return 0
 }
 
@@ -348,12 +419,14 @@ func (r *run) rollback(ctx context.Context, taps []string) {
 // watcher (hot-plug) is this domain's too. Chains of other owners are
 // left alone, in case a tap name was already reused.
 func (r *run) teardown(ctx context.Context, xmlDoc []byte) int {
-	if chains, err := r.chains(xmlDoc); err == nil && len(chains) == 0 {
+	chains, err := r.chains(xmlDoc)
+	if err == nil && len(chains) == 0 {
 		return 0 // never protected: do not bother filterd
 	}
+	defer r.removeGuards(chains)
 	owner := "libvirt:" + r.domain
 	var vnics []api.VNIC
-	err := r.call(ctx, func(ctx context.Context) (err error) {
+	err = r.call(ctx, func(ctx context.Context) (err error) {
 		vnics, err = r.Client.VNICs(ctx)
 		return err
 	})
@@ -380,4 +453,23 @@ func (r *run) teardown(ctx context.Context, xmlDoc []byte) int {
 		}
 	}
 	return 0
+}
+
+// removeGuards removes, at stopped and release, the drop-all guards of the
+// taps the XML names (libvirt 9.0 names none at these phases, measured) and
+// every guard whose tap is gone: a domain that started behind guards and
+// stopped before filterd came back leaves them on its deleted taps.
+func (r *run) removeGuards(chains []domainxml.Chain) {
+	g := r.guard()
+	for _, c := range chains {
+		if c.Tap == "" {
+			continue
+		}
+		if err := g.Remove(c.Tap); err != nil {
+			r.note("%s: remove the drop-all guard: %v", c.Tap, err)
+		}
+	}
+	if _, err := g.RemoveStale(); err != nil {
+		r.note("remove stale drop-all guards: %v", err)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -107,6 +108,31 @@ func (f *fakeClient) Detach(ctx context.Context, vnic string) error {
 	return nil
 }
 
+// fakeGuard records guard calls; the real one (filterd/datapath) is tested
+// there and in libvirt/e2e.
+type fakeGuard struct {
+	failPin string // Pin of this tap fails
+	calls   []string
+}
+
+func (g *fakeGuard) Pin(tap string) error {
+	g.calls = append(g.calls, "Pin "+tap)
+	if tap == g.failPin {
+		return fmt.Errorf("attach guard to %s ingress (tcx): operation not permitted", tap)
+	}
+	return nil
+}
+
+func (g *fakeGuard) Remove(tap string) error {
+	g.calls = append(g.calls, "Remove "+tap)
+	return nil
+}
+
+func (g *fakeGuard) RemoveStale() ([]string, error) {
+	g.calls = append(g.calls, "RemoveStale")
+	return nil, nil
+}
+
 func testdata(t *testing.T, name string) string {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "libvirt", "testdata", name))
@@ -124,6 +150,7 @@ func TestRun(t *testing.T) {
 	badParam := strings.Replace(prepareXML, `value="10"`, `value="0"`, 1)
 	badShape := strings.Replace(prepareXML, `failmode="open"`, `failmode="sometimes"`, 1)
 	lan := testdata(t, "networks/lan.xml")
+	oneTap := regexp.MustCompile(`(?s)<vnicfilter:interface alias="ua-backend">.*?</vnicfilter:interface>`).ReplaceAllString(startXML, "")
 
 	const owner = "libvirt:web01"
 	for _, tc := range []struct {
@@ -132,10 +159,12 @@ func TestRun(t *testing.T) {
 		stdin    string
 		client   fakeClient
 		networks map[string]string // NetworkXML
+		guard    fakeGuard
 		code     int
 		calls    []string
-		stderr   string // substring; "" = must be empty
-		stdout   string // exact
+		guards   []string // Guard calls
+		stderr   string   // substring; "" = must be empty
+		stdout   string   // exact
 	}{
 		{name: "prepare: valid", args: []string{"web01", "prepare", "begin", "-"}, stdin: prepareXML,
 			calls: []string{"Filters"}},
@@ -151,7 +180,7 @@ func TestRun(t *testing.T) {
 			stderr: `failmode "sometimes": want closed or open`},
 		{name: "prepare: filterd down, XML fine", args: []string{"web01", "prepare", "begin", "-"}, stdin: prepareXML, client: fakeClient{down: true},
 			calls:  []string{"Filters"},
-			stderr: "vnicfilter: domain web01: filterd is not running: checked the XML only; filters and parameters are checked at start"},
+			stderr: "vnicfilter: domain web01: filterd is not running: checked the XML only; filters and parameters are checked when filterd attaches the chains"},
 		{name: "prepare: filterd down, XML broken", args: []string{"web01", "prepare", "begin", "-"}, stdin: badShape, client: fakeClient{down: true}, code: 1,
 			stderr: `failmode "sometimes"`},
 		{name: "prepare: no config", args: []string{"plain", "prepare", "begin", "-"}, stdin: plainXML},
@@ -161,12 +190,24 @@ func TestRun(t *testing.T) {
 			calls: []string{"Filters", "SetChain vnet7 count " + owner, "SetChain vnet8 count " + owner, "SetChain vnet9 dnslog,count " + owner}},
 		{name: "start: broken network defaults", args: []string{"web01", "start", "begin", "-"}, stdin: startXML, networks: map[string]string{"lan": "<network>"}, code: 1,
 			stderr: "vnicfilter: domain web01: network lan: line 1: malformed network XML"},
-		{name: "start: filterd down", args: []string{"web01", "start", "begin", "-"}, stdin: startXML, client: fakeClient{down: true}, code: 1,
-			calls:  []string{"Filters"},
-			stderr: "vnicfilter: domain web01: filterd is not running: refusing to start web01 unprotected (fail-closed)"},
-		{name: "start: filterd hangs", args: []string{"web01", "start", "begin", "-"}, stdin: startXML, client: fakeClient{hang: true}, code: 1,
-			calls:  []string{"Filters"},
-			stderr: "filterd did not answer within 50ms: refusing to start web01 unprotected (fail-closed)"},
+		{name: "start: filterd down, guards pinned", args: []string{"web01", "start", "begin", "-"}, stdin: startXML, client: fakeClient{down: true},
+			calls: []string{"Filters"}, guards: []string{"Pin vnet8", "Pin vnet9"},
+			stderr: "vnicfilter: domain web01: filterd is not running: web01 starts behind a drop-all guard on vnet8, vnet9 until filterd attaches its chains\n"},
+		{name: "start: filterd down, one tap", args: []string{"web01", "start", "begin", "-"}, stdin: oneTap, client: fakeClient{down: true},
+			calls: []string{"Filters"}, guards: []string{"Pin vnet8"},
+			stderr: "vnicfilter: domain web01: filterd is not running: web01 starts behind a drop-all guard on vnet8 until filterd attaches its chain\n"},
+		{name: "start: filterd hangs, guards pinned", args: []string{"web01", "start", "begin", "-"}, stdin: startXML, client: fakeClient{hang: true},
+			calls: []string{"Filters"}, guards: []string{"Pin vnet8", "Pin vnet9"},
+			stderr: "vnicfilter: domain web01: filterd did not answer within 50ms: web01 starts behind a drop-all guard on vnet8, vnet9 until filterd attaches its chains"},
+		{name: "start: filterd down, guard fails", args: []string{"web01", "start", "begin", "-"}, stdin: startXML, client: fakeClient{down: true},
+			guard: fakeGuard{failPin: "vnet9"}, code: 1,
+			calls: []string{"Filters"}, guards: []string{"Pin vnet8", "Pin vnet9", "Remove vnet8"},
+			stderr: "vnicfilter: domain web01: filterd is not running, and the drop-all guard on vnet9 failed: attach guard to vnet9 ingress (tcx): operation not permitted: refusing to start web01 unprotected (fail-closed)"},
+		{name: "start: filterd dies during the attach", args: []string{"web01", "start", "begin", "-"}, stdin: startXML,
+			client: fakeClient{setErr: map[string]error{"vnet9": fmt.Errorf("%w (connection refused)", api.ErrDaemonNotRunning)}},
+			calls:  []string{"Filters", "SetChain vnet8 count " + owner, "SetChain vnet9 dnslog,count " + owner, "Detach vnet8"},
+			guards: []string{"Pin vnet8", "Pin vnet9"},
+			stderr: "filterd is not running: web01 starts behind a drop-all guard on vnet8, vnet9"},
 		{name: "start: unknown filter", args: []string{"web01", "start", "begin", "-"}, stdin: strings.Replace(startXML, `name="dnslog"`, `name="nope"`, 1), code: 1,
 			calls:  []string{"Filters"},
 			stderr: `interface 52:54:00:aa:00:03 (vnet9): filter 0 (nope): unknown filter "nope"`},
@@ -182,18 +223,21 @@ func TestRun(t *testing.T) {
 		{name: "start: no config", args: []string{"plain", "start", "begin", "-"}, stdin: plainXML},
 		{name: "stopped: detach owned chains", args: []string{"web01", "stopped", "end", "-"}, stdin: startXML,
 			client: fakeClient{attached: map[string]string{"vnet8": owner, "vnet9": "libvirt:other", "vnet3": owner}},
-			calls:  []string{"VNICs", "Detach vnet3", "Detach vnet8"}},
+			calls:  []string{"VNICs", "Detach vnet3", "Detach vnet8"}, guards: []string{"Remove vnet8", "Remove vnet9", "RemoveStale"}},
 		{name: "stopped: XML without taps", args: []string{"web01", "stopped", "end", "-"}, stdin: prepareXML,
 			client: fakeClient{attached: map[string]string{"vnet8": owner}},
-			calls:  []string{"VNICs", "Detach vnet8"}},
+			calls:  []string{"VNICs", "Detach vnet8"}, guards: []string{"RemoveStale"}},
 		{name: "release: nothing attached", args: []string{"web01", "release", "end", "-"}, stdin: startXML,
-			calls: []string{"VNICs"}},
-		{name: "release: filterd down", args: []string{"web01", "release", "end", "-"}, stdin: startXML, client: fakeClient{down: true},
-			calls:  []string{"VNICs"},
+			calls: []string{"VNICs"}, guards: []string{"Remove vnet8", "Remove vnet9", "RemoveStale"}},
+		{name: "release: filterd down, guards removed", args: []string{"web01", "release", "end", "-"}, stdin: startXML, client: fakeClient{down: true},
+			calls: []string{"VNICs"}, guards: []string{"Remove vnet8", "Remove vnet9", "RemoveStale"},
+			stderr: "filterd is not running: chains left for filterd to reconcile"},
+		{name: "release: filterd down, XML without taps", args: []string{"web01", "release", "end", "-"}, stdin: prepareXML, client: fakeClient{down: true},
+			calls: []string{"VNICs"}, guards: []string{"RemoveStale"},
 			stderr: "filterd is not running: chains left for filterd to reconcile"},
 		{name: "stopped: broken XML still detaches by owner", args: []string{"web01", "stopped", "end", "-"}, stdin: "<domain>",
 			client: fakeClient{attached: map[string]string{"vnet8": owner}},
-			calls:  []string{"VNICs", "Detach vnet8"}},
+			calls:  []string{"VNICs", "Detach vnet8"}, guards: []string{"RemoveStale"}},
 		{name: "stopped: no config", args: []string{"plain", "stopped", "end", "-"}, stdin: plainXML},
 		{name: "migrate: valid, XML passed through", args: []string{"web01", "migrate", "begin", "-"}, stdin: prepareXML,
 			calls: []string{"Filters"}, stdout: prepareXML},
@@ -209,8 +253,8 @@ func TestRun(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			client := tc.client
-			h := Hook{Client: &client, Stdout: &stdout, Stderr: &stderr, Timeout: 50 * time.Millisecond}
+			client, guard := tc.client, tc.guard
+			h := Hook{Client: &client, Stdout: &stdout, Stderr: &stderr, Timeout: 50 * time.Millisecond, Guard: &guard}
 			if tc.networks != nil {
 				h.NetworkXML = func(name string) ([]byte, error) {
 					if doc, ok := tc.networks[name]; ok {
@@ -229,6 +273,9 @@ func TestRun(t *testing.T) {
 			}
 			if !reflect.DeepEqual(client.calls, tc.calls) {
 				t.Errorf("calls:\n got %q\nwant %q", client.calls, tc.calls)
+			}
+			if !reflect.DeepEqual(guard.calls, tc.guards) {
+				t.Errorf("guard calls:\n got %q\nwant %q", guard.calls, tc.guards)
 			}
 			switch {
 			case tc.stderr == "" && stderr.Len() > 0:

@@ -38,6 +38,7 @@ func main() {
 		Stderr:     os.Stderr,
 		Timeout:    cfg.Timeout,
 		NetworkXML: hooks.NetworkFiles(cfg.NetworkDir),
+		Guard:      hooks.BPFFSGuard{Root: cfg.BPFFSRoot},
 	}
 	os.Exit(h.Run(context.Background(), os.Args[1:], os.Stdin))
 }

@@ -6,6 +6,7 @@
 //	<root>/<vnic>/vf_chain, vf_slots, vf_stats, vf_info   the vNIC's maps
 //	<root>/<vnic>/link_from_vm, link_to_vm                tcx links
 //	<root>/<vnic>/slot<N>/<map>                           a filter instance's maps
+//	<root>/guard-<tap>/vf_guard, link_from_vm, link_to_vm  a drop-all guard (PinGuard)
 //
 // Everything is pinned, so the datapath outlives filterd: a restarted
 // daemon adopts what it finds (Adopt) instead of rebuilding it, and no frame

@@ -133,6 +133,9 @@ func (d *Datapath) Create(name string, prepare func(*VNIC) error) (_ *VNIC, err 
 	if err != nil {
 		return nil, fmt.Errorf("device %s: %w", name, ErrNoSuchDevice)
 	}
+	if strings.HasPrefix(name, guardPrefix) {
+		return nil, fmt.Errorf("device name %q: the prefix %q is reserved for drop-all guards: %w", name, guardPrefix, sdk.ErrNotSupported)
+	}
 	dir := filepath.Join(d.root, name)
 	if _, err := os.Stat(filepath.Join(dir, infoMap)); err == nil {
 		return nil, fmt.Errorf("%s: %w", name, ErrAlreadyAttached)
@@ -183,6 +186,13 @@ func (d *Datapath) Create(name string, prepare func(*VNIC) error) (_ *VNIC, err 
 	if err := im.Pin(filepath.Join(dir, infoMap)); err != nil {
 		return nil, fmt.Errorf("pin %s: %w", infoMap, err)
 	}
+	// The dispatchers run before a drop-all guard the hook may have
+	// pinned (guard_linux.go), so it can go now: no frame passed
+	// unfiltered in between. Best effort: failing the create here would
+	// take the chain down with a half-removed guard; a guard left behind
+	// the chain is never reached (or, tcx guard before a clsact chain,
+	// keeps the device closed) and Detach or Remove retries.
+	_ = removeGuardFor(d.root, name, ifindex)
 	return v, nil
 }
 
@@ -400,7 +410,8 @@ func (d *Datapath) Adopt(name string) (_ *VNIC, err error) {
 	return v, nil
 }
 
-// Pinned lists the vNIC directories under the root.
+// Pinned lists the vNIC directories under the root (not the guard-*
+// directories of drop-all guards).
 func (d *Datapath) Pinned() ([]string, error) {
 	ents, err := os.ReadDir(d.root)
 	if err != nil {
@@ -408,7 +419,7 @@ func (d *Datapath) Pinned() ([]string, error) {
 	}
 	var out []string
 	for _, e := range ents {
-		if e.IsDir() {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), guardPrefix) {
 			out = append(out, e.Name())
 		}
 	}
@@ -423,21 +434,23 @@ func (d *Datapath) Remove(name string) error {
 	}
 	v, err := d.Adopt(name)
 	if err == nil {
-		v.destroy()
-		return nil
+		return v.Detach()
 	}
 	// Device gone (its hooks went with it) or a partial datapath: unpin.
 	if err := os.RemoveAll(filepath.Join(d.root, name)); err != nil {
 		return fmt.Errorf("unpin %s: %w", name, err)
 	}
-	return nil
+	// A guard of a device now named name stays: it guards a new tap.
+	return removeGuardFor(d.root, name, 0)
 }
 
 // Detach removes the vNIC's datapath from the kernel: hooks first (frames
-// then pass unfiltered, as for any unprotected vNIC), then the pins.
+// then pass unfiltered, as for any unprotected vNIC), then the pins, and a
+// drop-all guard of the same device.
 func (v *VNIC) Detach() error {
+	root, name, ifindex := filepath.Dir(v.dir), v.Name, v.Ifindex
 	v.destroy()
-	return nil
+	return removeGuardFor(root, name, ifindex)
 }
 
 func (v *VNIC) destroy() {

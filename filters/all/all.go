@@ -7,4 +7,5 @@ import (
 	_ "github.com/vnicfilter/vnicfilter/filters/dnslog"
 	_ "github.com/vnicfilter/vnicfilter/filters/firewall"
 	_ "github.com/vnicfilter/vnicfilter/filters/punt"
+	_ "github.com/vnicfilter/vnicfilter/filters/spoofguard"
 )

@@ -14,6 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/vnicfilter/vnicfilter/filterd/datapath"
 	"github.com/vnicfilter/vnicfilter/libvirt/testlab"
 )
 
@@ -214,48 +218,106 @@ func TestInvalidConfigRefusesStart(t *testing.T) {
 	}
 }
 
-// TestFilterdDownRefusesStart: with filterd down the start of a protected
-// domain is refused (fail-closed); once filterd is back it starts and its
-// chain is attached. Destroy then removes the chain.
-func TestFilterdDownRefusesStart(t *testing.T) {
+// TestFilterdDownStartsBehindGuard: with filterd down a protected domain
+// starts behind a drop-all guard the hook pins on its tap (fail-closed):
+// the guest, which pings the host from boot, gets no reply, and none of
+// its frames reaches the bridge (its MAC is never learned). Destroyed in
+// that state, the hook's teardown removes the guard of the gone tap.
+// Started again and then filterd (with its libvirt watcher): within a
+// second the chain is attached, the guard is gone and the pings are
+// answered. Destroy then removes the chain.
+func TestFilterdDownStartsBehindGuard(t *testing.T) {
 	l := libvirtd(t)
 	img := image(t)
-	fd := startFilterd(t)
+	fd := startFilterd(t, "--libvirt-uri", l.URI())
 	br := testlab.NewBridge(t)
+	net := subnet()
+	host := hostOnBridge(t, br, net)
 	g := l.DefineGuest(t, img, testlab.GuestSpec{
 		Name:     "vfe-down-" + randHex(2),
 		NICs:     []testlab.NIC{{Bridge: br, MAC: mac(20)}},
 		Metadata: metadata(map[string][]string{mac(20): {"count"}}),
+		Cmdline:  map[string]string{"ipv6.disable": "1", "vf.ip": net + "20/24", "vf.cmd": "ping -i 0.1 -c 3000 " + host},
 	})
 	fd.stop(syscall.SIGKILL)
-	_, err := l.Virsh("start", g.Name)
-	if err == nil {
-		t.Fatal("virsh start succeeded with filterd down")
+	// The hook pins its guards under filterd's bpffs root.
+	if err := writeHookConf("bpffs-root=" + fd.root + "\n"); err != nil {
+		t.Fatal(err)
 	}
-	if msg := err.Error(); !strings.Contains(msg, "filterd is not running") || !strings.Contains(msg, "fail-closed") {
-		t.Errorf("virsh start error does not say why:\n%s", msg)
-	} else {
-		t.Logf("virsh start: %s", msg[strings.Index(msg, "vnicfilter: domain"):])
+	t.Cleanup(func() { _ = writeHookConf("") })
+
+	// Started and destroyed while filterd is down: the guard goes with the tap.
+	if _, err := l.Virsh("start", g.Name); err != nil {
+		t.Fatalf("virsh start with filterd down: %v", err)
 	}
-	if st := domState(t, l, g.Name); st != "shut off" {
-		t.Errorf("domain state %q, want shut off", st)
+	tap := taps(t, g)[0]
+	if !datapath.HasGuard(fd.root, tap) {
+		t.Fatalf("%s: no drop-all guard pinned under %s", tap, fd.root)
 	}
-	if ports, _ := testlab.BridgePorts(br); len(ports) != 0 {
-		t.Errorf("bridge ports %v after a refused start", ports)
+	if _, err := l.Virsh("destroy", g.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(datapath.GuardDir(fd.root, tap)); !os.IsNotExist(err) {
+		t.Errorf("guard of the destroyed domain's %s left (%v)", tap, err)
 	}
 
-	fd.start()
+	// Started again: the guest boots behind the guard.
 	begin := time.Now()
 	if _, err := l.Virsh("start", g.Name); err != nil {
-		t.Fatalf("start with filterd back: %v", err)
+		t.Fatalf("virsh start with filterd down: %v", err)
 	}
-	took := time.Since(begin)
-	tap := taps(t, g)[0]
+	t.Logf("filterd down: virsh start returned after %v", time.Since(begin).Round(time.Millisecond))
+	tap = taps(t, g)[0]
+	if !datapath.HasGuard(fd.root, tap) {
+		t.Fatalf("%s: no drop-all guard pinned under %s", tap, fd.root)
+	}
+	if st := domState(t, l, g.Name); st != "running" {
+		t.Fatalf("domain state %q, want running", st)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := g.WaitConsole(ctx, "VFGUEST READY"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the guest sending", func() bool { return tapRxPackets(t, tap) >= 5 })
+	time.Sleep(500 * time.Millisecond)
+	sent := tapRxPackets(t, tap)
+	if strings.Contains(g.Console(), "bytes from") {
+		t.Errorf("%s got a reply through the drop-all guard:\n%s", g.Name, g.Console())
+	}
+	if learned(t, tap, mac(20)) {
+		t.Errorf("the bridge learned %s on %s: a frame passed the drop-all guard", mac(20), tap)
+	}
+	t.Logf("%s behind the guard: host tap received %d frames from the guest, none reached the bridge, no reply", tap, sent)
+
+	// filterd comes back: its watcher attaches the chain, which replaces
+	// the guard.
+	begin = time.Now()
+	up := fd.start()
+	waitFor(t, 5*time.Second, "chain on "+tap+" and guard gone", func() bool {
+		v := fd.vnic(t, tap)
+		return v != nil && v.Owner == "libvirt:"+g.Name && !datapath.HasGuard(fd.root, tap)
+	})
+	total := time.Since(begin)
+	if err := g.WaitConsole(ctx, "bytes from "+host); err != nil {
+		t.Fatalf("no reply once filterd attached the chain: %v\n%s", err, g.Console())
+	}
+	flowing := time.Since(begin)
+	t.Logf("filterd started: API up after %v, chain attached and guard gone %v after start, first reply %v after start",
+		up.Round(time.Millisecond), total.Round(time.Millisecond), flowing.Round(time.Millisecond))
+	if !learned(t, tap, mac(20)) {
+		t.Errorf("the bridge did not learn %s on %s with the chain passing its frames (the probe above proves nothing)", mac(20), tap)
+	}
+	if total > time.Second {
+		t.Errorf("chain replaced the guard %v after filterd started, want ≤ 1s", total)
+	}
+	if _, err := os.Stat(datapath.GuardDir(fd.root, tap)); !os.IsNotExist(err) {
+		t.Errorf("guard directory of %s left (%v)", tap, err)
+	}
 	v := fd.vnic(t, tap)
-	if v == nil || v.Owner != "libvirt:"+g.Name || len(v.Slots) != 1 || v.Slots[0].Filter != "count" {
-		t.Fatalf("%s: chain %+v after start", tap, v)
+	if len(v.Slots) != 1 || v.Slots[0].Filter != "count" || v.Chain["from-vm"].Passed.Packets == 0 {
+		t.Errorf("%s: chain %+v, want count passing the guest's frames", tap, v)
 	}
-	t.Logf("filterd back: virsh start took %v, chain on %s", took.Round(time.Millisecond), tap)
 
 	// Teardown at stopped/release: the chain and its pins go.
 	if _, err := l.Virsh("destroy", g.Name); err != nil {
@@ -268,16 +330,30 @@ func TestFilterdDownRefusesStart(t *testing.T) {
 		t.Errorf("pins of %s left after destroy (%v)", tap, err)
 	}
 	all := ops(phases(t, g.Name), "00-trace")
-	t.Logf("phases: %q", all)
-	last := 0
-	for i, op := range all {
-		if op == "prepare begin" {
-			last = i
+	want := []string{"prepare begin", "start begin", "started begin", "stopped end", "release end"}
+	if got := all; !slices.Equal(got, append(slices.Clone(want), want...)) {
+		t.Errorf("phases %q, want %q twice", got, want)
+	}
+}
+
+// learned reports whether the bridge learned mac on its port tap: a frame
+// from mac entered the bridge there.
+func learned(t *testing.T, tap, mac string) bool {
+	t.Helper()
+	link, err := netlink.LinkByName(tap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fdb, err := netlink.NeighList(link.Attrs().Index, unix.AF_BRIDGE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range fdb {
+		if strings.EqualFold(n.HardwareAddr.String(), mac) {
+			return true
 		}
 	}
-	if got, want := all[last:], []string{"prepare begin", "start begin", "started begin", "stopped end", "release end"}; !slices.Equal(got, want) {
-		t.Errorf("phases after filterd came back %q, want %q", got, want)
-	}
+	return false
 }
 
 // taps returns the guest's taps, failing t if it has none.

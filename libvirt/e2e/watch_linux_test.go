@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vnicfilter/vnicfilter/filterd/api"
+	"github.com/vnicfilter/vnicfilter/filterd/datapath"
 	"github.com/vnicfilter/vnicfilter/libvirt/domainxml"
 	"github.com/vnicfilter/vnicfilter/libvirt/testlab"
 )
@@ -171,9 +172,10 @@ func slotNumbers(v *api.VNIC) []string {
 }
 
 // TestWatcherReconcilesAtRestart: kill filterd; meanwhile a domain is
-// destroyed (its chain stays behind), another's configuration changes, and
-// a third loses its chain (drift). Restarted, filterd leaves exactly the
-// right chains within a second.
+// destroyed (its chain stays behind), another's configuration changes, a
+// third loses its chain (drift), and a fourth starts (behind the hook's
+// drop-all guard). Restarted, filterd leaves exactly the right chains, and
+// no guard, within a second.
 func TestWatcherReconcilesAtRestart(t *testing.T) {
 	l := libvirtd(t)
 	img := image(t)
@@ -192,6 +194,11 @@ func TestWatcherReconcilesAtRestart(t *testing.T) {
 		gs = append(gs, g)
 	}
 	gone, changed, drift, same := gs[0], gs[1], gs[2], gs[3]
+	late := l.DefineGuest(t, img, testlab.GuestSpec{
+		Name:     "vfe-late-" + randHex(2),
+		NICs:     []testlab.NIC{{Bridge: br, MAC: mac(44)}},
+		Metadata: metadata(map[string][]string{mac(44): {"count"}}),
+	})
 	tap := map[*testlab.Guest]string{}
 	for _, g := range gs {
 		tap[g] = taps(t, g)[0]
@@ -207,11 +214,23 @@ func TestWatcherReconcilesAtRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	setMetadata(t, l, changed.Name, map[string][]string{mac(41): {"count", "punt:verdict=drop"}})
+	if err := writeHookConf("bpffs-root=" + fd.root + "\n"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = writeHookConf("") })
+	if _, err := l.Virsh("start", late.Name); err != nil {
+		t.Fatalf("start %s with filterd down: %v", late.Name, err)
+	}
+	tap[late] = taps(t, late)[0]
+	if !datapath.HasGuard(fd.root, tap[late]) {
+		t.Fatalf("%s: started with filterd down but no guard pinned", tap[late])
+	}
 
 	want := []string{
 		fmt.Sprintf("%s libvirt:%s [count]", tap[drift], drift.Name),
 		fmt.Sprintf("%s libvirt:%s [count punt:verdict=drop]", tap[changed], changed.Name),
 		fmt.Sprintf("%s libvirt:%s [count]", tap[same], same.Name),
+		fmt.Sprintf("%s libvirt:%s [count]", tap[late], late.Name),
 	}
 	slices.Sort(want)
 	got := func() []string {
@@ -225,7 +244,9 @@ func TestWatcherReconcilesAtRestart(t *testing.T) {
 	}
 	begin := time.Now()
 	up := fd.start()
-	waitFor(t, 5*time.Second, "reconciled chains", func() bool { return slices.Equal(got(), want) })
+	waitFor(t, 5*time.Second, "reconciled chains, guard gone", func() bool {
+		return slices.Equal(got(), want) && !datapath.HasGuard(fd.root, tap[late])
+	})
 	total := time.Since(begin)
 	t.Logf("filterd restarted: API up after %v, exactly the right chains %v after start: %q", up.Round(time.Millisecond), total.Round(time.Millisecond), want)
 	if total > time.Second {
