@@ -154,6 +154,14 @@ func (c *Client) DetachSlot(ctx context.Context, vnic string, slot int) error {
 	return c.do(ctx, http.MethodDelete, vnicPath(vnic)+"/filters/"+strconv.Itoa(slot), nil, nil)
 }
 
+// Reload asks the filter in slot of vnic's chain to re-read its
+// configuration and swap it in (e.g. the firewall's policy file).
+func (c *Client) Reload(ctx context.Context, vnic string, slot int) (*ReloadResult, error) {
+	var r ReloadResult
+	err := c.do(ctx, http.MethodPost, vnicPath(vnic)+"/filters/"+strconv.Itoa(slot)+"/reload", nil, &r)
+	return &r, err
+}
+
 // Metrics returns the Prometheus exposition text.
 func (c *Client) Metrics(ctx context.Context) (string, error) {
 	var s string

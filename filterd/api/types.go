@@ -14,6 +14,7 @@
 //	DELETE /v1/vnics/{vnic}                 detach the whole chain
 //	POST   /v1/vnics/{vnic}/filters         AttachRequest -> VNIC: add one filter (creates the chain if needed)
 //	DELETE /v1/vnics/{vnic}/filters/{slot}  remove one filter
+//	POST   /v1/vnics/{vnic}/filters/{slot}/reload  ReloadResult: the filter re-reads its configuration (sdk.Reloader; 501 not_supported if it cannot)
 //	GET    /metrics                         Prometheus text format
 //
 // Errors are returned with a 4xx/5xx status and an Error body.
@@ -155,6 +156,15 @@ type VersionInfo struct {
 	ABI        int    `json:"abi"`
 	BPFFSRoot  string `json:"bpffs_root"`
 	AttachMode string `json:"attach_mode"`
+}
+
+// ReloadResult answers POST /v1/vnics/{vnic}/filters/{slot}/reload.
+type ReloadResult struct {
+	VNIC   string `json:"vnic"`
+	Slot   int    `json:"slot"`
+	Filter string `json:"filter"`
+	// Seconds the reload took (parse, compile, swap).
+	Seconds float64 `json:"seconds"`
 }
 
 // Error codes, stable for scripts.

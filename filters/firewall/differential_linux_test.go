@@ -34,6 +34,14 @@ func diffSize() (rulesets, packets int) {
 // testInstance loads the firewall with stand-in vNIC maps and a policy.
 func testInstance(t *testing.T, policyJSON []byte, conntrack string) *fastPath {
 	t.Helper()
+	fp, _ := testInstanceMaps(t, policyJSON, conntrack)
+	return fp
+}
+
+// testInstanceMaps is testInstance that also returns the stand-in vNIC
+// maps (vf_slots sets the failure mode, vf_stats counts it).
+func testInstanceMaps(t *testing.T, policyJSON []byte, conntrack string) (*fastPath, map[string]*ebpf.Map) {
+	t.Helper()
 	testkit.Need(t, testkit.Root, testkit.BPF)
 	spec, err := firewallSpec()
 	if err != nil {
@@ -66,7 +74,7 @@ func testInstance(t *testing.T, policyJSON []byte, conntrack string) *fastPath {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { fp.Close() })
-	return fp.(*fastPath)
+	return fp.(*fastPath), maps
 }
 
 // run passes frame through the program in dir: pass is true when it
@@ -132,6 +140,7 @@ func TestDifferentialFirewall(t *testing.T) {
 		t.Fatal(err)
 	}
 	model := NewModel(p0)
+	model.Capacity = 262144
 	model.Now = func() uint64 { return 1 }
 	prog := fp.Program()
 	lastFlush := time.Now()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/vnicfilter/vnicfilter/sdk"
 )
@@ -24,7 +25,17 @@ type fastPath struct {
 	// the next update purges them without walking the maps (an adopted
 	// instance walks them once).
 	written [2]*genKeys
+
+	stopGC chan struct{} // closed by Close
+	gcDone chan struct{}
 }
+
+// gcInterval is how often the connection table is swept for expired
+// flows; gcChunk bounds each batch read of the sweep.
+const (
+	gcInterval = 10 * time.Second
+	gcChunk    = 4096
+)
 
 type genKeys struct {
 	src, dst []firewallFwLpmKey
@@ -34,7 +45,25 @@ type genKeys struct {
 var (
 	_ sdk.FastPath = (*fastPath)(nil)
 	_ Updater      = (*fastPath)(nil)
+	_ sdk.Reloader = (*fastPath)(nil)
 )
+
+// Reload re-reads the policy file named by params and swaps it in
+// atomically (UpdatePolicy). A policy that does not parse or compile
+// leaves the live one untouched and is reported as sdk.ErrInvalidParam.
+func (f *fastPath) Reload(params sdk.Params) error {
+	p, err := LoadPolicy(params.String("policy"), nil)
+	if err != nil {
+		return fmt.Errorf("%w: firewall: %w", sdk.ErrInvalidParam, err)
+	}
+	if _, err := f.UpdatePolicy(p); err != nil {
+		if errors.Is(err, ErrTooComplex) {
+			return fmt.Errorf("%w: firewall: policy %s: %w", sdk.ErrInvalidParam, params.String("policy"), err)
+		}
+		return fmt.Errorf("firewall: swap in %s: %w", params.String("policy"), err)
+	}
+	return nil
+}
 
 // The spec is parsed once; each instance copies it.
 var firewallSpec = sync.OnceValues(loadFirewall)
@@ -55,10 +84,11 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 		size = uint32(params.Int("conntrack_size"))
 	}
 	spec.Maps["fw_conntrack"].MaxEntries = size
-	fp := &fastPath{}
+	fp := &fastPath{stopGC: make(chan struct{}), gcDone: make(chan struct{})}
 	if err := ctx.Load(spec, &fp.objs); err != nil {
 		return nil, fmt.Errorf("firewall: %w", err)
 	}
+	go fp.gcLoop()
 	// Adopting a running instance swaps the (possibly edited) policy in
 	// atomically, like any update.
 	if _, err := fp.UpdatePolicy(policy); err != nil {
@@ -90,7 +120,75 @@ func (f *fastPath) flushFlows() error {
 
 func (f *fastPath) Program() *ebpf.Program { return f.objs.VfFirewall }
 
-func (f *fastPath) Close() error { return f.objs.Close() }
+func (f *fastPath) Close() error {
+	if f.stopGC != nil {
+		close(f.stopGC)
+		<-f.gcDone
+		f.stopGC = nil
+	}
+	return f.objs.Close()
+}
+
+// monoNow is bpf_ktime_get_ns()'s clock.
+func monoNow() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return uint64(ts.Nano())
+}
+
+func (f *fastPath) gcLoop() {
+	defer close(f.gcDone)
+	t := time.NewTicker(gcInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.stopGC:
+			return
+		case <-t.C:
+			_, _ = f.gc(monoNow())
+		}
+	}
+}
+
+// gc deletes the flows expired at now (monotonic ns) and returns how many.
+// The table is read in batches of gcChunk; each candidate is looked up
+// again right before its deletion so a flow the datapath just revived in
+// place (same key, new packet) is spared. (A packet landing between that
+// check and the delete loses its entry: its next packet is classified
+// again, as after a flush.)
+func (f *fastPath) gc(now uint64) (int, error) {
+	keys := make([]firewallFwCtKey, gcChunk)
+	vals := make([]firewallFwCtVal, gcChunk)
+	var expired []firewallFwCtKey
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := f.objs.FwConntrack.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			if vals[i].Expires <= now {
+				expired = append(expired, keys[i])
+			}
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("sweep fw_conntrack: %w", err)
+		}
+	}
+	deleted := 0
+	for _, k := range expired {
+		var v firewallFwCtVal
+		if err := f.objs.FwConntrack.Lookup(&k, &v); err != nil || v.Expires > now {
+			continue
+		}
+		if err := f.objs.FwConntrack.Delete(&k); err == nil {
+			deleted++
+		}
+	}
+	return deleted, nil
+}
 
 // UpdatePolicy compiles p, writes it into the idle generation and flips
 // fw_config[0]. A compile error leaves the live policy untouched.

@@ -13,7 +13,10 @@
  * allowed flows.
  *
  * Maps (all private to the instance, pinned by the SDK):
- *   fw_conntrack  LRU_HASH  fw_ct_key -> fw_ct_val (size: param conntrack_size)
+ *   fw_conntrack  HASH      fw_ct_key -> fw_ct_val (size: param conntrack_size;
+ *                           new flows are inserted with BPF_NOEXIST, so a
+ *                           full table never evicts a live flow: the new
+ *                           flow gets VF_FAIL and the slot's failure mode)
  *   fw_src/fw_dst LPM_TRIE  {gen, family, addr} -> address class
  *   fw_dims       ARRAY     [gen][proto | p1 | p2] -> class
  *   fw_cross      HASH      {gen<<2|table, class, class} -> class / verdict
@@ -22,7 +25,8 @@
  *   fw_rule_hits  ARRAY     [rule] -> hits (atomic adds: one copy, not per CPU)
  *   fw_stats      PERCPU_ARRAY [FW_STAT_*] -> count
  *
- * Verdicts: VF_CONTINUE (allowed), VF_DROP (denied, rejected, invalid).
+ * Verdicts: VF_CONTINUE (allowed), VF_DROP (denied, rejected, invalid),
+ * VF_FAIL (an allowed new flow the full connection table cannot take).
  * Every table is keyed by a generation bit: userspace fills the idle
  * generation and flips fw_config[0], so a packet (which reads the
  * generation once) never sees half a policy. Flows remember the generation
@@ -98,7 +102,8 @@
 #define FW_STAT_CUT 9
 #define FW_STAT_CT_FULL 10
 #define FW_STAT_ND 11
-#define FW_NUM_STATS 12
+#define FW_STAT_RELATED 12
+#define FW_NUM_STATS 13
 
 struct fw_lpm_key {
 	__u32 prefixlen; /* 16 + prefix length: gen and family always match */
@@ -139,10 +144,11 @@ struct fw_pkt {
 	__u8 dst[16];
 	__u16 p1, p2, echo_id;
 	__u8 proto, family, frag, tcp_flags;
+	__u8 related; /* an ICMP error whose embedded header parsed into rk */
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct fw_ct_key);
 	__type(value, struct fw_ct_val);
@@ -205,8 +211,95 @@ static __always_inline __u16 ld16(const __u8 *b)
 	return (__u16)b[0] << 8 | b[1];
 }
 
-/* fw_parse fills p and returns a FW_KIND_*; mirrors packet.go ParseFrame. */
-static __always_inline int fw_parse(struct __sk_buff *skb, struct fw_pkt *p)
+
+/* is_icmp_error: ICMP destination unreachable, time exceeded, parameter
+ * problem; ICMPv6 types 1-4. */
+static __always_inline int is_icmp_error(const struct fw_pkt *p)
+{
+	if (p->family == 4 && p->proto == PROTO_ICMP)
+		return p->p1 == 3 || p->p1 == 11 || p->p1 == 12;
+	if (p->family == 6 && p->proto == PROTO_ICMPV6)
+		return p->p1 >= 1 && p->p1 <= 4;
+	return 0;
+}
+
+/* fw_parse_inner reads the packet embedded in an ICMP error at off (the
+ * original packet, sent the other way) into rk, the key of the flow it
+ * belongs to; returns 1 if it names a trackable flow. Mirrors packet.go
+ * parseInner: no inner fragments, no inner IPv6 extension headers, inner
+ * ICMP only for echo. */
+static __always_inline int fw_parse_inner(struct __sk_buff *skb, __u32 off,
+					  const struct fw_pkt *p, __u32 dir,
+					  struct fw_ct_key *rk)
+{
+	__u8 b[40];
+	__u8 proto;
+	__u32 l4;
+	int inner_from_vm = dir != VF_DIR_FROM_VM;
+	__u16 sp = 0, dp = 0;
+
+	if (p->family == 4) {
+		__u32 ihl;
+
+		if (bpf_skb_load_bytes(skb, off, b, 20) < 0 || b[0] >> 4 != 4)
+			return 0;
+		ihl = (b[0] & 0xf) * 4;
+		if (ihl < 20 || (ld16(b + 6) & 0x1fff))
+			return 0;
+		proto = b[9];
+		if (inner_from_vm) {
+			__builtin_memcpy(rk->local, b + 12, 4);
+			__builtin_memcpy(rk->remote, b + 16, 4);
+		} else {
+			__builtin_memcpy(rk->local, b + 16, 4);
+			__builtin_memcpy(rk->remote, b + 12, 4);
+		}
+		l4 = off + ihl;
+	} else {
+		if (bpf_skb_load_bytes(skb, off, b, 40) < 0 || b[0] >> 4 != 6)
+			return 0;
+		proto = b[6];
+		if (proto == 0 || proto == 43 || proto == 60 || proto == 51 ||
+		    proto == 44)
+			return 0;
+		if (inner_from_vm) {
+			__builtin_memcpy(rk->local, b + 8, 16);
+			__builtin_memcpy(rk->remote, b + 24, 16);
+		} else {
+			__builtin_memcpy(rk->local, b + 24, 16);
+			__builtin_memcpy(rk->remote, b + 8, 16);
+		}
+		l4 = off + 40;
+	}
+	rk->proto = proto;
+	rk->family = p->family;
+	switch (proto) {
+	case PROTO_TCP:
+	case PROTO_UDP:
+		if (bpf_skb_load_bytes(skb, l4, b, 8) < 0)
+			return 0;
+		sp = ld16(b);
+		dp = ld16(b + 2);
+		rk->local_port = inner_from_vm ? sp : dp;
+		rk->remote_port = inner_from_vm ? dp : sp;
+		break;
+	case PROTO_ICMP:
+	case PROTO_ICMPV6:
+		if (bpf_skb_load_bytes(skb, l4, b, 8) < 0)
+			return 0;
+		if (!(proto == PROTO_ICMP ? (b[0] == 8 || b[0] == 0) :
+					    (b[0] == 128 || b[0] == 129)))
+			return 0;
+		rk->local_port = ld16(b + 4);
+		break;
+	}
+	return 1;
+}
+
+/* fw_parse fills p and returns a FW_KIND_*; mirrors packet.go ParseFrame.
+ * For an ICMP error it also fills rk with the embedded packet's flow. */
+static __always_inline int fw_parse(struct __sk_buff *skb, struct fw_pkt *p,
+				    __u32 dir, struct fw_ct_key *rk)
 {
 	__u8 b[40];
 	__u32 off = ETH_HLEN, l4;
@@ -318,6 +411,8 @@ static __always_inline int fw_parse(struct __sk_buff *skb, struct fw_pkt *p)
 		p->p1 = b[0];
 		p->p2 = b[1];
 		p->echo_id = ld16(b + 4);
+		if (is_icmp_error(p))
+			p->related = fw_parse_inner(skb, l4 + 8, p, dir, rk);
 		break;
 	}
 	return FW_KIND_IP;
@@ -468,13 +563,13 @@ VF_FILTER(vf_firewall)
 {
 	struct fw_pkt p = {};
 	struct fw_ct_key key = {};
-	struct fw_ct_val *v;
+	struct fw_ct_val *v = NULL;
 	__u32 zero = 0, gidx, gen, epoch, conf, fv, action;
 	__u32 *cp;
 	int kind, tracked;
 	__u64 now;
 
-	kind = fw_parse(skb, &p);
+	kind = fw_parse(skb, &p, dir, &key);
 	cp = bpf_map_lookup_elem(&fw_config, &zero);
 	if (!cp)
 		return VF_DROP;
@@ -507,6 +602,16 @@ VF_FILTER(vf_firewall)
 	}
 
 	now = bpf_ktime_get_ns();
+	if (p.related) {
+		/* An ICMP error about a live flow passes (related); about no
+		 * flow, it is an ordinary ICMP packet for the rules. */
+		v = bpf_map_lookup_elem(&fw_conntrack, &key);
+		if (v && v->expires > now) {
+			fw_count(FW_STAT_RELATED);
+			return VF_CONTINUE;
+		}
+		v = NULL;
+	}
 	tracked = !p.frag && ((p.proto != PROTO_ICMP && p.proto != PROTO_ICMPV6) || is_echo(&p));
 	if (tracked) {
 		key.proto = p.proto;
@@ -576,10 +681,23 @@ VF_FILTER(vf_firewall)
 			nv.state = p.proto == PROTO_UDP ? CT_UDP : CT_OTHER;
 		}
 		nv.expires = now + ct_timeout(nv.state);
-		if (bpf_map_update_elem(&fw_conntrack, &key, &nv, BPF_ANY) < 0)
-			fw_count(FW_STAT_CT_FULL);
-		else
-			fw_count(FW_STAT_NEW_FLOWS);
+		/* An expired or closed entry of the same key is reused in
+		 * place; a new key must find a free slot (BPF_NOEXIST never
+		 * evicts anything). A full table sends the flow to the
+		 * slot's failure mode. */
+		if (v) {
+			*v = nv;
+		} else {
+			long err = bpf_map_update_elem(&fw_conntrack, &key, &nv,
+						       BPF_NOEXIST);
+			if (err == -17 /* EEXIST: another CPU raced us */)
+				return VF_CONTINUE;
+			if (err < 0) {
+				fw_count(FW_STAT_CT_FULL);
+				return VF_FAIL;
+			}
+		}
+		fw_count(FW_STAT_NEW_FLOWS);
 	}
 	return VF_CONTINUE;
 }

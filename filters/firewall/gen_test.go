@@ -183,6 +183,7 @@ type pktSpec struct {
 	vlans      int
 	truncateTo int // 0: no truncation
 	payload    int
+	quote      []byte // ICMP: the quoted packet (replaces the payload)
 }
 
 func (f flow) spec(dir sdk.Direction) pktSpec {
@@ -214,6 +215,9 @@ func (s pktSpec) build() []byte {
 		l4 = make([]byte, 8+s.payload)
 		l4[0], l4[1] = s.icmpType, s.icmpCode
 		binary.BigEndian.PutUint16(l4[4:], s.echoID)
+		if s.quote != nil {
+			l4 = append(l4[:8], s.quote...)
+		}
 	default:
 		l4 = make([]byte, 4+s.payload)
 	}
@@ -337,6 +341,9 @@ func (g *trafficGen) next() ([]byte, sdk.Direction, string) {
 	}
 	s.payload = rng.IntN(64)
 	what := "flow"
+	if len(g.flows) > 0 && rng.IntN(12) == 0 {
+		return g.icmpError()
+	}
 	switch rng.IntN(30) {
 	case 0:
 		what = "later fragment"
@@ -392,4 +399,60 @@ func (g *trafficGen) next() ([]byte, sdk.Direction, string) {
 		return b, s.dir, what
 	}
 	return s.build(), s.dir, what
+}
+
+// icmpError builds an ICMP error (sometimes a non-error ICMP message, or a
+// mangled quote) quoting a packet of a known conversation, sent back the
+// other way: related traffic if the flow is tracked.
+func (g *trafficGen) icmpError() ([]byte, sdk.Direction, string) {
+	rng := g.rng
+	f := g.flows[rng.IntN(len(g.flows))]
+	dir := sdk.Direction(rng.IntN(2))
+	in := f.spec(1 - dir) // the quoted packet went the other way
+	switch in.proto {
+	case ProtoTCP:
+		in.flags = tcpFlagChoices[rng.IntN(len(tcpFlagChoices))]
+	case ProtoICMP, ProtoICMPv6:
+		in.icmpType = []uint8{8, 0, 128, 129, 3, 1}[rng.IntN(6)]
+	}
+	in.payload = rng.IntN(16)
+	what := "icmp error"
+	switch rng.IntN(10) {
+	case 0:
+		what = "icmp error, quoted fragment"
+		in.fragOff = uint16(1 + rng.IntN(100))
+		if in.v6 {
+			in.extHdrs = []uint8{44}
+		}
+	case 1:
+		what = "icmp error, quoted ext header / options"
+		if in.v6 {
+			in.extHdrs = []uint8{[]uint8{0, 43, 60}[rng.IntN(3)]}
+		} else {
+			in.ipOptions = 4 * (1 + rng.IntN(5))
+		}
+	}
+	quote := in.build()[14:]
+	if rng.IntN(6) == 0 {
+		what += ", truncated quote"
+		quote = quote[:rng.IntN(len(quote)+1)]
+	}
+	out := f.spec(dir)
+	out.quote = quote
+	if out.v6 {
+		out.proto = ProtoICMPv6
+		out.icmpType = []uint8{1, 2, 3, 4, 1, 128, 135}[rng.IntN(7)]
+	} else {
+		out.proto = ProtoICMP
+		out.icmpType = []uint8{3, 11, 12, 3, 5, 0}[rng.IntN(6)]
+	}
+	out.icmpCode = uint8(rng.IntN(4))
+	if rng.IntN(4) == 0 { // from a router on the path
+		if dir == sdk.ToVM {
+			out.src = randAddr(rng, out.v6)
+		} else {
+			out.dst = randAddr(rng, out.v6)
+		}
+	}
+	return out.build(), dir, what
 }

@@ -23,10 +23,11 @@ const (
 	StatCut                       // flows a new policy denies, cut
 	StatCTFull                    // flows the table could not take
 	StatND                        // IPv6 neighbour discovery, always allowed
+	StatRelated                   // ICMP errors about a tracked flow, allowed
 	NumStats
 )
 
-var statNames = [...]string{"established_packets_total", "new_flows_total", "default_from_vm_total", "default_to_vm_total", "invalid_total", "fragment_drops_total", "non_ip_total", "logged_total", "revalidated_flows_total", "cut_flows_total", "conntrack_full_total", "nd_total"}
+var statNames = [...]string{"established_packets_total", "new_flows_total", "default_from_vm_total", "default_to_vm_total", "invalid_total", "fragment_drops_total", "non_ip_total", "logged_total", "revalidated_flows_total", "cut_flows_total", "conntrack_full_total", "nd_total", "related_total"}
 
 func (s Stat) String() string {
 	if int(s) < len(statNames) {
@@ -39,6 +40,10 @@ func (s Stat) String() string {
 type Verdict struct {
 	// Drop is true when the frame is dropped.
 	Drop bool
+	// Fail is true when the firewall cannot decide (the connection table
+	// is full): the slot's failure mode decides (VF_FAIL). Drop is then
+	// false.
+	Fail bool
 	// Rule is the index of the rule that decided, or -1.
 	Rule int
 	// Why names the path taken, for test failures and `explain`.
@@ -50,6 +55,9 @@ func (v Verdict) String() string {
 	if v.Drop {
 		act = "drop"
 	}
+	if v.Fail {
+		act = "fail"
+	}
 	return fmt.Sprintf("%s (%s, rule %d)", act, v.Why, v.Rule)
 }
 
@@ -60,6 +68,10 @@ type Model struct {
 	policy *Policy
 	gen    uint32
 	flows  map[ctKey]ctVal
+	// Capacity bounds the connection table as conntrack_size does (0:
+	// unbounded). Expired flows hold their place until reclaimed (reused
+	// by the same key, or swept by GC).
+	Capacity int
 	// Now returns monotonic nanoseconds (default: time since the model
 	// was made); tests stop the clock to keep timeouts out of comparisons.
 	Now func() uint64
@@ -125,6 +137,14 @@ func (m *Model) Process(frame []byte, dir sdk.Direction) Verdict {
 		return Verdict{Drop: true, Rule: -1, Why: "tcp flags"}
 	}
 	now := m.Now()
+	if p.Inner != nil {
+		// An ICMP error about a live flow passes (related); about no
+		// flow, it is an ordinary ICMP packet for the rules.
+		if v, ok := m.flows[flowKey(p.Inner)]; ok && v.Expires > now {
+			m.Stats[StatRelated]++
+			return Verdict{Rule: -1, Why: "related"}
+		}
+	}
 	var key ctKey
 	tracked := p.tracked()
 	if tracked {
@@ -161,6 +181,10 @@ func (m *Model) Process(frame []byte, dir sdk.Direction) Verdict {
 	}
 	if tracked {
 		if st, ok := newFlowState(&p); ok {
+			if _, exists := m.flows[key]; !exists && m.Capacity > 0 && len(m.flows) >= m.Capacity {
+				m.Stats[StatCTFull]++
+				return Verdict{Fail: true, Rule: r, Why: "conntrack full"}
+			}
 			m.flows[key] = ctVal{Expires: now + uint64(ctTimeouts[st]), Gen: m.gen, P1: p.P1, P2: p.P2, State: st, OrigDir: uint8(dir)}
 			m.Stats[StatNewFlows]++
 		}
@@ -171,6 +195,19 @@ func (m *Model) Process(frame []byte, dir sdk.Direction) Verdict {
 // Flows is the number of tracked flows (expired ones included until
 // overwritten, as in the kernel's table).
 func (m *Model) Flows() int { return len(m.flows) }
+
+// GC forgets the flows expired at now, as the fast path's sweep does, and
+// returns how many.
+func (m *Model) GC(now uint64) int {
+	n := 0
+	for k, v := range m.flows {
+		if v.Expires <= now {
+			delete(m.flows, k)
+			n++
+		}
+	}
+	return n
+}
 
 // Flush forgets every tracked flow.
 func (m *Model) Flush() { clear(m.flows) }

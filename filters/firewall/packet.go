@@ -64,6 +64,74 @@ type Packet struct {
 	TCPFlags uint8
 	// EchoID is the identifier of an ICMP/ICMPv6 echo request or reply.
 	EchoID uint16
+	// Inner is, for an ICMP error (ICMP destination unreachable, time
+	// exceeded, parameter problem; ICMPv6 types 1-4), the packet it
+	// quotes, seen in the opposite direction (it is the packet that went
+	// the other way), when that names a trackable flow: IPv4 without
+	// fragment offset / IPv6 without extension headers, then TCP or UDP
+	// ports, an ICMP(v6) echo, or another protocol. nil otherwise.
+	Inner *Packet
+}
+
+// isICMPError: the ICMP messages that quote a packet of a flow.
+func (p *Packet) isICMPError() bool {
+	switch {
+	case p.Family == 4 && p.Proto == ProtoICMP:
+		return p.P1 == 3 || p.P1 == 11 || p.P1 == 12
+	case p.Family == 6 && p.Proto == ProtoICMPv6:
+		return p.P1 >= 1 && p.P1 <= 4
+	}
+	return false
+}
+
+// parseInner parses the packet quoted by an ICMP error at b[off:], as
+// firewall.c fw_parse_inner does; nil if it names no trackable flow.
+func parseInner(b []byte, off int, outer *Packet) *Packet {
+	has := func(off, n int) bool { return off >= 0 && off+n <= len(b) }
+	in := &Packet{Kind: KindIP, Dir: 1 - outer.Dir, Family: outer.Family}
+	var l4 int
+	if outer.Family == 4 {
+		if !has(off, 20) || b[off]>>4 != 4 {
+			return nil
+		}
+		ihl := int(b[off]&0xf) * 4
+		if ihl < 20 || be16(b, off+6)&0x1fff != 0 {
+			return nil
+		}
+		in.Proto = b[off+9]
+		in.Src = netip.AddrFrom4([4]byte(b[off+12 : off+16]))
+		in.Dst = netip.AddrFrom4([4]byte(b[off+16 : off+20]))
+		l4 = off + ihl
+	} else {
+		if !has(off, 40) || b[off]>>4 != 6 {
+			return nil
+		}
+		in.Proto = b[off+6]
+		switch in.Proto {
+		case 0, 43, 60, 51, 44:
+			return nil
+		}
+		in.Src = netip.AddrFrom16([16]byte(b[off+8 : off+24]))
+		in.Dst = netip.AddrFrom16([16]byte(b[off+24 : off+40]))
+		l4 = off + 40
+	}
+	switch in.Proto {
+	case ProtoTCP, ProtoUDP:
+		if !has(l4, 8) {
+			return nil
+		}
+		in.P1, in.P2 = be16(b, l4), be16(b, l4+2)
+	case ProtoICMP, ProtoICMPv6:
+		if !has(l4, 8) {
+			return nil
+		}
+		in.P1, in.P2 = uint16(b[l4]), uint16(b[l4+1])
+		in.EchoID = be16(b, l4+4)
+		if !in.isEcho() {
+			return nil
+		}
+	}
+	return in
 }
 
 func be16(b []byte, off int) uint16 { return binary.BigEndian.Uint16(b[off:]) }
@@ -190,6 +258,9 @@ func ParseFrame(b []byte, dir sdk.Direction) Packet {
 		}
 		p.P1, p.P2 = uint16(b[l4]), uint16(b[l4+1])
 		p.EchoID = be16(b, l4+4)
+		if p.isICMPError() {
+			p.Inner = parseInner(b, l4+8, &p)
+		}
 	}
 	return p
 }

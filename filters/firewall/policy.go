@@ -35,8 +35,8 @@ const (
 	Allow Action = iota
 	// Deny drops the packet.
 	Deny
-	// Reject drops the packet; a later increment will answer with a TCP
-	// RST or ICMP unreachable. Today it behaves as Deny.
+	// Reject drops the packet like Deny; no TCP RST or ICMP unreachable
+	// is sent (docs/firewall.md, "Reject", says why).
 	Reject
 )
 

@@ -151,6 +151,7 @@ Exit codes:
 		c.GroupID = "daemon"
 		root.AddCommand(c)
 	}
+	root.AddCommand(a.fwCommand())
 	return root
 }
 
