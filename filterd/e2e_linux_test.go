@@ -591,6 +591,16 @@ func TestReplaceChainAtomically(t *testing.T) {
 	if taps != 2 {
 		t.Errorf("%d punt taps after replacements, want 2 (one slow slot, both directions)", taps)
 	}
+	// The CLI replaces too; without --replace it refuses.
+	if out, err := d.vfctl("chain", "set", a.TapName, "count"); err == nil {
+		t.Errorf("vfctl chain set over a chain without --replace succeeded: %s", out)
+	}
+	if out, err := d.vfctl("chain", "set", a.TapName, "count", "--replace"); err != nil {
+		t.Fatalf("vfctl chain set --replace: %v\n%s", err, out)
+	}
+	if err := a.Ping(t, b.IPv4.IP, 2); err != nil {
+		t.Errorf("ping after replacing the deny chain with count: %v", err)
+	}
 }
 
 // The clsact fallback (kernels without tcx) runs the same chains, survives

@@ -99,14 +99,18 @@ To remove a chain use 'vfctl detach VNIC'.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	var owner string
+	var replace bool
 	set := &cobra.Command{
 		Use:   "set VNIC FILTER[:KEY=VALUE,...]...",
 		Short: "Create a vNIC's chain with all its filters",
 		Long: `Set creates the chain of VNIC with one filter per argument, in slot order
 (the first argument is slot 0). filterd loads every filter first and
 attaches the chain to the device only when all of them loaded, so the vNIC
-is never half protected. It fails if VNIC has a chain already: detach it
-first, or add filters with 'vfctl attach'.
+is never half protected. It fails if VNIC has a chain already, unless
+--replace is given: then the new chain is built beside the running one and
+swapped in atomically — every frame meets the old chain or the new one,
+never a mix and never none — and a filter kept in the same slot with the
+same parameters keeps its state (connection table, counters).
 
 Each FILTER argument is
 
@@ -129,10 +133,11 @@ Prints the resulting chain.`,
 		Example: `  vfctl chain set vnet3 count
   vfctl chain set vnet3 count dnslog:rate=5,log=false,failmode=open
   vfctl chain set vnet3 count:dir=to-vm punt:verdict=drop,dir=from-vm --owner ops:alice
-  vfctl chain set vnet3 'FILTER:KEY=a\,b'      # the value is "a,b"`,
+  vfctl chain set vnet3 'FILTER:KEY=a\,b'      # the value is "a,b"
+  vfctl chain set vnet3 count firewall:policy=/etc/vnicfilter/web.json --replace`,
 		Args: args("VNIC", "FILTER..."),
 		RunE: a.runE(func(ctx context.Context, args []string) error {
-			req := api.ChainRequest{Owner: owner}
+			req := api.ChainRequest{Owner: owner, Replace: replace}
 			for _, s := range args[1:] {
 				spec, err := parseFilterSpec(s)
 				if err != nil {
@@ -153,6 +158,7 @@ Prints the resulting chain.`,
 		}),
 	}
 	set.Flags().StringVar(&owner, "owner", "", "record who asked for this chain (free `text`, e.g. libvirt:web01)")
+	set.Flags().BoolVar(&replace, "replace", false, "swap an existing chain for this one atomically")
 	chain.AddCommand(set)
 	return chain
 }
