@@ -21,6 +21,7 @@ deps:
 # Everything: dependencies, generated-code check, vet, all tests as root.
 test: deps build generate-check lint
 	$(GO) test $(TESTFLAGS) ./...
+	cd examples/ttlguard && GOFLAGS=-mod=readonly $(GO) test $(TESTFLAGS) ./...
 
 # Tests that need neither root nor the kernel.
 test-unit:

@@ -10,6 +10,10 @@ import (
 // DefaultStateDir holds filterd's desired state.
 const DefaultStateDir = "/var/lib/vnicfilter"
 
+// DefaultFiltersDir holds external fast-path filters (<name>.json manifests
+// with their objects) loaded at start.
+const DefaultFiltersDir = "/etc/vnicfilter/filters.d"
+
 // Config configures the daemon. The zero value is the production default.
 type Config struct {
 	// Socket is the API's unix socket; api.DefaultSocket if empty.
@@ -28,6 +32,10 @@ type Config struct {
 	// LibvirtURI, when set (e.g. qemu:///system), makes WatchLibvirt keep
 	// the chains of running libvirt domains as their XML says.
 	LibvirtURI string
+	// FiltersDir holds external fast-path filters (<name>.json and its
+	// object) loaded at start; a missing directory holds none.
+	// DefaultFiltersDir if empty.
+	FiltersDir string
 	// Logger receives the daemon's logs; discarded if nil.
 	Logger *slog.Logger
 }
@@ -41,6 +49,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StateDir == "" {
 		c.StateDir = DefaultStateDir
+	}
+	if c.FiltersDir == "" {
+		c.FiltersDir = DefaultFiltersDir
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

@@ -29,8 +29,9 @@ type Daemon struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu    sync.Mutex
-	vnics map[string]*vnic
+	mu       sync.Mutex
+	vnics    map[string]*vnic
+	external map[string]*externalFilter // external_linux.go
 }
 
 type vnic struct {
@@ -79,6 +80,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	d := &Daemon{cfg: cfg, log: cfg.Logger, dp: dp, vnics: map[string]*vnic{}}
 	d.ctx, d.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	d.loadExternalFilters() // before reconcile: chains may use them
 	if err := d.reconcile(ctx); err != nil {
 		d.Close()
 		return nil, err

@@ -41,6 +41,8 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("GET "+v+"/filters", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, FilterInfos())
 	})
+	mux.HandleFunc("POST "+v+"/filters", d.handleLoadFilter)
+	mux.HandleFunc("DELETE "+v+"/filters/{name}", d.handleUnloadFilter)
 	mux.HandleFunc("GET "+v+"/vnics", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusOK, d.VNICs())
 	})
@@ -94,10 +96,7 @@ func (d *Daemon) MetricsHandler() http.Handler {
 func FilterInfos() []api.FilterInfo {
 	out := []api.FilterInfo{}
 	for _, f := range sdk.Filters() {
-		out = append(out, api.FilterInfo{
-			Name: f.Name, Version: f.Version, Summary: f.Summary, Directions: f.Dirs().String(),
-			FailMode: f.FailMode.String(), FastPath: f.FastPath != nil, SlowPath: f.SlowPath != nil, Params: f.Params,
-		})
+		out = append(out, filterInfo(f))
 	}
 	return out
 }
@@ -187,6 +186,9 @@ func reply(w http.ResponseWriter, status int, v any) {
 
 // errorCode maps an error to its HTTP status and API code.
 func errorCode(err error) (int, string) {
+	if status, code, ok := externalErrorCode(err); ok {
+		return status, code
+	}
 	switch {
 	case errors.Is(err, sdk.ErrUnknownFilter):
 		return http.StatusNotFound, api.CodeUnknownFilter

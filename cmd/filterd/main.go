@@ -72,6 +72,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Socket, "socket", api.DefaultSocket, "API unix socket `path`")
 	fs.StringVar(&cfg.BPFFSRoot, "bpffs-root", datapath.DefaultRoot, "bpffs `directory` chains are pinned under")
 	fs.StringVar(&cfg.StateDir, "state-dir", filterd.DefaultStateDir, "`directory` holding state.json")
+	fs.StringVar(&cfg.FiltersDir, "filters-dir", filterd.DefaultFiltersDir, "`directory` of external fast-path filters (<name>.json + object) loaded at start")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "also serve /metrics over TCP at `host:port` (off by default)")
 	fs.StringVar(&cfg.LibvirtURI, "libvirt-uri", "", "keep the chains of running libvirt domains as their XML says, watching libvirtd at `uri` (e.g. qemu:///system); off when empty")
 	mode := fs.String("attach-mode", "auto", "`mode` of attaching to tc: auto (tcx, else clsact), tcx or clsact")

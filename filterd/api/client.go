@@ -116,6 +116,19 @@ func (c *Client) Filters(ctx context.Context) ([]FilterInfo, error) {
 	return fs, err
 }
 
+// LoadFilter loads an external fast-path filter (manifest JSON and eBPF
+// object) into the running daemon.
+func (c *Client) LoadFilter(ctx context.Context, req LoadFilterRequest) (*FilterInfo, error) {
+	var fi FilterInfo
+	err := c.do(ctx, http.MethodPost, "/"+Version+"/filters", req, &fi)
+	return &fi, err
+}
+
+// UnloadFilter unloads an external filter no chain uses.
+func (c *Client) UnloadFilter(ctx context.Context, name string) error {
+	return c.do(ctx, http.MethodDelete, "/"+Version+"/filters/"+url.PathEscape(name), nil, nil)
+}
+
 // VNICs lists the protected vNICs and their chains (no counters).
 func (c *Client) VNICs(ctx context.Context) ([]VNIC, error) {
 	var vs []VNIC

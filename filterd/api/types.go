@@ -8,6 +8,8 @@
 //	GET    /v1/version                      Version
 //	GET    /v1/check                        CheckReport (kernel feature probe)
 //	GET    /v1/filters                      []FilterInfo (registered filters)
+//	POST   /v1/filters                      LoadFilterRequest -> FilterInfo (external filter)
+//	DELETE /v1/filters/{name}               unload an external filter
 //	GET    /v1/vnics                        []VNIC
 //	GET    /v1/vnics/{vnic}                 VNIC, with counters
 //	PUT    /v1/vnics/{vnic}                 ChainRequest -> VNIC: create the chain with all its filters at once (or, with replace, swap it atomically)
@@ -20,7 +22,11 @@
 // Errors are returned with a 4xx/5xx status and an Error body.
 package api
 
-import "github.com/vnicfilter/vnicfilter/sdk"
+import (
+	"encoding/json"
+
+	"github.com/vnicfilter/vnicfilter/sdk"
+)
 
 // Version is the API version in paths.
 const Version = "v1"
@@ -130,6 +136,8 @@ type FilterInfo struct {
 	FastPath   bool            `json:"fast_path"`
 	SlowPath   bool            `json:"slow_path"`
 	Params     []sdk.ParamSpec `json:"params,omitempty"`
+	// External is true for filters loaded from a manifest at run time.
+	External bool `json:"external,omitempty"`
 }
 
 // Feature is one line of the kernel feature probe.
@@ -178,7 +186,19 @@ const (
 	CodeNotSupported  = "not_supported"
 	CodeBadRequest    = "bad_request"
 	CodeInternal      = "internal"
+	// External filters (POST/DELETE /v1/filters).
+	CodeBadManifest      = "bad_manifest"
+	CodeABIMismatch      = "abi_mismatch"
+	CodeVerifierRejected = "verifier_rejected"
+	CodeFilterInUse      = "filter_in_use"
 )
+
+// LoadFilterRequest is the body of POST /v1/filters: an external fast-path
+// filter's manifest and eBPF object (base64 in JSON).
+type LoadFilterRequest struct {
+	Manifest json.RawMessage `json:"manifest"`
+	Object   []byte          `json:"object"`
+}
 
 // Error is the body of every non-2xx response.
 type Error struct {

@@ -95,7 +95,8 @@ Exit codes:
   2  usage error (bad command, argument or flag; nothing was sent)
   3  filterd is not running
   4  not found (no such device, no chain, no such slot, unknown filter)
-  5  invalid input (bad parameter, slot taken, chain exists, bad request)`,
+  5  invalid input (bad parameter, slot taken, chain exists, bad request,
+     bad filter manifest or object, filter in use)`,
 		Example: `  vfctl check                                  # can this kernel run vnicfilter?
   vfctl filters                                # what can be attached, with parameters
   vfctl chain set vnet3 count dnslog:rate=5    # protect vnet3 with two filters
@@ -152,6 +153,7 @@ Exit codes:
 		root.AddCommand(c)
 	}
 	root.AddCommand(a.fwCommand())
+	root.AddCommand(a.filterCommand())
 	return root
 }
 

@@ -64,7 +64,8 @@ func exitCode(err error) int {
 		switch ae.Code {
 		case api.CodeNoSuchDevice, api.CodeNotAttached, api.CodeUnknownFilter:
 			return ExitNotFound
-		case api.CodeInvalidParam, api.CodeSlotTaken, api.CodeAlreadyExists, api.CodeBadRequest:
+		case api.CodeInvalidParam, api.CodeSlotTaken, api.CodeAlreadyExists, api.CodeBadRequest,
+			api.CodeBadManifest, api.CodeABIMismatch, api.CodeVerifierRejected, api.CodeFilterInUse:
 			return ExitBadInput
 		}
 	}
