@@ -4,6 +4,7 @@ package all
 
 import (
 	_ "github.com/vnicfilter/vnicfilter/filters/count"
+	_ "github.com/vnicfilter/vnicfilter/filters/dlb"
 	_ "github.com/vnicfilter/vnicfilter/filters/dnslog"
 	_ "github.com/vnicfilter/vnicfilter/filters/firewall"
 	_ "github.com/vnicfilter/vnicfilter/filters/mirror"

@@ -1,0 +1,369 @@
+package dlb
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// ErrInvalidConfig is wrapped by every error about a services file's content.
+var ErrInvalidConfig = errors.New("invalid dlb services")
+
+// Protocol numbers.
+const (
+	ProtoTCP = 6
+	ProtoUDP = 17
+)
+
+// Config is a parsed services file.
+type Config struct {
+	Services []Service
+}
+
+// Service is one VIP:port/protocol and its pool.
+type Service struct {
+	Name      string
+	VIP       netip.Addr
+	Port      uint16
+	Proto     uint8
+	TableSize int
+	Backends  []Backend
+}
+
+// Backend is one real server of a pool.
+type Backend struct {
+	Addr   netip.Addr
+	Port   uint16
+	Weight uint32
+	// MAC, when set, replaces the destination MAC of DNATed frames (a
+	// backend on the client's L2 segment); unset, the frame keeps the
+	// MAC the client used for the VIP (its gateway for a routed VIP).
+	MAC net.HardwareAddr
+}
+
+// Key names the backend in Maglev permutations.
+func (b Backend) Key() string { return netip.AddrPortFrom(b.Addr, b.Port).String() }
+
+// ConfigError is an error at a place in a services file.
+type ConfigError struct {
+	File      string
+	Line, Col int
+	Field     string
+	Err       error
+}
+
+func (e *ConfigError) Error() string {
+	var b strings.Builder
+	if e.File != "" {
+		b.WriteString(e.File + ":")
+	}
+	if e.Line > 0 {
+		fmt.Fprintf(&b, "%d:%d: ", e.Line, e.Col)
+	} else if e.File != "" {
+		b.WriteString(" ")
+	}
+	if e.Field != "" {
+		b.WriteString(e.Field + ": ")
+	}
+	b.WriteString(e.Err.Error())
+	return b.String()
+}
+
+func (e *ConfigError) Unwrap() []error { return []error{ErrInvalidConfig, e.Err} }
+
+type rawConfig struct {
+	Services []rawService `json:"services"`
+}
+
+type rawService struct {
+	Name      string       `json:"name"`
+	VIP       string       `json:"vip"`
+	Port      int          `json:"port"`
+	Protocol  string       `json:"protocol"`
+	TableSize *int         `json:"table_size"`
+	Backends  []rawBackend `json:"backends"`
+}
+
+type rawBackend struct {
+	Addr   string `json:"addr"`
+	Port   int    `json:"port"`
+	Weight *int   `json:"weight"`
+	MAC    string `json:"mac"`
+}
+
+// LoadConfig reads and parses the services file at path.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+	}
+	c, err := ParseConfig(data)
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		ce.File = path
+	}
+	return c, err
+}
+
+var allowedFields = map[string][]string{
+	"top":     {"services"},
+	"service": {"name", "vip", "port", "protocol", "table_size", "backends"},
+	"backend": {"addr", "port", "weight", "mac"},
+}
+
+// ParseConfig parses a services file (docs/dlb.md). Errors are
+// *ConfigError with line and column.
+func ParseConfig(data []byte) (*Config, error) {
+	at := map[string]int64{}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := walk(dec, data, "", "top", at); err != nil {
+		return nil, err
+	}
+	if tok, err := dec.Token(); err != io.EOF {
+		line, col := lineCol(data, dec.InputOffset())
+		return nil, &ConfigError{Line: line, Col: col, Err: fmt.Errorf("trailing data after the top-level object (%v)", tok)}
+	}
+	var raw rawConfig
+	if err := json.Unmarshal(data, &raw); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			line, col := lineCol(data, te.Offset)
+			return nil, &ConfigError{Line: line, Col: col, Field: te.Field, Err: fmt.Errorf("want %s, got %s", te.Type, te.Value)}
+		}
+		return nil, &ConfigError{Err: err}
+	}
+	fail := func(field, format string, args ...any) error {
+		off, ok := at[field]
+		for !ok && field != "" { // fall back to the enclosing object
+			i := strings.LastIndexAny(field, ".[")
+			if i < 0 {
+				field = ""
+			} else {
+				field = field[:i]
+			}
+			off, ok = at[field]
+		}
+		line, col := lineCol(data, off)
+		return &ConfigError{Line: line, Col: col, Field: field, Err: fmt.Errorf(format, args...)}
+	}
+	if _, ok := at["services"]; !ok {
+		return nil, fail("", "no \"services\" list")
+	}
+	type svcKey struct {
+		vip   netip.Addr
+		port  uint16
+		proto uint8
+	}
+	seen := map[svcKey]string{}
+	cfg := &Config{}
+	nBackends := 0
+	for i, rs := range raw.Services {
+		p := fmt.Sprintf("services[%d]", i)
+		s := Service{Name: rs.Name, TableSize: DefaultTableSize}
+		if s.Name == "" {
+			s.Name = strconv.Itoa(i)
+		}
+		vip, err := netip.ParseAddr(rs.VIP)
+		switch {
+		case rs.VIP == "":
+			return nil, fail(p+".vip", "missing")
+		case err != nil || vip.Zone() != "":
+			return nil, fail(p+".vip", "invalid address %q", rs.VIP)
+		case vip.Unmap().IsUnspecified() || vip.Unmap().IsMulticast() || vip.Unmap() == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+			return nil, fail(p+".vip", "%s cannot be a VIP", rs.VIP)
+		}
+		s.VIP = vip.Unmap()
+		if rs.Port < 1 || rs.Port > 65535 {
+			return nil, fail(p+".port", "port %d out of range 1-65535", rs.Port)
+		}
+		s.Port = uint16(rs.Port)
+		switch rs.Protocol {
+		case "tcp":
+			s.Proto = ProtoTCP
+		case "udp":
+			s.Proto = ProtoUDP
+		case "":
+			return nil, fail(p+".protocol", "missing (tcp or udp)")
+		default:
+			return nil, fail(p+".protocol", "%q: want tcp or udp", rs.Protocol)
+		}
+		if rs.TableSize != nil {
+			s.TableSize = *rs.TableSize
+			if s.TableSize < 7 || s.TableSize > MaxTableSize || !IsPrime(s.TableSize) {
+				return nil, fail(p+".table_size", "%d: the Maglev table size must be a prime between 7 and %d (e.g. 251, 4099, 65537)", s.TableSize, MaxTableSize)
+			}
+		}
+		k := svcKey{s.VIP, s.Port, s.Proto}
+		if prev, ok := seen[k]; ok {
+			return nil, fail(p+".vip", "duplicate service %s:%d/%s (also service %q)", s.VIP, s.Port, rs.Protocol, prev)
+		}
+		seen[k] = s.Name
+		var total uint64
+		keys := map[string]bool{}
+		for j, rb := range rs.Backends {
+			bp := fmt.Sprintf("%s.backends[%d]", p, j)
+			a, err := netip.ParseAddr(rb.Addr)
+			switch {
+			case rb.Addr == "":
+				return nil, fail(bp+".addr", "missing")
+			case err != nil || a.Zone() != "":
+				return nil, fail(bp+".addr", "invalid address %q", rb.Addr)
+			case a.Unmap().Is4() != s.VIP.Is4():
+				return nil, fail(bp+".addr", "%s: a backend must be of the VIP's address family (%s)", rb.Addr, s.VIP)
+			case a.Unmap().IsUnspecified() || a.Unmap().IsMulticast():
+				return nil, fail(bp+".addr", "%s cannot be a backend", rb.Addr)
+			}
+			b := Backend{Addr: a.Unmap(), Weight: 1}
+			switch {
+			case rb.Port == 0:
+				b.Port = s.Port
+			case rb.Port < 1 || rb.Port > 65535:
+				return nil, fail(bp+".port", "port %d out of range 1-65535", rb.Port)
+			default:
+				b.Port = uint16(rb.Port)
+			}
+			if rb.Weight != nil {
+				if *rb.Weight < 0 || *rb.Weight > 65535 {
+					return nil, fail(bp+".weight", "weight %d out of range 0-65535", *rb.Weight)
+				}
+				b.Weight = uint32(*rb.Weight)
+			}
+			if rb.MAC != "" {
+				mac, err := net.ParseMAC(rb.MAC)
+				if err != nil || len(mac) != 6 {
+					return nil, fail(bp+".mac", "invalid Ethernet address %q", rb.MAC)
+				}
+				b.MAC = mac
+			}
+			if keys[b.Key()] {
+				return nil, fail(bp, "duplicate backend %s", b.Key())
+			}
+			keys[b.Key()] = true
+			total += uint64(b.Weight)
+			s.Backends = append(s.Backends, b)
+		}
+		if total == 0 {
+			return nil, fail(p+".backends", "empty pool: service %q has no backend with a weight above 0", s.Name)
+		}
+		if len(s.Backends) >= s.TableSize {
+			return nil, fail(p+".table_size", "%d slots for %d backends: the table must be larger than the pool (100× is advised)", s.TableSize, len(s.Backends))
+		}
+		nBackends += len(s.Backends)
+		cfg.Services = append(cfg.Services, s)
+	}
+	if len(cfg.Services) > MaxServices {
+		return nil, fail("services", "%d services: at most %d", len(cfg.Services), MaxServices)
+	}
+	if nBackends > MaxBackends {
+		return nil, fail("services", "%d backends over all services: at most %d", nBackends, MaxBackends)
+	}
+	return cfg, nil
+}
+
+// walk records the offset of every value under its path and refuses
+// unknown and duplicate fields.
+func walk(dec *json.Decoder, data []byte, path, kind string, at map[string]int64) error {
+	off := skipSep(data, dec.InputOffset())
+	at[path] = off
+	tok, err := dec.Token()
+	if err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			off = se.Offset
+		} else if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			off = int64(len(data))
+			err = errors.New("unexpected end of file")
+		}
+		line, col := lineCol(data, off)
+		return &ConfigError{Line: line, Col: col, Err: err}
+	}
+	d, ok := tok.(json.Delim)
+	if !ok {
+		return nil
+	}
+	join := func(k string) string {
+		if path == "" {
+			return k
+		}
+		return path + "." + k
+	}
+	switch d {
+	case '{':
+		seen := map[string]bool{}
+		for dec.More() {
+			koff := skipSep(data, dec.InputOffset())
+			kt, err := dec.Token()
+			if err != nil {
+				line, col := lineCol(data, koff)
+				return &ConfigError{Line: line, Col: col, Err: err}
+			}
+			key, _ := kt.(string)
+			if allowed, ok := allowedFields[kind]; ok && !slices.Contains(allowed, key) {
+				line, col := lineCol(data, koff)
+				return &ConfigError{Line: line, Col: col, Field: join(key), Err: fmt.Errorf("unknown field %q (known: %s)", key, strings.Join(allowed, ", "))}
+			}
+			if seen[key] {
+				line, col := lineCol(data, koff)
+				return &ConfigError{Line: line, Col: col, Field: join(key), Err: errors.New("duplicate field")}
+			}
+			seen[key] = true
+			child := ""
+			switch {
+			case kind == "top" && key == "services":
+				child = "services"
+			case kind == "service" && key == "backends":
+				child = "backends"
+			}
+			if err := walk(dec, data, join(key), child, at); err != nil {
+				return err
+			}
+		}
+	case '[':
+		elem := ""
+		switch kind {
+		case "services":
+			elem = "service"
+		case "backends":
+			elem = "backend"
+		}
+		for i := 0; dec.More(); i++ {
+			if err := walk(dec, data, fmt.Sprintf("%s[%d]", path, i), elem, at); err != nil {
+				return err
+			}
+		}
+	}
+	if _, err := dec.Token(); err != nil { // closing delimiter
+		line, col := lineCol(data, dec.InputOffset())
+		return &ConfigError{Line: line, Col: col, Err: err}
+	}
+	return nil
+}
+
+func skipSep(data []byte, off int64) int64 {
+	for off < int64(len(data)) {
+		switch data[off] {
+		case ' ', '\t', '\r', '\n', ':', ',':
+			off++
+		default:
+			return off
+		}
+	}
+	return off
+}
+
+// lineCol turns a byte offset into a 1-based line and column.
+func lineCol(data []byte, off int64) (int, int) {
+	off = min(max(off, 0), int64(len(data)))
+	before := data[:off]
+	line := bytes.Count(before, []byte{'\n'}) + 1
+	col := int(off) - (bytes.LastIndexByte(before, '\n') + 1) + 1
+	return line, col
+}

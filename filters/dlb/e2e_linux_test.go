@@ -1,0 +1,289 @@
+package dlb
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vnicfilter/vnicfilter/filterd/datapath"
+	"github.com/vnicfilter/vnicfilter/sdk"
+	"github.com/vnicfilter/vnicfilter/sdk/testkit"
+)
+
+const (
+	e2eVIP6   = "fd99::c8"
+	e2eVIP    = "10.99.0.200"
+	e2eVIPMAC = "02:00:00:00:00:c8"
+)
+
+func e2eServices(backends []*testkit.VM, weights []int) []byte {
+	var bs, bs6 []map[string]any
+	for i, b := range backends {
+		bs = append(bs, map[string]any{"addr": b.IPv4.IP.String(), "port": 8080, "weight": weights[i], "mac": b.MAC.String()})
+		bs6 = append(bs6, map[string]any{"addr": b.IPv6.IP.String(), "port": 8080, "weight": weights[i], "mac": b.MAC.String()})
+	}
+	data, _ := json.Marshal(map[string]any{"services": []map[string]any{
+		{"name": "web", "vip": e2eVIP, "port": 80, "protocol": "tcp", "table_size": 65537, "backends": bs},
+		{"name": "web6", "vip": e2eVIP6, "port": 80, "protocol": "tcp", "table_size": 65537, "backends": bs6},
+	}})
+	return data
+}
+
+// serveName answers every connection with the backend's name and a
+// newline, then echoes what it reads until the client closes.
+func serveName(t *testing.T, vm *testkit.VM) {
+	for _, ip := range []net.IP{vm.IPv4.IP, vm.IPv6.IP} {
+		l, err := vm.ListenTCP(net.JoinHostPort(ip.String(), "8080"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		go accept(l, vm.Label)
+	}
+}
+
+func accept(l net.Listener, name string) {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			if _, err := io.WriteString(c, name+"\n"); err != nil {
+				return
+			}
+			_, _ = io.Copy(c, c)
+		}()
+	}
+}
+
+// TestDLBE2E: a client VM with chain [dlb] on its tap reaches a VIP
+// (IPv4 and IPv6) served by 3 backend VMs; 10,000 connections (3,000 over
+// IPv6) spread by the weights
+// (within ±5 percentage points of each weight share); then a reload that
+// removes one backend leaves established connections (to every backend)
+// working, and new connections avoid the removed one.
+func TestDLBE2E(t *testing.T) {
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	host := testkit.NewHost(t)
+	client := host.AddVM(t, "client")
+	backends := []*testkit.VM{host.AddVM(t, "b1"), host.AddVM(t, "b2"), host.AddVM(t, "b3")}
+	weights := []int{1, 1, 2}
+	for _, b := range backends {
+		serveName(t, b)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, vip := range []string{e2eVIP, e2eVIP6} {
+		if out, err := client.Command(ctx, "ip", "neigh", "replace", vip, "lladdr", e2eVIPMAC, "dev", "eth0", "nud", "permanent").CombinedOutput(); err != nil {
+			t.Fatalf("static neighbour for the VIP %s: %v: %s", vip, err, out)
+		}
+	}
+
+	var rb [4]byte
+	_, _ = rand.Read(rb[:])
+	root := filepath.Join("/sys/fs/bpf", "vftest-"+hex.EncodeToString(rb[:]))
+	t.Cleanup(func() { _ = os.RemoveAll(root) })
+	path := filepath.Join(t.TempDir(), "services.json")
+	if err := os.WriteFile(path, e2eServices(backends, weights), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	params, err := sdk.ValidateParams(Descriptor.Params, map[string]string{"services": path, "conntrack_size": "16384"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v *datapath.VNIC
+	var fp sdk.FastPath
+	err = host.Do(func() error {
+		dp, err := datapath.New(datapath.Options{Root: root})
+		if err != nil {
+			return err
+		}
+		v, err = dp.Create(client.TapName, func(v *datapath.VNIC) error {
+			inst := sdk.Instance{VNIC: sdk.VNIC{Name: v.Name, Ifindex: v.Ifindex}, Directions: Descriptor.Dirs(), FailMode: Descriptor.FailMode, Params: params}
+			fp, err = Descriptor.FastPath(sdk.NewFastPathContext(inst, false, nil, v.Maps(), v.SlotDir(0)))
+			if err != nil {
+				return err
+			}
+			return v.SetSlot(0, fp.Program(), datapath.Slot{Dirs: inst.Directions})
+		})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("attach dlb: %v", err)
+	}
+	t.Cleanup(func() { _ = host.Do(v.Detach); fp.Close() })
+
+	// dialVIP connects to a VIP and returns the connection and the name of
+	// the backend that answered.
+	dialVIP := func(vip string) (net.Conn, *bufio.Reader, string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		c, err := client.DialTCP(ctx, net.JoinHostPort(vip, "80"))
+		if err != nil {
+			return nil, nil, "", err
+		}
+		if ra := c.RemoteAddr().(*net.TCPAddr); ra.IP.String() != vip {
+			c.Close()
+			return nil, nil, "", fmt.Errorf("connected to %v, not the VIP", ra)
+		}
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		r := bufio.NewReader(c)
+		name, err := r.ReadString('\n')
+		if err != nil {
+			c.Close()
+			return nil, nil, "", fmt.Errorf("read backend name: %w", err)
+		}
+		return c, r, strings.TrimSpace(name), nil
+	}
+
+	dial := func() (net.Conn, *bufio.Reader, string, error) { return dialVIP(e2eVIP) }
+	spread(t, dialVIP, e2eVIP, 10000, backends, weights)
+	spread(t, dialVIP, e2eVIP6, 3000, backends, weights)
+
+	// Established connections, then a reload without b1.
+	type open struct {
+		c    net.Conn
+		r    *bufio.Reader
+		name string
+	}
+	var live []open
+	per := map[string]int{}
+	for len(live) < 60 {
+		c, r, name, err := dial()
+		if err != nil {
+			t.Fatal(err)
+		}
+		live = append(live, open{c, r, name})
+		per[name]++
+	}
+	defer func() {
+		for _, o := range live {
+			o.c.Close()
+		}
+	}()
+	if err := os.WriteFile(path, e2eServices(backends[1:], weights[1:]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := fp.(sdk.Reloader).Reload(params); err != nil {
+		t.Fatal(err)
+	}
+	// A bad file is refused and changes nothing.
+	if err := os.WriteFile(path, []byte(`{"services": [{"vip": "`+e2eVIP+`", "port": 80, "protocol": "tcp", "backends": []}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := fp.(sdk.Reloader).Reload(params); err == nil {
+		t.Fatal("reload with an empty pool accepted")
+	} else {
+		t.Logf("bad reload refused: %v", err)
+	}
+	for i, o := range live {
+		o.c.SetDeadline(time.Now().Add(3 * time.Second))
+		msg := fmt.Sprintf("still %s %d\n", o.name, i)
+		if _, err := io.WriteString(o.c, msg); err != nil {
+			t.Fatalf("connection %d to %s after reload: %v", i, o.name, err)
+		}
+		got, err := o.r.ReadString('\n')
+		if err != nil || got != msg {
+			t.Fatalf("connection %d to %s after reload: echo %q, %v", i, o.name, got, err)
+		}
+	}
+	t.Logf("%d established connections (per backend %v) kept their backend across a reload removing b1", len(live), per)
+	after := map[string]int{}
+	for range 300 {
+		c, _, name, err := dial()
+		if err != nil {
+			t.Fatalf("after reload: %v", err)
+		}
+		c.Close()
+		after[name]++
+	}
+	if after["b1"] != 0 {
+		t.Errorf("new connections reached removed backend b1: %v", after)
+	}
+	t.Logf("300 new connections after the reload: %v", after)
+	counters, err := fp.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Per-backend new flows restart with the reload: exactly the 300.
+	byAddr := map[string]string{}
+	for _, b := range backends {
+		byAddr[net.JoinHostPort(b.IPv4.IP.String(), "8080")] = b.Label
+	}
+	perBackend := map[string]int{}
+	for _, c := range counters {
+		if c.Name == "backend_new_flows_total" && c.Labels["service"] == "web" {
+			perBackend[byAddr[c.Labels["backend"]]] = int(c.Value)
+		}
+	}
+	if fmt.Sprint(perBackend) != fmt.Sprint(after) {
+		t.Errorf("backend_new_flows_total %v, want %v", perBackend, after)
+	}
+	t.Logf("counters %v", counters)
+}
+
+// spread makes conns connections to vip and checks each backend's share
+// against its weight share (±5 percentage points).
+func spread(t *testing.T, dial func(string) (net.Conn, *bufio.Reader, string, error), vip string, conns int, backends []*testkit.VM, weights []int) {
+	t.Helper()
+	counts := map[string]int{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	work := make(chan struct{}, conns)
+	for range conns {
+		work <- struct{}{}
+	}
+	close(work)
+	start := time.Now()
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range work {
+				c, _, name, err := dial(vip)
+				if err != nil {
+					errs <- err
+					continue
+				}
+				c.Close()
+				mu.Lock()
+				counts[name]++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatalf("connection through %s: %v", vip, err)
+	}
+	total := 0
+	for _, w := range weights {
+		total += w
+	}
+	for i, b := range backends {
+		want := float64(weights[i]) / float64(total)
+		got := float64(counts[b.Label]) / float64(conns)
+		t.Logf("%s: %s (weight %d): %d of %d connections = %.2f%% (want %.2f%%, %+.2f points, %+.1f%% relative)", vip, b.Label, weights[i], counts[b.Label], conns, 100*got, 100*want, 100*(got-want), 100*(got-want)/want)
+		if math.Abs(got-want) > 0.05 {
+			t.Errorf("%s: share %.3f, want %.3f ± 0.05", b.Label, got, want)
+		}
+	}
+	t.Logf("%s: %d connections in %v", vip, conns, time.Since(start).Round(time.Millisecond))
+
+}

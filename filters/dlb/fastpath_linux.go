@@ -1,0 +1,332 @@
+package dlb
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/vnicfilter/vnicfilter/sdk"
+)
+
+// Fast-path counters (dlb_stats).
+var statNames = []string{
+	"new_flows_total", "established_packets_total", "reverse_nat_packets_total",
+	"table_full_total", "no_backend_total",
+}
+
+type fastPath struct {
+	objs         dlbObjects
+	tableEntries int
+
+	mu   sync.Mutex
+	cfg  *Config
+	live *Tables // the live generation, for counter labels
+
+	tcpTimeout, udpTimeout, closeTimeout time.Duration
+	stopGC, gcDone                       chan struct{}
+}
+
+// gcInterval is how often idle flows are swept.
+const gcInterval = 10 * time.Second
+
+var (
+	_ sdk.FastPath = (*fastPath)(nil)
+	_ sdk.Reloader = (*fastPath)(nil)
+)
+
+var dlbSpec = sync.OnceValues(loadDlb)
+
+func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
+	params := ctx.Instance.Params
+	cfg, err := LoadConfig(params.String("services"))
+	if err != nil {
+		return nil, fmt.Errorf("%w: dlb: %w", sdk.ErrInvalidParam, err)
+	}
+	base, err := dlbSpec()
+	if err != nil {
+		return nil, err
+	}
+	spec := base.Copy()
+	ct := DefaultConntrackSize
+	if params.Has("conntrack_size") {
+		ct = int(params.Int("conntrack_size"))
+	}
+	te := DefaultTableEntries
+	if params.Has("table_entries") {
+		te = int(params.Int("table_entries"))
+	}
+	spec.Maps["dlb_ct"].MaxEntries = uint32(2 * ct)
+	spec.Maps["dlb_maglev"].MaxEntries = uint32(te)
+	spec.Maps["dlb_backends"].MaxEntries = 2 * MaxBackends
+	spec.Maps["dlb_backend_flows"].MaxEntries = 2 * MaxBackends
+	spec.Maps["dlb_services"].MaxEntries = 2 * MaxServices
+	fp := &fastPath{tableEntries: te, tcpTimeout: params.Duration("tcp_timeout"), udpTimeout: params.Duration("udp_timeout"), closeTimeout: params.Duration("tcp_close_timeout"),
+		stopGC: make(chan struct{}), gcDone: make(chan struct{})}
+	if err := ctx.Load(spec, &fp.objs); err != nil {
+		return nil, fmt.Errorf("dlb: %w", err)
+	}
+	go fp.gcLoop()
+	if err := fp.Update(cfg); err != nil {
+		fp.Close()
+		return nil, fmt.Errorf("dlb: load services %s: %w", params.String("services"), err)
+	}
+	return fp, nil
+}
+
+// Reload re-reads the services file and swaps it in atomically; pinned
+// flows keep their backends. A bad file leaves the live services untouched.
+func (f *fastPath) Reload(params sdk.Params) error {
+	cfg, err := LoadConfig(params.String("services"))
+	if err != nil {
+		return fmt.Errorf("%w: dlb: %w", sdk.ErrInvalidParam, err)
+	}
+	if err := f.Update(cfg); err != nil {
+		if errors.Is(err, ErrInvalidConfig) {
+			return fmt.Errorf("%w: dlb: %w", sdk.ErrInvalidParam, err)
+		}
+		return fmt.Errorf("dlb: %w", err)
+	}
+	return nil
+}
+
+// Update compiles cfg into the idle generation and flips dlb_config[0].
+func (f *fastPath) Update(cfg *Config) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var live uint32
+	if err := f.objs.DlbConfig.Lookup(uint32(0), &live); err != nil {
+		return fmt.Errorf("read dlb_config: %w", err)
+	}
+	// The idle half is rewritten whole (its services purged first), so an
+	// adopted instance needs no knowledge of what it held.
+	next := (live + 1) & 1
+	t, err := Compile(cfg, next, f.tableEntries)
+	if err != nil {
+		return err
+	}
+	// Purge the idle generation's services.
+	var k dlbDlbSvcKey
+	var v dlbDlbSvc
+	var stale []dlbDlbSvcKey
+	it := f.objs.DlbServices.Iterate()
+	for it.Next(&k, &v) {
+		if uint32(k.Gen) == next {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate dlb_services: %w", err)
+	}
+	for _, k := range stale {
+		if err := f.objs.DlbServices.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("purge dlb_services: %w", err)
+		}
+	}
+	// New-flow counts of the idle half restart with its new backends.
+	zero := make([]uint64, ebpf.MustPossibleCPU())
+	for i := range uint32(MaxBackends) {
+		if err := f.objs.DlbBackendFlows.Put(t.BackendBase+i, zero); err != nil {
+			return fmt.Errorf("reset dlb_backend_flows: %w", err)
+		}
+	}
+	if n := len(t.Backends); n > 0 {
+		keys := make([]uint32, n)
+		vals := make([]dlbDlbTarget, n)
+		for i, b := range t.Backends {
+			keys[i] = t.BackendBase + uint32(i)
+			vals[i] = dlbDlbTarget{Addr: b.Addr, Port: b.Port, Mac: b.MAC, Flags: b.Flags}
+		}
+		if _, err := f.objs.DlbBackends.BatchUpdate(keys, vals, nil); err != nil {
+			return fmt.Errorf("write dlb_backends: %w", err)
+		}
+	}
+	if n := len(t.Maglev); n > 0 {
+		keys := make([]uint32, n)
+		for i := range keys {
+			keys[i] = t.MaglevBase + uint32(i)
+		}
+		if _, err := f.objs.DlbMaglev.BatchUpdate(keys, t.Maglev, nil); err != nil {
+			return fmt.Errorf("write dlb_maglev: %w", err)
+		}
+	}
+	for k, v := range t.Services {
+		key := dlbDlbSvcKey{Vip: k.VIP, Port: k.Port, Proto: k.Proto, Gen: k.Gen, Family: k.Family}
+		val := dlbDlbSvc{Base: v.Base, Size: v.Size}
+		if err := f.objs.DlbServices.Put(&key, &val); err != nil {
+			return fmt.Errorf("write dlb_services: %w", err)
+		}
+	}
+	if err := f.objs.DlbConfig.Put(uint32(0), next); err != nil {
+		return fmt.Errorf("flip generation: %w", err)
+	}
+	f.cfg = cfg
+	f.live = t
+	return nil
+}
+
+func (f *fastPath) Program() *ebpf.Program { return f.objs.VfDlb }
+
+func (f *fastPath) Close() error {
+	if f.stopGC != nil {
+		close(f.stopGC)
+		<-f.gcDone
+		f.stopGC = nil
+	}
+	return f.objs.Close()
+}
+
+// monoNow is bpf_ktime_get_ns()'s clock.
+func monoNow() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return uint64(ts.Nano())
+}
+
+func (f *fastPath) gcLoop() {
+	defer close(f.gcDone)
+	t := time.NewTicker(gcInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.stopGC:
+			return
+		case <-t.C:
+			_, _ = f.gc(monoNow())
+		}
+	}
+}
+
+// gc forgets the flows idle at now (monotonic ns) in both directions
+// longer than their protocol's timeout, and returns how many. A forward
+// entry goes with its reverse entry (when that still points back at the
+// flow's VIP); a reverse entry whose forward entry is gone goes alone once
+// idle. Candidates are looked up again right before deletion, so a flow
+// the datapath just touched is spared.
+func (f *fastPath) gc(now uint64) (int, error) {
+	const chunk = 4096
+	keys := make([]dlbDlbCtKey, chunk)
+	vals := make([]dlbDlbCtVal, chunk)
+	all := map[dlbDlbCtKey]dlbDlbCtVal{}
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := f.objs.DlbCt.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			all[keys[i]] = vals[i]
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return 0, fmt.Errorf("sweep dlb_ct: %w", err)
+		}
+	}
+	timeout := func(proto uint8, closing bool) uint64 {
+		switch {
+		case proto != ProtoTCP:
+			return uint64(f.udpTimeout)
+		case closing:
+			return uint64(f.closeTimeout)
+		}
+		return uint64(f.tcpTimeout)
+	}
+	// idle re-reads k: gone, or idle for tmo at now.
+	idle := func(k dlbDlbCtKey, tmo uint64) bool {
+		var v dlbDlbCtVal
+		if err := f.objs.DlbCt.Lookup(&k, &v); err != nil {
+			return true
+		}
+		return v.Seen+tmo <= now
+	}
+	deleted := 0
+	for k, v := range all {
+		switch k.Kind {
+		case 0:
+			rk := dlbDlbCtKey{Saddr: v.T.Addr, Daddr: k.Saddr, Sport: v.T.Port, Dport: k.Sport, Proto: k.Proto, Kind: 1, Family: k.Family}
+			rv, hasRev := all[rk]
+			if hasRev && (rv.T.Addr != k.Daddr || rv.T.Port != k.Dport) {
+				hasRev = false // taken over by another flow
+			}
+			closing := v.T.Flags&flagClosing != 0 || (hasRev && rv.T.Flags&flagClosing != 0)
+			tmo := timeout(k.Proto, closing)
+			if v.Seen+tmo > now || (hasRev && rv.Seen+tmo > now) {
+				continue
+			}
+			if !idle(k, tmo) || (hasRev && !idle(rk, tmo)) {
+				continue
+			}
+			if err := f.objs.DlbCt.Delete(&k); err == nil {
+				deleted++
+			}
+			if hasRev {
+				_ = f.objs.DlbCt.Delete(&rk)
+			}
+		case 1:
+			fk := dlbDlbCtKey{Saddr: k.Daddr, Daddr: v.T.Addr, Sport: k.Dport, Dport: v.T.Port, Proto: k.Proto, Family: k.Family}
+			if _, ok := all[fk]; ok {
+				continue // goes with its forward entry
+			}
+			tmo := timeout(k.Proto, v.T.Flags&flagClosing != 0)
+			if v.Seen+tmo <= now && idle(k, tmo) {
+				_ = f.objs.DlbCt.Delete(&k)
+			}
+		}
+	}
+	return deleted, nil
+}
+
+func (f *fastPath) stats() ([]uint64, error) {
+	out := make([]uint64, len(statNames))
+	for i := range statNames {
+		var vals []uint64
+		if err := f.objs.DlbStats.Lookup(uint32(i), &vals); err != nil {
+			return nil, fmt.Errorf("read dlb_stats: %w", err)
+		}
+		for _, v := range vals {
+			out[i] += v
+		}
+	}
+	return out, nil
+}
+
+// Counters reports the fast path's counters and the pinned flows.
+func (f *fastPath) Counters() ([]sdk.Counter, error) {
+	s, err := f.stats()
+	if err != nil {
+		return nil, err
+	}
+	var out []sdk.Counter
+	for i, n := range statNames {
+		out = append(out, sdk.Counter{Name: n, Help: "DLB " + n + ".", Value: float64(s[i])})
+	}
+	f.mu.Lock()
+	cfg, live := f.cfg, f.live
+	f.mu.Unlock()
+	if cfg == nil || live == nil {
+		return out, nil
+	}
+	out = append(out, sdk.Counter{Name: "services", Help: "Services configured.", Value: float64(len(cfg.Services)), Gauge: true})
+	idx := live.BackendBase
+	for _, s := range cfg.Services {
+		for _, b := range s.Backends {
+			var vals []uint64
+			if err := f.objs.DlbBackendFlows.Lookup(idx, &vals); err != nil {
+				return nil, fmt.Errorf("read dlb_backend_flows: %w", err)
+			}
+			var sum uint64
+			for _, v := range vals {
+				sum += v
+			}
+			out = append(out, sdk.Counter{Name: "backend_new_flows_total", Help: "New flows given to a backend since the services were loaded.",
+				Labels: map[string]string{"service": s.Name, "backend": b.Key()}, Value: float64(sum)})
+			idx++
+		}
+	}
+	return out, nil
+}
