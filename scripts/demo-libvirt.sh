@@ -146,7 +146,7 @@ for d in "${DOMS[0]}" "${DOMS[1]}"; do
 	vfctl show "$tap" | sed 's/^/    /'
 done
 
-step "lift the quarantine live: virsh metadata --live (the watcher applies it, make-before-break)"
+step "lift the quarantine live: virsh metadata --live (the watcher swaps the chain atomically)"
 q=${DOMS[1]}
 virsh metadata "$q" "$NS" --key vnicfilter --live \
 	--set '<filters><interface mac="52:54:00:79:00:02"><filter name="count"/></interface></filters>'
