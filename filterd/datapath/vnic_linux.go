@@ -682,8 +682,4 @@ func IfindexByName(name string) (int, error) {
 
 // MonotonicNanos is CLOCK_MONOTONIC in nanoseconds, the clock of
 // bpf_ktime_get_ns.
-func MonotonicNanos() int64 {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return ts.Nano()
-}
+func MonotonicNanos() int64 { return int64(sdk.KtimeNow()) }

@@ -34,15 +34,7 @@ func testInstance(t *testing.T, servicesJSON []byte, conntrack, tableEntries str
 	if err != nil {
 		t.Fatal(err)
 	}
-	maps := map[string]*ebpf.Map{}
-	for _, name := range []string{sdk.MapChain, sdk.MapSlots, sdk.MapStats} {
-		m, err := ebpf.NewMap(spec.Maps[name].Copy())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { m.Close() })
-		maps[name] = m
-	}
+	maps := testkit.VNICMaps(t, spec)
 	path := filepath.Join(t.TempDir(), "services.json")
 	if err := os.WriteFile(path, servicesJSON, 0o644); err != nil {
 		t.Fatal(err)

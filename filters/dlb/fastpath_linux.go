@@ -6,8 +6,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/cilium/ebpf"
 
 	"github.com/vnicfilter/vnicfilter/sdk"
@@ -180,15 +178,6 @@ func (f *fastPath) Close() error {
 	return f.objs.Close()
 }
 
-// monoNow is bpf_ktime_get_ns()'s clock.
-func monoNow() uint64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0
-	}
-	return uint64(ts.Nano())
-}
-
 func (f *fastPath) gcLoop() {
 	defer close(f.gcDone)
 	t := time.NewTicker(gcInterval)
@@ -198,7 +187,7 @@ func (f *fastPath) gcLoop() {
 		case <-f.stopGC:
 			return
 		case <-t.C:
-			_, _ = f.gc(monoNow())
+			_, _ = f.gc(sdk.KtimeNow())
 		}
 	}
 }

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
-
 	"github.com/vnicfilter/vnicfilter/sdk"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
@@ -52,7 +50,7 @@ func TestGCExpiresIdleFlows(t *testing.T) {
 	if n := ctLen(t, fp); n != 4 {
 		t.Fatalf("%d entries after two new flows, want 4", n)
 	}
-	now := monoNow()
+	now := sdk.KtimeNow()
 	if n, err := fp.gc(now); err != nil || n != 0 {
 		t.Fatalf("fresh sweep deleted %d (%v)", n, err)
 	}
@@ -79,7 +77,7 @@ func TestGCExpiresIdleFlows(t *testing.T) {
 	fin := append([]byte(nil), tcp...)
 	fin[14+int(fin[14]&0xf)*4+13] = 0x11 // FIN|ACK (checksum left stale: only the flags matter here)
 	runFrame(t, fp.Program(), fin, 0)
-	now = monoNow()
+	now = sdk.KtimeNow()
 	if n, _ := fp.gc(now + uint64(10*time.Second)); n != 0 {
 		t.Fatalf("closing flow swept after 10 s")
 	}
@@ -97,15 +95,7 @@ func TestAdoptKeepsFlows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	maps := map[string]*ebpf.Map{}
-	for _, name := range []string{sdk.MapChain, sdk.MapSlots, sdk.MapStats} {
-		m, err := ebpf.NewMap(spec.Maps[name].Copy())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { m.Close() })
-		maps[name] = m
-	}
+	maps := testkit.VNICMaps(t, spec)
 	var rb [4]byte
 	_, _ = crand.Read(rb[:])
 	pin := filepath.Join("/sys/fs/bpf", "vftest-"+hex.EncodeToString(rb[:]))

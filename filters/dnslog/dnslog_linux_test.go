@@ -32,15 +32,7 @@ func TestFastPathVerdicts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	maps := map[string]*ebpf.Map{}
-	for _, name := range []string{sdk.MapChain, sdk.MapSlots, sdk.MapStats} {
-		m, err := ebpf.NewMap(spec.Maps[name].Copy())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer m.Close()
-		maps[name] = m
-	}
+	maps := testkit.VNICMaps(t, spec)
 	slot := struct {
 		Flags, Punt uint32
 		Alive       uint64

@@ -120,12 +120,12 @@ func TestConntrackFull(t *testing.T) {
 			t.Fatalf("conntrack_full_total not reported: %v", c)
 		}
 		// Nothing has expired: a sweep now keeps every flow.
-		if n, err := fp.gc(monoNow()); err != nil || n != 0 {
+		if n, err := fp.gc(sdk.KtimeNow()); err != nil || n != 0 {
 			t.Fatalf("sweep now: %d, %v", n, err)
 		}
 		// Sweeping as if 6 days had passed reclaims all 16; the 17th
 		// flow is then admitted.
-		if n, err := fp.gc(monoNow() + uint64(6*24*time.Hour)); err != nil || n != 16 {
+		if n, err := fp.gc(sdk.KtimeNow() + uint64(6*24*time.Hour)); err != nil || n != 16 {
 			t.Fatalf("sweep later: %d, %v", n, err)
 		}
 		if !send(flows[16], sdk.FromVM, tcpSYN) || !send(flows[16], sdk.ToVM, tcpSYN|tcpACK) {
@@ -167,7 +167,7 @@ func TestDifferentialConntrackFull(t *testing.T) {
 		setFailMode(t, maps[sdk.MapSlots], open)
 		model := NewModel(p0)
 		model.Capacity = size
-		model.Now = monoNow
+		model.Now = sdk.KtimeNow
 		prog := fp.Program()
 		g := &trafficGen{rng: rng}
 		for i := range per {
@@ -182,7 +182,7 @@ func TestDifferentialConntrackFull(t *testing.T) {
 				}
 				model.SetPolicy(p)
 			case i%200 == 199:
-				ahead := monoNow() + uint64(15*time.Second)
+				ahead := sdk.KtimeNow() + uint64(15*time.Second)
 				n, err := fp.gc(ahead)
 				if err != nil {
 					t.Fatal(err)

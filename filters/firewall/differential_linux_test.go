@@ -47,15 +47,7 @@ func testInstanceMaps(t *testing.T, policyJSON []byte, conntrack string) (*fastP
 	if err != nil {
 		t.Fatal(err)
 	}
-	maps := map[string]*ebpf.Map{}
-	for _, name := range []string{sdk.MapChain, sdk.MapSlots, sdk.MapStats} {
-		m, err := ebpf.NewMap(spec.Maps[name].Copy())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { m.Close() })
-		maps[name] = m
-	}
+	maps := testkit.VNICMaps(t, spec)
 	path := filepath.Join(t.TempDir(), "policy.json")
 	if err := os.WriteFile(path, policyJSON, 0o644); err != nil {
 		t.Fatal(err)

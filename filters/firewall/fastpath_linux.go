@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 
 	"github.com/vnicfilter/vnicfilter/sdk"
 )
@@ -129,15 +128,6 @@ func (f *fastPath) Close() error {
 	return f.objs.Close()
 }
 
-// monoNow is bpf_ktime_get_ns()'s clock.
-func monoNow() uint64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0
-	}
-	return uint64(ts.Nano())
-}
-
 func (f *fastPath) gcLoop() {
 	defer close(f.gcDone)
 	t := time.NewTicker(gcInterval)
@@ -147,7 +137,7 @@ func (f *fastPath) gcLoop() {
 		case <-f.stopGC:
 			return
 		case <-t.C:
-			_, _ = f.gc(monoNow())
+			_, _ = f.gc(sdk.KtimeNow())
 		}
 	}
 }

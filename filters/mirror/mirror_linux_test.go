@@ -66,15 +66,7 @@ func loadTestRunTB(t testing.TB, params map[string]string) sdk.FastPath {
 	if err != nil {
 		t.Fatal(err)
 	}
-	maps := map[string]*ebpf.Map{}
-	for _, name := range []string{sdk.MapChain, sdk.MapSlots, sdk.MapStats} {
-		m, err := ebpf.NewMap(spec.Maps[name].Copy())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { m.Close() })
-		maps[name] = m
-	}
+	maps := testkit.VNICMaps(t, spec)
 	p, err := sdk.ValidateParams(Descriptor.Params, params)
 	if err != nil {
 		t.Fatal(err)

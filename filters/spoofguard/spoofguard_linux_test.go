@@ -60,15 +60,7 @@ func testMaps(t testing.TB) map[string]*ebpf.Map {
 	if err != nil {
 		t.Fatal(err)
 	}
-	maps := map[string]*ebpf.Map{}
-	for _, name := range []string{sdk.MapChain, sdk.MapSlots, sdk.MapStats} {
-		m, err := ebpf.NewMap(spec.Maps[name].Copy())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { m.Close() })
-		maps[name] = m
-	}
+	maps := testkit.VNICMaps(t, spec)
 	return maps
 }
 
