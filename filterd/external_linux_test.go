@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vnicfilter/vnicfilter/filterd/api"
+	"github.com/vnicfilter/vnicfilter/internal/badfilter"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
 
@@ -88,7 +89,7 @@ func TestExternalFilter(t *testing.T) {
 
 	// Bad filters first: each fails naming its cause, nothing changes.
 	bad := readFile(t, "testdata/external/bad.json")
-	badObj := readFile(t, "testdata/external/bad.o")
+	badObj := badfilter.Object
 	goodManifest := readFile(t, filepath.Join(exampleDir, "ttlguard.json"))
 	goodObj := readFile(t, filepath.Join(exampleDir, "ttlguard_bpfel.o"))
 	before, err := d.client.Filters(ctx)
@@ -199,10 +200,11 @@ func TestFiltersDir(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, f := range []string{"bad.json", "bad.o"} {
-		if err := os.WriteFile(filepath.Join(dir, f), readFile(t, filepath.Join("testdata/external", f)), 0o600); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.WriteFile(filepath.Join(dir, "bad.json"), readFile(t, "testdata/external/bad.json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bad.o"), badfilter.Object, 0o600); err != nil {
+		t.Fatal(err)
 	}
 	d := newDaemon(t, host, "--filters-dir", dir)
 	fs, err := d.client.Filters(context.Background())

@@ -1,6 +1,7 @@
 package sdk_test
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"strings"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/vnicfilter/vnicfilter/internal/badfilter"
 	"github.com/vnicfilter/vnicfilter/sdk"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
@@ -98,7 +100,7 @@ func TestCheckObject(t *testing.T) {
 
 func TestVerifyRejectsBadObject(t *testing.T) {
 	testkit.Need(t, testkit.Root, testkit.BPF)
-	spec, err := ebpf.LoadCollectionSpec("../filterd/testdata/external/bad.o")
+	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(badfilter.Object))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,8 +1,10 @@
+//go:build ignore
+
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * bad: a filter the verifier rejects (it reads the packet without a bounds
- * check). Build: clang -O2 -g -target bpf -I../../../sdk/bpf
- * -I/usr/include/x86_64-linux-gnu -c bad.c -o bad.o
+ * check), for the tests of external filter loading. Built by bpf2go
+ * (make generate) like every other object in the tree.
  */
 #include "vnicfilter.h"
 
