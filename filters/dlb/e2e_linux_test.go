@@ -3,8 +3,6 @@ package dlb
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -17,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnicfilter/vnicfilter/filterd/datapath"
 	"github.com/vnicfilter/vnicfilter/sdk"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
@@ -93,10 +90,6 @@ func TestDLBE2E(t *testing.T) {
 		}
 	}
 
-	var rb [4]byte
-	_, _ = rand.Read(rb[:])
-	root := filepath.Join("/sys/fs/bpf", "vftest-"+hex.EncodeToString(rb[:]))
-	t.Cleanup(func() { _ = os.RemoveAll(root) })
 	path := filepath.Join(t.TempDir(), "services.json")
 	if err := os.WriteFile(path, e2eServices(backends, weights), 0o644); err != nil {
 		t.Fatal(err)
@@ -105,27 +98,8 @@ func TestDLBE2E(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var v *datapath.VNIC
-	var fp sdk.FastPath
-	err = host.Do(func() error {
-		dp, err := datapath.New(datapath.Options{Root: root})
-		if err != nil {
-			return err
-		}
-		v, err = dp.Create(client.TapName, func(v *datapath.VNIC) error {
-			inst := sdk.Instance{VNIC: sdk.VNIC{Name: v.Name, Ifindex: v.Ifindex}, Directions: Descriptor.Dirs(), FailMode: Descriptor.FailMode, Params: params}
-			fp, err = Descriptor.FastPath(sdk.NewFastPathContext(inst, false, nil, v.Maps(), v.SlotDir(0)))
-			if err != nil {
-				return err
-			}
-			return v.SetSlot(0, fp.Program(), datapath.Slot{Dirs: inst.Directions})
-		})
-		return err
-	})
-	if err != nil {
-		t.Fatalf("attach dlb: %v", err)
-	}
-	t.Cleanup(func() { _ = host.Do(v.Detach); fp.Close() })
+	chain := client.AttachFilter(t, Descriptor, params.Map())
+	fp := chain.FastPath
 
 	// dialVIP connects to a VIP and returns the connection and the name of
 	// the backend that answered.

@@ -2,8 +2,6 @@ package firewall
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vnicfilter/vnicfilter/filterd/datapath"
 	"github.com/vnicfilter/vnicfilter/sdk"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
@@ -52,10 +49,6 @@ func TestFirewallE2E(t *testing.T) {
 	if err := a.Ping(t, b.IPv4.IP, 1); err != nil {
 		t.Fatalf("before attach: %v", err)
 	}
-	var rb [4]byte
-	_, _ = rand.Read(rb[:])
-	root := filepath.Join("/sys/fs/bpf", "vftest-"+hex.EncodeToString(rb[:]))
-	t.Cleanup(func() { _ = os.RemoveAll(root) })
 	path := filepath.Join(t.TempDir(), "policy.json")
 	if err := os.WriteFile(path, e2ePolicy(a.IPv4.IP, 0), 0o644); err != nil {
 		t.Fatal(err)
@@ -64,27 +57,8 @@ func TestFirewallE2E(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var v *datapath.VNIC
-	var fp sdk.FastPath
-	err = host.Do(func() error {
-		dp, err := datapath.New(datapath.Options{Root: root})
-		if err != nil {
-			return err
-		}
-		v, err = dp.Create(b.TapName, func(v *datapath.VNIC) error {
-			inst := sdk.Instance{VNIC: sdk.VNIC{Name: v.Name, Ifindex: v.Ifindex}, Directions: Descriptor.Dirs(), FailMode: Descriptor.FailMode, Params: params}
-			fp, err = Descriptor.FastPath(sdk.NewFastPathContext(inst, false, nil, v.Maps(), v.SlotDir(0)))
-			if err != nil {
-				return err
-			}
-			return v.SetSlot(0, fp.Program(), datapath.Slot{Dirs: inst.Directions})
-		})
-		return err
-	})
-	if err != nil {
-		t.Fatalf("attach firewall: %v", err)
-	}
-	t.Cleanup(func() { _ = host.Do(v.Detach); fp.Close() })
+	chain := b.AttachFilter(t, Descriptor, params.Map())
+	fp := chain.FastPath
 
 	for _, port := range []int{5001, 5002} {
 		l, err := b.ListenTCP(net.JoinHostPort(b.IPv4.IP.String(), fmt.Sprint(port)))

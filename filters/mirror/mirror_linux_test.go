@@ -2,14 +2,12 @@ package mirror
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
@@ -24,7 +22,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/vnicfilter/vnicfilter/filterd/datapath"
 	"github.com/vnicfilter/vnicfilter/sdk"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
@@ -167,36 +164,12 @@ func TestFastPathRateSampleMatch(t *testing.T) {
 // attach puts a mirror instance in slot 0 of vm's vNIC, as filterd would.
 func attach(t *testing.T, host *testkit.Host, vm *testkit.VM, raw map[string]string) sdk.FastPath {
 	t.Helper()
-	var rb [4]byte
-	_, _ = rand.Read(rb[:])
-	root := filepath.Join("/sys/fs/bpf", "vftest-"+hex.EncodeToString(rb[:]))
-	t.Cleanup(func() { _ = os.RemoveAll(root) })
 	params, err := sdk.ValidateParams(Descriptor.Params, raw)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var v *datapath.VNIC
-	var fp sdk.FastPath
-	err = host.Do(func() error {
-		dp, err := datapath.New(datapath.Options{Root: root})
-		if err != nil {
-			return err
-		}
-		v, err = dp.Create(vm.TapName, func(v *datapath.VNIC) error {
-			inst := sdk.Instance{VNIC: sdk.VNIC{Name: v.Name, Ifindex: v.Ifindex}, Directions: Descriptor.Dirs(), FailMode: Descriptor.FailMode, Params: params}
-			fp, err = Descriptor.FastPath(sdk.NewFastPathContext(inst, false, nil, v.Maps(), v.SlotDir(0)))
-			if err != nil {
-				return err
-			}
-			return v.SetSlot(0, fp.Program(), datapath.Slot{FailOpen: true, Dirs: inst.Directions})
-		})
-		return err
-	})
-	if err != nil {
-		t.Fatalf("attach mirror: %v", err)
-	}
-	t.Cleanup(func() { _ = host.Do(v.Detach) })
-	t.Cleanup(func() { fp.Close() })
+	chain := vm.AttachFilter(t, Descriptor, params.Map())
+	fp := chain.FastPath
 	return fp
 }
 

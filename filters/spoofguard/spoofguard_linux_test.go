@@ -17,7 +17,6 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/vnicfilter/vnicfilter/filterd/datapath"
 	"github.com/vnicfilter/vnicfilter/sdk"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
@@ -277,38 +276,14 @@ func TestNamespaceSpoofing(t *testing.T) {
 	testkit.Need(t, testkit.Root, testkit.BPF)
 	host := testkit.NewHost(t)
 	a, b := host.AddVM(t, "a"), host.AddVM(t, "b")
-	var rb [4]byte
-	_, _ = rand.Read(rb[:])
-	root := filepath.Join("/sys/fs/bpf", "vftest-"+hex.EncodeToString(rb[:]))
-	t.Cleanup(func() { _ = os.RemoveAll(root) })
-
 	p, err := sdk.ValidateParams(Descriptor.Params, map[string]string{
 		"mac": a.MAC.String(), "ipv4": a.IPv4.IP.String(), "ipv6": a.IPv6.IP.String(),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var v *datapath.VNIC
-	var fp sdk.FastPath
-	err = host.Do(func() error {
-		dp, err := datapath.New(datapath.Options{Root: root})
-		if err != nil {
-			return err
-		}
-		v, err = dp.Create(a.TapName, func(v *datapath.VNIC) error {
-			inst := sdk.Instance{VNIC: sdk.VNIC{Name: v.Name, Ifindex: v.Ifindex}, Directions: Descriptor.Dirs(), FailMode: Descriptor.FailMode, Params: p}
-			fp, err = Descriptor.FastPath(sdk.NewFastPathContext(inst, false, nil, v.Maps(), v.SlotDir(0)))
-			if err != nil {
-				return err
-			}
-			return v.SetSlot(0, fp.Program(), datapath.Slot{Dirs: inst.Directions})
-		})
-		return err
-	})
-	if err != nil {
-		t.Fatalf("attach spoofguard: %v", err)
-	}
-	t.Cleanup(func() { _ = host.Do(v.Detach); fp.Close() })
+	chain := a.AttachFilter(t, Descriptor, p.Map())
+	fp, v := chain.FastPath, chain.VNIC
 
 	reasons := func() map[string]float64 {
 		cs, err := fp.Counters()
