@@ -1,5 +1,7 @@
 package sdk
 
+import "strconv"
+
 // ABIVersion is the version of the slot ABI (sdk/bpf/vnicfilter.h,
 // VF_ABI_VERSION) and of this package's contract.
 const ABIVersion = 1
@@ -52,7 +54,7 @@ func (s Stat) String() string {
 	if int(s) < len(statNames) {
 		return statNames[s]
 	}
-	return "stat(" + itoa(int(s)) + ")"
+	return "stat(" + strconv.Itoa(int(s)) + ")"
 }
 
 // StatKey is the vf_stats key of counter stat of (dir, slot).
@@ -85,25 +87,3 @@ const (
 	// VarDirs is the constant filterd sets to the instance's directions.
 	VarDirs = "vf_dirs"
 )
-
-func itoa(i int) string {
-	if i == 0 {
-		return "0"
-	}
-	neg := i < 0
-	if neg {
-		i = -i
-	}
-	var b [20]byte
-	n := len(b)
-	for i > 0 {
-		n--
-		b[n] = byte('0' + i%10)
-		i /= 10
-	}
-	if neg {
-		n--
-		b[n] = '-'
-	}
-	return string(b[n:])
-}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -264,7 +265,7 @@ func (f *manifestFastPath) Counters() ([]Counter, error) {
 		for k := uint32(0); k < n; k++ {
 			var labels map[string]string
 			if n > 1 {
-				labels = map[string]string{"key": itoa(int(k))}
+				labels = map[string]string{"key": strconv.Itoa(int(k))}
 			}
 			if mp.ValueSize() == 8 {
 				var vals []uint64
@@ -395,9 +396,9 @@ func ExampleParams(specs []ParamSpec) (Params, error) {
 		case s.Type == Bool:
 			raw[s.Name] = "false"
 		case s.Min != nil:
-			raw[s.Name] = itoa(int(*s.Min))
+			raw[s.Name] = strconv.Itoa(int(*s.Min))
 		case s.Max != nil && *s.Max < 0:
-			raw[s.Name] = itoa(int(*s.Max))
+			raw[s.Name] = strconv.Itoa(int(*s.Max))
 		default:
 			raw[s.Name] = "0"
 		}

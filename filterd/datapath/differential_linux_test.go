@@ -181,7 +181,7 @@ func TestDifferentialChain(t *testing.T) {
 				s.alive[d] = rng.IntN(2) == 0
 			}
 			chain[i] = s
-			now := uint64(datapath.MonotonicNanos())
+			now := sdk.KtimeNow()
 			var alive [sdk.NumDirections]uint64
 			for d := range alive {
 				if s.alive[d] {

@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -288,10 +289,9 @@ func (v *VNIC) Replace(prepare func(next *VNIC) error) (_ *VNIC, err error) {
 	next := &VNIC{Name: v.Name, Ifindex: v.Ifindex, Mode: v.Mode, dir: v.dir, Generation: v.Generation + 1}
 	defer func() {
 		if err != nil {
-			for _, c := range []interface{ Close() error }{next.chain, next.slots, next.progs[0], next.progs[1], next.skip} {
-				if c != nil && !isNilCloser(c) {
-					_ = c.Close()
-				}
+			// Close is nil-safe on maps and programs.
+			for _, c := range []io.Closer{next.chain, next.slots, next.progs[0], next.progs[1], next.skip} {
+				_ = c.Close()
 			}
 		}
 	}()
@@ -473,10 +473,9 @@ func (v *VNIC) destroy() {
 
 // Close releases the process's handles; the pinned datapath stays.
 func (v *VNIC) Close() error {
-	for _, c := range []interface{ Close() error }{v.chain, v.slots, v.stats, v.info, v.skip, v.progs[0], v.progs[1]} {
-		if c != nil && !isNilCloser(c) {
-			_ = c.Close()
-		}
+	// Close is nil-safe on maps and programs.
+	for _, c := range []io.Closer{v.chain, v.slots, v.stats, v.info, v.skip, v.progs[0], v.progs[1]} {
+		_ = c.Close()
 	}
 	for i, l := range v.links {
 		if l != nil {
@@ -487,16 +486,6 @@ func (v *VNIC) Close() error {
 	v.chain, v.slots, v.stats, v.info, v.skip = nil, nil, nil, nil, nil
 	v.progs = [sdk.NumDirections]*ebpf.Program{}
 	return nil
-}
-
-func isNilCloser(c interface{ Close() error }) bool {
-	switch x := c.(type) {
-	case *ebpf.Map:
-		return x == nil
-	case *ebpf.Program:
-		return x == nil
-	}
-	return false
 }
 
 // Slot is the framework's view of one chain slot.
@@ -564,7 +553,7 @@ func (v *VNIC) Heartbeat(slot int, dir sdk.Direction, punt int, deadline time.Ti
 	val.PuntIfindex = uint32(punt)
 	val.AliveUntil = 0
 	if !deadline.IsZero() {
-		val.AliveUntil = uint64(MonotonicNanos() + time.Until(deadline).Nanoseconds())
+		val.AliveUntil = sdk.KtimeNow() + uint64(max(time.Until(deadline), 0))
 	}
 	return v.slots.Put(key, val)
 }
@@ -679,7 +668,3 @@ func IfindexByName(name string) (int, error) {
 	}
 	return int(ifr.Uint32()), nil
 }
-
-// MonotonicNanos is CLOCK_MONOTONIC in nanoseconds, the clock of
-// bpf_ktime_get_ns.
-func MonotonicNanos() int64 { return int64(sdk.KtimeNow()) }

@@ -26,7 +26,7 @@ type fastPath struct {
 	live *Tables // the live generation, for counter labels
 
 	tcpTimeout, udpTimeout, closeTimeout time.Duration
-	stopGC, gcDone                       chan struct{}
+	stopGC                               func() // ends the connection-table sweep
 }
 
 // gcInterval is how often idle flows are swept.
@@ -63,12 +63,11 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 	spec.Maps["dlb_backends"].MaxEntries = 2 * MaxBackends
 	spec.Maps["dlb_backend_flows"].MaxEntries = 2 * MaxBackends
 	spec.Maps["dlb_services"].MaxEntries = 2 * MaxServices
-	fp := &fastPath{tableEntries: te, tcpTimeout: params.Duration("tcp_timeout"), udpTimeout: params.Duration("udp_timeout"), closeTimeout: params.Duration("tcp_close_timeout"),
-		stopGC: make(chan struct{}), gcDone: make(chan struct{})}
+	fp := &fastPath{tableEntries: te, tcpTimeout: params.Duration("tcp_timeout"), udpTimeout: params.Duration("udp_timeout"), closeTimeout: params.Duration("tcp_close_timeout")}
 	if err := ctx.Load(spec, &fp.objs); err != nil {
 		return nil, fmt.Errorf("dlb: %w", err)
 	}
-	go fp.gcLoop()
+	fp.stopGC = sdk.Periodic(gcInterval, func() { _, _ = fp.gc(sdk.KtimeNow()) })
 	if err := fp.Update(cfg); err != nil {
 		fp.Close()
 		return nil, fmt.Errorf("dlb: load services %s: %w", params.String("services"), err)
@@ -171,25 +170,10 @@ func (f *fastPath) Program() *ebpf.Program { return f.objs.VfDlb }
 
 func (f *fastPath) Close() error {
 	if f.stopGC != nil {
-		close(f.stopGC)
-		<-f.gcDone
+		f.stopGC()
 		f.stopGC = nil
 	}
 	return f.objs.Close()
-}
-
-func (f *fastPath) gcLoop() {
-	defer close(f.gcDone)
-	t := time.NewTicker(gcInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-f.stopGC:
-			return
-		case <-t.C:
-			_, _ = f.gc(sdk.KtimeNow())
-		}
-	}
 }
 
 // gc forgets the flows idle at now (monotonic ns) in both directions

@@ -25,8 +25,7 @@ type fastPath struct {
 	// instance walks them once).
 	written [2]*genKeys
 
-	stopGC chan struct{} // closed by Close
-	gcDone chan struct{}
+	stopGC func() // ends the connection-table sweep; called by Close
 }
 
 // gcInterval is how often the connection table is swept for expired
@@ -83,11 +82,11 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 		size = uint32(params.Int("conntrack_size"))
 	}
 	spec.Maps["fw_conntrack"].MaxEntries = size
-	fp := &fastPath{stopGC: make(chan struct{}), gcDone: make(chan struct{})}
+	fp := &fastPath{}
 	if err := ctx.Load(spec, &fp.objs); err != nil {
 		return nil, fmt.Errorf("firewall: %w", err)
 	}
-	go fp.gcLoop()
+	fp.stopGC = sdk.Periodic(gcInterval, func() { _, _ = fp.gc(sdk.KtimeNow()) })
 	// Adopting a running instance swaps the (possibly edited) policy in
 	// atomically, like any update.
 	if _, err := fp.UpdatePolicy(policy); err != nil {
@@ -121,25 +120,10 @@ func (f *fastPath) Program() *ebpf.Program { return f.objs.VfFirewall }
 
 func (f *fastPath) Close() error {
 	if f.stopGC != nil {
-		close(f.stopGC)
-		<-f.gcDone
+		f.stopGC()
 		f.stopGC = nil
 	}
 	return f.objs.Close()
-}
-
-func (f *fastPath) gcLoop() {
-	defer close(f.gcDone)
-	t := time.NewTicker(gcInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-f.stopGC:
-			return
-		case <-t.C:
-			_, _ = f.gc(sdk.KtimeNow())
-		}
-	}
 }
 
 // gc deletes the flows expired at now (monotonic ns) and returns how many.
