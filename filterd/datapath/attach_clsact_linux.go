@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -134,4 +135,23 @@ func removeClsactIfEmpty(ifindex int, name string) {
 		QdiscAttrs: netlink.QdiscAttrs{LinkIndex: ifindex, Handle: netlink.MakeHandle(0xffff, 0), Parent: netlink.HANDLE_CLSACT},
 		QdiscType:  "clsact",
 	})
+}
+
+// AttachIngress puts prog at the head of tc ingress of device name (ifindex
+// in the calling thread's namespace): a tcx link where the kernel has tcx,
+// returned (closing it detaches), else a cls_bpf filter on clsact, which
+// stays until the device goes (nil link). The slow path uses it for its
+// re-injection program on the punt taps it owns.
+func AttachIngress(ifindex int, name string, prog *ebpf.Program) (link.Link, error) {
+	if HaveTCX() == nil {
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: ebpf.AttachTCXIngress, Anchor: link.Head()})
+		if err != nil {
+			return nil, fmt.Errorf("attach to %s ingress (tcx): %w", name, err)
+		}
+		return l, nil
+	}
+	if err := attachClsact(ifindex, name, sdk.FromVM, prog); err != nil {
+		return nil, fmt.Errorf("attach to %s ingress (clsact): %w", name, err)
+	}
+	return nil, nil
 }

@@ -3,6 +3,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -15,8 +16,13 @@ import (
 // HaveTCX reports whether the kernel has tcx (Linux 6.6+): nil if it has,
 // an error wrapping sdk.ErrNotSupported if not. The probe attaches a
 // trivial program to ifindex 0, which a tcx kernel refuses with ENODEV and
-// an older one with EINVAL; nothing is attached anywhere.
-func HaveTCX() error {
+// an older one with EINVAL; nothing is attached anywhere. The kernel is
+// probed once per process.
+func HaveTCX() error { return haveTCX() }
+
+var haveTCX = sync.OnceValue(probeTCX)
+
+func probeTCX() error {
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type:         ebpf.SchedCLS,
 		License:      "GPL",

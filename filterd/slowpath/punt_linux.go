@@ -95,7 +95,7 @@ func Start(ctx context.Context, vnic sdk.VNIC, slot int, dirs sdk.Directions, h 
 		if pp.file, pp.ifindex, err = openTap(pp.name, l.Attrs().MTU); err != nil {
 			return nil, fmt.Errorf("start slow path of %s slot %d: %w", vnic.Name, slot, err)
 		}
-		if pp.reinj, err = attachReinject(pp.ifindex, vnic.Ifindex, dir, slot+1); err != nil {
+		if pp.reinj, err = attachReinject(pp.ifindex, pp.name, vnic.Ifindex, dir, slot+1); err != nil {
 			return nil, fmt.Errorf("start slow path of %s slot %d: tap %s: %w", vnic.Name, slot, pp.name, err)
 		}
 	}
