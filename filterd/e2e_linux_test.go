@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -323,58 +324,18 @@ func TestKill9KeepsStreamAndState(t *testing.T) {
 	}
 	before, _ := d.client.VNICs(ctx)
 
-	ln, err := b.ListenTCP(":5001")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var received atomic.Int64
-	done := make(chan error, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			done <- err
-			return
-		}
-		defer c.Close()
-		n, err := io.Copy(io.Discard, c)
-		received.Store(n)
-		done <- err
-	}()
-	conn, err := a.DialTCP(ctx, b.IPv4.IP.String()+":5001")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sent int64
-	buf := make([]byte, 32<<10)
-	send := func(dur time.Duration) {
-		end := time.Now().Add(dur)
-		for time.Now().Before(end) {
-			conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			n, err := conn.Write(buf)
-			sent += int64(n)
-			if err != nil {
-				t.Fatalf("stream broke after %d bytes: %v", sent, err)
-			}
-		}
-	}
-	send(500 * time.Millisecond)
+	st := startStream(t, a, b, 5001)
+	time.Sleep(500 * time.Millisecond)
 	d.kill()
 	down := d.pinnedStats(a.TapName)
-	send(time.Second) // daemon down: the chain carries on
+	time.Sleep(time.Second) // daemon down: the chain carries on
 	downAfter := d.pinnedStats(a.TapName)
 	if downAfter[sdk.FromVM][1][sdk.StatContinue].Packets <= down[sdk.FromVM][1][sdk.StatContinue].Packets {
 		t.Errorf("chain did not run while filterd was down")
 	}
 	d.start()
-	send(500 * time.Millisecond)
-	conn.Close()
-	if err := <-done; err != nil {
-		t.Fatalf("receiver: %v", err)
-	}
-	if received.Load() != sent {
-		t.Errorf("received %d bytes of %d", received.Load(), sent)
-	}
+	time.Sleep(500 * time.Millisecond)
+	st.finish(t)
 	after, err := d.client.VNICs(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -491,47 +452,7 @@ func TestReplaceChainAtomically(t *testing.T) {
 	if _, err := d.client.SetChain(ctx, a.TapName, api.ChainRequest{Filters: []api.FilterSpec{{Name: "count"}}}); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := b.ListenTCP(":5002")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	received := make(chan int64, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			received <- -1
-			return
-		}
-		defer c.Close()
-		n, _ := io.Copy(io.Discard, c)
-		received <- n
-	}()
-	conn, err := a.DialTCP(ctx, b.IPv4.IP.String()+":5002")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sent int64
-	buf := make([]byte, 16<<10)
-	stop := make(chan struct{})
-	writerDone := make(chan error, 1)
-	go func() {
-		for {
-			select {
-			case <-stop:
-				writerDone <- nil
-				return
-			default:
-			}
-			conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			n, err := conn.Write(buf)
-			atomic.AddInt64(&sent, int64(n))
-			if err != nil {
-				writerDone <- err
-				return
-			}
-		}
-	}()
+	st := startStream(t, a, b, 5002)
 	time.Sleep(300 * time.Millisecond)
 	before, _ := d.client.VNIC(ctx, a.TapName)
 	for _, chain := range [][]api.FilterSpec{
@@ -543,14 +464,7 @@ func TestReplaceChainAtomically(t *testing.T) {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	close(stop)
-	if err := <-writerDone; err != nil {
-		t.Fatalf("stream broke during replacement: %v", err)
-	}
-	conn.Close()
-	if got := <-received; got != atomic.LoadInt64(&sent) {
-		t.Errorf("received %d of %d bytes", got, atomic.LoadInt64(&sent))
-	}
+	st.finish(t)
 	v, err := d.client.VNIC(ctx, a.TapName)
 	if err != nil {
 		t.Fatal(err)
@@ -640,5 +554,72 @@ func TestClsactModeEndToEnd(t *testing.T) {
 	out, _ := host.Command(ctx, "tc", "qdisc", "show", "dev", a.TapName).CombinedOutput()
 	if strings.Contains(string(out), "clsact") {
 		t.Errorf("clsact qdisc left after detach: %s", out)
+	}
+}
+
+// stream is a TCP connection from VM a to VM b that carries data, written
+// continuously from its own goroutine, while a test changes the datapath
+// under it.
+type stream struct {
+	conn     net.Conn
+	sent     atomic.Int64
+	stop     chan struct{}
+	writer   chan error // the writer's end: nil, or the write that failed
+	received chan int64 // bytes b read, once a closes
+}
+
+func startStream(t *testing.T, a, b *testkit.VM, port int) *stream {
+	t.Helper()
+	ln, err := b.ListenTCP(fmt.Sprintf(":%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	s := &stream{stop: make(chan struct{}), writer: make(chan error, 1), received: make(chan int64, 1)}
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			s.received <- -1
+			return
+		}
+		defer c.Close()
+		n, _ := io.Copy(io.Discard, c)
+		s.received <- n
+	}()
+	if s.conn, err = a.DialTCP(context.Background(), fmt.Sprintf("%s:%d", b.IPv4.IP, port)); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		buf := make([]byte, 32<<10)
+		for {
+			select {
+			case <-s.stop:
+				s.writer <- nil
+				return
+			default:
+			}
+			s.conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			n, err := s.conn.Write(buf)
+			s.sent.Add(int64(n))
+			if err != nil {
+				s.writer <- err
+				return
+			}
+		}
+	}()
+	return s
+}
+
+// finish stops writing and requires that no write failed and that b
+// received every byte a sent.
+func (s *stream) finish(t *testing.T) {
+	t.Helper()
+	close(s.stop)
+	if err := <-s.writer; err != nil {
+		t.Fatalf("stream broke after %d bytes: %v", s.sent.Load(), err)
+	}
+	s.conn.Close()
+	if got := <-s.received; got != s.sent.Load() {
+		t.Errorf("received %d bytes of %d", got, s.sent.Load())
 	}
 }
