@@ -477,8 +477,9 @@ func TestUnreachableCollector(t *testing.T) {
 
 // TestThroughput measures one iperf3 TCP stream from a to b without a
 // mirror and with a's vNIC mirrored to pcapng and to ERSPAN III (every
-// frame; and rate limited). A measurement only: on a 2-vCPU machine the
-// figures vary by tens of percent between runs (docs/mirror.md).
+// frame; and rate limited). The figures vary by tens of percent between
+// runs on a 2-vCPU machine (docs/mirror.md), so only coarse properties are
+// asserted: the sink keeps up, and a rate-limited mirror spares the VM.
 func TestThroughput(t *testing.T) {
 	if testing.Short() {
 		t.Skip("measurement")
@@ -524,9 +525,25 @@ func TestThroughput(t *testing.T) {
 	} {
 		desc := fmt.Sprint(params)
 		gbps, fp := run(params)
+		mirrored, limited := counter(t, fp, "mirrored_packets_total"), counter(t, fp, "rate_limited_packets_total")
+		delivered := counter(t, fp, "delivered_records_total")
 		t.Logf("TCP 1 stream, mirror %s: %.2f Gb/s (%.0f%%); mirrored %d, rate-limited %d, ring full %d, delivered %d, sink errors %d",
-			desc, gbps, 100*gbps/base, counter(t, fp, "mirrored_packets_total"), counter(t, fp, "rate_limited_packets_total"),
-			counter(t, fp, "ring_full_packets_total"), counter(t, fp, "delivered_records_total"), counter(t, fp, "sink_errors_total"))
+			desc, gbps, 100*gbps/base, mirrored, limited,
+			counter(t, fp, "ring_full_packets_total"), delivered, counter(t, fp, "sink_errors_total"))
+		// Under full load the sink keeps working, and a rate-limited
+		// mirror never costs the VM half its throughput (measured
+		// 82-102 %; the 0.8x target belongs to make bench).
+		if mirrored == 0 || delivered == 0 {
+			t.Errorf("mirror %s: nothing mirrored or delivered under load", desc)
+		}
+		if params["rate"] != "0" {
+			if limited == 0 {
+				t.Errorf("mirror %s: the rate limit never applied under a full-speed stream", desc)
+			}
+			if gbps < 0.5*base {
+				t.Errorf("mirror %s: VM throughput %.2f Gb/s, under half the unmirrored %.2f", desc, gbps, base)
+			}
+		}
 	}
 }
 
