@@ -4,15 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -352,95 +348,4 @@ func TestStallAppliesFailureMode(t *testing.T) {
 	if l.stats(t)[sdk.FromVM][0][sdk.StatPunt].Packets == punted {
 		t.Error("punting did not resume after recovery")
 	}
-}
-
-// TestThroughput measures iperf3 TCP and UDP round trips through the punt
-// path against the same VMs without a datapath.
-func TestThroughput(t *testing.T) {
-	if testing.Short() {
-		t.Skip("measurement")
-	}
-	testkit.Need(t, testkit.Root, testkit.BPF, testkit.Iperf3)
-	l := &lab{host: testkit.NewHost(t)}
-	l.a, l.b = l.host.AddVM(t, "a"), l.host.AddVM(t, "b")
-	l.b.Iperf3Server(t, 5201)
-	echo := udpEcho(t, l.b)
-	baseGbps, baseRTT := iperf(t, l.a, l.b), rtt(t, l.a, echo)
-
-	full := newLab(t, sdk.FailClosed) // a fresh host: datapath + punt
-	full.b.Iperf3Server(t, 5201)
-	echo = udpEcho(t, full.b)
-	full.start(t, &handler{verdict: sdk.Pass}, slowpath.Options{})
-	puntGbps, puntRTT := iperf(t, full.a, full.b), rtt(t, full.a, echo)
-	t.Logf("TCP 1 stream: baseline %.2f Gb/s, punt path %.2f Gb/s (%.0f%%)", baseGbps, puntGbps, 100*puntGbps/baseGbps)
-	t.Logf("UDP RTT median: baseline %v, punt path %v", baseRTT, puntRTT)
-}
-
-func iperf(t *testing.T, c, s *testkit.VM) float64 {
-	t.Helper()
-	out, err := c.Command(context.Background(), "iperf3", "-c", s.IPv4.IP.String(), "-p", "5201", "-t", "4", "-J").Output()
-	if err != nil {
-		t.Fatalf("iperf3: %v\n%s", err, out)
-	}
-	var res struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		t.Fatalf("iperf3 output: %v", err)
-	}
-	return res.End.SumReceived.BitsPerSecond / 1e9
-}
-
-func udpEcho(t *testing.T, vm *testkit.VM) string {
-	t.Helper()
-	c, err := vm.ListenUDP(net.JoinHostPort(vm.IPv4.IP.String(), "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			n, from, err := c.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			c.WriteTo(buf[:n], from)
-		}
-	}()
-	return c.LocalAddr().String()
-}
-
-func rtt(t *testing.T, vm *testkit.VM, addr string) time.Duration {
-	t.Helper()
-	c, err := vm.DialUDP(context.Background(), addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	var rtts []time.Duration
-	buf := make([]byte, 64)
-	for i := 0; i < 500; i++ {
-		start := time.Now()
-		c.SetDeadline(start.Add(time.Second))
-		if _, err := c.Write(buf[:32]); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.Read(buf); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				continue
-			}
-			t.Fatal(err)
-		}
-		rtts = append(rtts, time.Since(start))
-	}
-	if len(rtts) == 0 {
-		t.Fatal(fmt.Errorf("no UDP echo reply from %s", addr))
-	}
-	slices.Sort(rtts)
-	return rtts[len(rtts)/2]
 }
