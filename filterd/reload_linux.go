@@ -51,3 +51,50 @@ func (d *Daemon) Reload(ctx context.Context, name string, slot int) (*api.Reload
 	d.log.Info("reloaded", "vnic", name, "slot", slot, "filter", in.desc.Name, "took", took)
 	return &api.ReloadResult{VNIC: name, Slot: slot, Filter: in.desc.Name, Seconds: took.Seconds()}, nil
 }
+
+// handleInspect serves GET /v1/vnics/{vnic}/filters/{slot}/inspect.
+func (d *Daemon) handleInspect(w http.ResponseWriter, r *http.Request) {
+	slot, err := strconv.Atoi(r.PathValue("slot"))
+	if err != nil {
+		replyErr(w, fmt.Errorf("%w: slot %q is not a number", ErrBadRequest, r.PathValue("slot")))
+		return
+	}
+	q := make(map[string]string)
+	for k, v := range r.URL.Query() {
+		if len(v) != 1 {
+			replyErr(w, fmt.Errorf("%w: query parameter %q given %d times", ErrBadRequest, k, len(v)))
+			return
+		}
+		q[k] = v[0]
+	}
+	out, err := d.Inspect(r.Context(), r.PathValue("vnic"), slot, q)
+	respond(w, out, err)
+}
+
+// Inspect asks the filter in slot of name's chain to describe its live
+// state (sdk.Inspector). Filters without Inspector answer
+// sdk.ErrNotSupported. The daemon lock is held only to find the instance:
+// a slow Inspect never holds up attaches.
+func (d *Daemon) Inspect(ctx context.Context, name string, slot int, query map[string]string) (*api.InspectResult, error) {
+	d.mu.Lock()
+	n, ok := d.vnics[name]
+	if !ok {
+		d.mu.Unlock()
+		return nil, fmt.Errorf("%s: %w", name, datapath.ErrNotAttached)
+	}
+	if slot < 0 || slot >= sdk.MaxSlots || n.slots[slot] == nil {
+		d.mu.Unlock()
+		return nil, fmt.Errorf("%w: %s has no filter in slot %d", ErrNoSuchSlot, name, slot)
+	}
+	in := n.slots[slot]
+	d.mu.Unlock()
+	is, ok := in.fast.(sdk.Inspector)
+	if !ok {
+		return nil, fmt.Errorf("%w: filter %s (slot %d of %s) has nothing to inspect", sdk.ErrNotSupported, in.desc.Name, slot, name)
+	}
+	state, err := is.Inspect(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	return &api.InspectResult{VNIC: name, Slot: slot, Filter: in.desc.Name, State: state}, nil
+}

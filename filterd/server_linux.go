@@ -78,6 +78,7 @@ func (d *Daemon) Handler() http.Handler {
 		respond(w, nil, d.DetachSlot(r.Context(), r.PathValue("vnic"), slot))
 	})
 	mux.HandleFunc("POST "+v+"/vnics/{vnic}/filters/{slot}/reload", d.handleReload)
+	mux.HandleFunc("GET "+v+"/vnics/{vnic}/filters/{slot}/inspect", d.handleInspect)
 	mux.Handle("GET /metrics", d.MetricsHandler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusNotFound, api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("no such endpoint: %s %s (API %s)", r.Method, r.URL.Path, api.Version)})

@@ -175,6 +175,30 @@ func (c *Client) Reload(ctx context.Context, vnic string, slot int) (*ReloadResu
 	return &r, err
 }
 
+// Inspect returns the live state of the filter in slot of vnic's chain
+// (e.g. the firewall's connections); query is passed as URL query
+// parameters. State is left as raw JSON for the filter's own type.
+func (c *Client) Inspect(ctx context.Context, vnic string, slot int, query map[string]string) (*InspectResult, json.RawMessage, error) {
+	p := vnicPath(vnic) + "/filters/" + strconv.Itoa(slot) + "/inspect"
+	if len(query) > 0 {
+		v := url.Values{}
+		for k, s := range query {
+			v.Set(k, s)
+		}
+		p += "?" + v.Encode()
+	}
+	var raw struct {
+		InspectResult
+		State json.RawMessage `json:"state"`
+	}
+	if err := c.do(ctx, http.MethodGet, p, nil, &raw); err != nil {
+		return nil, nil, err
+	}
+	r := raw.InspectResult
+	r.State = raw.State
+	return &r, raw.State, nil
+}
+
 // Metrics returns the Prometheus exposition text.
 func (c *Client) Metrics(ctx context.Context) (string, error) {
 	var s string

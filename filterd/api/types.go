@@ -17,6 +17,7 @@
 //	POST   /v1/vnics/{vnic}/filters         AttachRequest -> VNIC: add one filter (creates the chain if needed)
 //	DELETE /v1/vnics/{vnic}/filters/{slot}  remove one filter
 //	POST   /v1/vnics/{vnic}/filters/{slot}/reload  ReloadResult: the filter re-reads its configuration (sdk.Reloader; 501 not_supported if it cannot)
+//	GET    /v1/vnics/{vnic}/filters/{slot}/inspect  InspectResult: the filter's live state (sdk.Inspector; 501 not_supported if it has none)
 //	GET    /metrics                         Prometheus text format
 //
 // Errors are returned with a 4xx/5xx status and an Error body.
@@ -173,6 +174,17 @@ type ReloadResult struct {
 	Filter string `json:"filter"`
 	// Seconds the reload took (parse, compile, swap).
 	Seconds float64 `json:"seconds"`
+}
+
+// InspectResult answers GET /v1/vnics/{vnic}/filters/{slot}/inspect.
+type InspectResult struct {
+	VNIC   string `json:"vnic"`
+	Slot   int    `json:"slot"`
+	Filter string `json:"filter"`
+	// State is what the filter's Inspect returned; its shape is the
+	// filter's own (documented with the filter). Decode it with
+	// json.Unmarshal into the filter's type.
+	State any `json:"state"`
 }
 
 // Error codes, stable for scripts.
