@@ -14,11 +14,12 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/vnicfilter/vnicfilter/sdk"
+	"github.com/vnicfilter/vnicfilter/sdk/slowproc"
 )
 
 // frameBuf fits the largest GSO frame a tap hands out (64 KiB plus the
 // Ethernet header) behind the virtio_net_hdr.
-const frameBuf = vnetHdrLen + 64<<10 + 256
+const frameBuf = slowproc.VnetHdrLen + 64<<10 + 256
 
 // Punt runs one filter instance's slow path: a punt tap and a reader per
 // handled direction, a heartbeat and a watchdog.
@@ -31,6 +32,14 @@ type Punt struct {
 	log  *slog.Logger
 
 	pipes [sdk.NumDirections]*pipe // nil: direction not handled
+
+	// External slow path (nil: in-process, h reads the taps). ext
+	// owns the process; extUp is true while it has the instance open.
+	ext   *Supervisor
+	extID uint64
+	extUp atomic.Bool
+	// extCounters are the process's sdk.SlowCounters, from its last pong.
+	extCounters atomic.Pointer[[]sdk.Counter]
 
 	panicked atomic.Bool
 	stopped  atomic.Bool
@@ -64,14 +73,34 @@ type pipe struct {
 // before it returns, so the slot punts at once). It must run on a thread in
 // the vNIC's network namespace: the taps are created there. The Punt stops
 // when ctx is done or Stop is called; h is not closed by the runner.
-func Start(ctx context.Context, vnic sdk.VNIC, slot int, dirs sdk.Directions, h sdk.SlowPath, hb Heartbeater, opts Options) (_ *Punt, err error) {
+func Start(ctx context.Context, vnic sdk.VNIC, slot int, dirs sdk.Directions, h sdk.SlowPath, hb Heartbeater, opts Options) (*Punt, error) {
+	if h == nil {
+		return nil, fmt.Errorf("start slow path of %s slot %d: nil handler", vnic.Name, slot)
+	}
+	return start(ctx, vnic, slot, dirs, h, nil, nil, hb, opts)
+}
+
+// StartExternal is Start for a slow path that runs in an external filter
+// process: the taps and re-injection programs are made here as for
+// Start, then the taps are handed to the process through sup, which reads
+// and re-injects the frames itself. The lease is renewed only while the
+// process has the instance open and answers heartbeats. params are the
+// instance's validated parameters, passed to the process.
+func StartExternal(ctx context.Context, vnic sdk.VNIC, slot int, dirs sdk.Directions, sup *Supervisor, params map[string]string, hb Heartbeater, opts Options) (*Punt, error) {
+	if sup == nil {
+		return nil, fmt.Errorf("start slow path of %s slot %d: nil supervisor", vnic.Name, slot)
+	}
+	return start(ctx, vnic, slot, dirs, nil, sup, params, hb, opts)
+}
+
+func start(ctx context.Context, vnic sdk.VNIC, slot int, dirs sdk.Directions, h sdk.SlowPath, sup *Supervisor, params map[string]string, hb Heartbeater, opts Options) (_ *Punt, err error) {
 	switch {
 	case slot < 0 || slot >= sdk.MaxSlots:
 		return nil, fmt.Errorf("start slow path of %s: slot %d out of range 0..%d", vnic.Name, slot, sdk.MaxSlots-1)
 	case dirs&sdk.DirBoth == 0:
 		return nil, fmt.Errorf("start slow path of %s slot %d: no direction", vnic.Name, slot)
-	case h == nil || hb == nil:
-		return nil, fmt.Errorf("start slow path of %s slot %d: nil handler or heartbeater", vnic.Name, slot)
+	case hb == nil:
+		return nil, fmt.Errorf("start slow path of %s slot %d: nil heartbeater", vnic.Name, slot)
 	}
 	opts = opts.withDefaults()
 	l, err := netlink.LinkByIndex(vnic.Ifindex)
@@ -79,7 +108,7 @@ func Start(ctx context.Context, vnic sdk.VNIC, slot int, dirs sdk.Directions, h 
 		return nil, fmt.Errorf("start slow path of %s slot %d: vNIC ifindex %d not in this network namespace: %w", vnic.Name, slot, vnic.Ifindex, err)
 	}
 	p := &Punt{
-		vnic: vnic, slot: slot, h: h, hb: hb, opts: opts,
+		vnic: vnic, slot: slot, h: h, hb: hb, opts: opts, ext: sup,
 		log:  opts.Logger.With("vnic", vnic.Name, "slot", slot),
 		kick: make(chan struct{}, 1),
 		done: make(chan struct{}),
@@ -99,13 +128,24 @@ func Start(ctx context.Context, vnic sdk.VNIC, slot int, dirs sdk.Directions, h 
 			return nil, fmt.Errorf("start slow path of %s slot %d: tap %s: %w", vnic.Name, slot, pp.name, err)
 		}
 	}
+	if sup != nil {
+		// Waits (bounded) for the process to open the instance, so the
+		// slot punts as soon as it is placed; a process that is down
+		// now gets the instance when it is back.
+		sup.open(p, params)
+	}
 	if err := p.renew(); err != nil {
+		if sup != nil {
+			sup.close(p)
+		}
 		return nil, fmt.Errorf("start slow path of %s slot %d: %w", vnic.Name, slot, err)
 	}
-	for _, pp := range p.pipes {
-		if pp != nil {
-			p.readers.Add(1)
-			go p.read(pp)
+	if sup == nil {
+		for _, pp := range p.pipes {
+			if pp != nil {
+				p.readers.Add(1)
+				go p.read(pp)
+			}
 		}
 	}
 	p.monitor.Add(1)
@@ -135,6 +175,8 @@ func (p *Punt) State() State {
 		return Down
 	case p.panicked.Load():
 		return Panicked
+	case p.ext != nil && !p.extUp.Load():
+		return Disconnected
 	}
 	for _, pp := range p.pipes {
 		if pp != nil && pp.stalled.Load() {
@@ -162,6 +204,9 @@ func (p *Punt) Stop() error {
 		p.stopped.Store(true)
 		close(p.done)
 		p.monitor.Wait()
+		if p.ext != nil {
+			p.ext.close(p)
+		}
 		var errs []error
 		p.hbMu.Lock()
 		for _, pp := range p.pipes {
@@ -309,13 +354,13 @@ func (p *Punt) read(pp *pipe) {
 			p.log.Error("read punt tap; reader ends", "tap", pp.name, "err", err)
 			return
 		}
-		if n < vnetHdrLen+ethHdrLen {
+		if n < slowproc.VnetHdrLen+ethHdrLen {
 			pp.errors.Add(1)
 			continue
 		}
 		pp.frames.Add(1)
-		f.GSO = decodeVnetHdr(buf)
-		f.Data = buf[vnetHdrLen:n]
+		f.GSO = slowproc.DecodeVnetHdr(buf)
+		f.Data = buf[slowproc.VnetHdrLen:n]
 		v, ok := sdk.Drop, false
 		if !p.panicked.Load() {
 			v, ok = p.process(pp, &f)
@@ -327,7 +372,7 @@ func (p *Punt) read(pp *pipe) {
 			pp.dropped.Add(1)
 			continue
 		}
-		encodeVnetHdr(buf, f.GSO)
+		slowproc.EncodeVnetHdr(buf, f.GSO)
 		if _, err := pp.file.Write(buf[:n]); err != nil {
 			if p.stopped.Load() || errors.Is(err, os.ErrClosed) {
 				return
@@ -361,4 +406,15 @@ func (p *Punt) process(pp *pipe, f *sdk.Frame) (v sdk.SlowVerdict, ok bool) {
 		}
 	}()
 	return p.h.Process(f), true
+}
+
+func (p *Punt) setCounters(c []sdk.Counter) { p.extCounters.Store(&c) }
+
+// ExternalCounters are the counters an external slow path reported last
+// (nil for in-process slow paths: ask the handler).
+func (p *Punt) ExternalCounters() []sdk.Counter {
+	if c := p.extCounters.Load(); c != nil {
+		return *c
+	}
+	return nil
 }

@@ -79,6 +79,10 @@ const (
 	// Panicked: the handler panicked. The lease is cleared for good; the
 	// instance must be restarted.
 	Panicked
+	// Disconnected: the instance's external filter process is not
+	// running (crashed, restarting); the lease is cleared until it is
+	// back and has reopened the instance.
+	Disconnected
 )
 
 func (s State) String() string {
@@ -91,6 +95,8 @@ func (s State) String() string {
 		return "stalled"
 	case Panicked:
 		return "panicked"
+	case Disconnected:
+		return "disconnected"
 	}
 	return fmt.Sprintf("state(%d)", uint8(s))
 }

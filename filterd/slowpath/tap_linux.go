@@ -1,15 +1,12 @@
 package slowpath
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
-
-	"github.com/vnicfilter/vnicfilter/sdk"
 )
 
 // Offload flags of TUNSETOFFLOAD (linux/if_tun.h); x/sys/unix lacks them.
@@ -21,10 +18,6 @@ const (
 	tunFUSO4   = 0x20
 	tunFUSO6   = 0x40
 )
-
-// vnetHdrLen is the size of struct virtio_net_hdr, the tap's default
-// TUNSETVNETHDRSZ; the tap is little-endian on every host we build for.
-const vnetHdrLen = 10
 
 // ethHdrLen is the smallest frame the runner hands to a slow path.
 const ethHdrLen = 14
@@ -93,25 +86,4 @@ func openTap(name string, mtu int) (_ *os.File, ifindex int, err error) {
 		return nil, 0, fmt.Errorf("bring tap %s up: %w", name, err)
 	}
 	return file, l.Attrs().Index, nil
-}
-
-// decodeVnetHdr reads struct virtio_net_hdr (little-endian).
-func decodeVnetHdr(b []byte) sdk.GSO {
-	return sdk.GSO{
-		Flags:      b[0],
-		Type:       b[1],
-		HdrLen:     binary.LittleEndian.Uint16(b[2:]),
-		Size:       binary.LittleEndian.Uint16(b[4:]),
-		CsumStart:  binary.LittleEndian.Uint16(b[6:]),
-		CsumOffset: binary.LittleEndian.Uint16(b[8:]),
-	}
-}
-
-// encodeVnetHdr writes g as struct virtio_net_hdr (little-endian).
-func encodeVnetHdr(b []byte, g sdk.GSO) {
-	b[0], b[1] = g.Flags, g.Type
-	binary.LittleEndian.PutUint16(b[2:], g.HdrLen)
-	binary.LittleEndian.PutUint16(b[4:], g.Size)
-	binary.LittleEndian.PutUint16(b[6:], g.CsumStart)
-	binary.LittleEndian.PutUint16(b[8:], g.CsumOffset)
 }
