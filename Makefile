@@ -18,10 +18,13 @@ build:
 deps:
 	bash scripts/deps.sh
 
+# Out-of-tree filter examples, each its own Go module (docs/sdk.md).
+EXAMPLES := ttlguard dnsblock
+
 # Everything: dependencies, generated-code check, vet, all tests as root.
 test: deps build generate-check lint
 	$(GO) test $(TESTFLAGS) ./...
-	cd examples/ttlguard && GOFLAGS=-mod=readonly $(GO) test $(TESTFLAGS) ./...
+	for ex in $(EXAMPLES); do (cd examples/$$ex && GOFLAGS=-mod=readonly $(GO) test $(TESTFLAGS) ./...) || exit 1; done
 
 # Tests that need neither root nor the kernel.
 test-unit:

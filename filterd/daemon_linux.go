@@ -169,6 +169,11 @@ func (d *Daemon) Close() error {
 		n.dp.Close()
 	}
 	d.vnics = map[string]*vnic{}
+	for _, ef := range d.external {
+		if ef.sup != nil {
+			ef.sup.Stop()
+		}
+	}
 	d.cancel()
 	return nil
 }
@@ -232,7 +237,15 @@ func (d *Daemon) newInstance(ctx context.Context, v *datapath.VNIC, slot int, sp
 		return nil, fmt.Errorf("load %s into %s slot %d: %w", desc.Name, v.Name, slot, err)
 	}
 	var punts [sdk.NumDirections]int
-	if desc.SlowPath != nil {
+	if ef := d.external[desc.Name]; ef != nil && ef.sup != nil {
+		in.punt, err = slowpath.StartExternal(d.ctx, inst.VNIC, slot, inst.Directions, ef.sup, inst.Params.Map(), v, slowpath.Options{Logger: log, FailMode: inst.FailMode, Generation: v.Generation})
+		if err != nil {
+			return nil, fmt.Errorf("start punt path of %s on %s slot %d: %w", desc.Name, v.Name, slot, err)
+		}
+		for _, dir := range inst.Directions.List() {
+			punts[dir] = in.punt.Ifindex(dir)
+		}
+	} else if desc.SlowPath != nil {
 		in.slow, err = desc.SlowPath(&sdk.SlowPathContext{Instance: inst, Logger: log})
 		if err != nil {
 			return nil, fmt.Errorf("start slow path of %s on %s slot %d: %w", desc.Name, v.Name, slot, err)
@@ -533,7 +546,9 @@ func (d *Daemon) describe(name string, n *vnic, counters bool) *api.VNIC {
 					s.Counters = append(s.Counters, cs...)
 				}
 			}
-			if sc, ok := in.slow.(sdk.SlowCounters); ok {
+			if in.punt != nil && in.slow == nil {
+				s.Counters = append(s.Counters, in.punt.ExternalCounters()...)
+			} else if sc, ok := in.slow.(sdk.SlowCounters); ok {
 				s.Counters = append(s.Counters, sc.Counters()...)
 			}
 		}

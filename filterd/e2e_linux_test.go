@@ -38,6 +38,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "build binaries:", err)
 		os.Exit(1)
 	}
+	// The example external slow-path filter, built as its own module.
+	cmd = exec.Command("go", "build", "-C", "../examples/dnsblock", "-o", dir+"/dnsblock", "./cmd/dnsblock")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build examples/dnsblock:", err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)

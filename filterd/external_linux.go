@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/vnicfilter/vnicfilter/filterd/api"
+	"github.com/vnicfilter/vnicfilter/filterd/slowpath"
 	"github.com/vnicfilter/vnicfilter/sdk"
 )
 
@@ -27,6 +28,8 @@ type externalFilter struct {
 	// persisted is true when the filter came through the API and was
 	// saved under StateDir/filters.d (so it is loaded again at start).
 	persisted bool
+	// sup runs the filter's slow-path process (nil: no slow path).
+	sup *slowpath.Supervisor
 }
 
 // apiFiltersDir is where filters loaded through the API are saved.
@@ -66,22 +69,31 @@ func (d *Daemon) loadManifestFile(path string, persisted bool) (*api.FilterInfo,
 	if err != nil {
 		return nil, err
 	}
-	ob, err := os.ReadFile(filepath.Join(filepath.Dir(path), m.ObjectFile()))
-	if err != nil {
-		return nil, fmt.Errorf("%w: filter %q: object: %v", sdk.ErrBadManifest, m.Name, err)
+	var ob []byte
+	if !m.SlowOnly() {
+		if ob, err = os.ReadFile(filepath.Join(filepath.Dir(path), m.ObjectFile())); err != nil {
+			return nil, fmt.Errorf("%w: filter %q: object: %v", sdk.ErrBadManifest, m.Name, err)
+		}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.registerLocked(m, ob, persisted)
+	return d.registerLocked(m, ob, filepath.Dir(path), persisted)
 }
 
 // registerLocked checks the object against the manifest, has the verifier
 // judge it once against scratch vNIC maps and registers the filter. On any
 // error nothing is registered.
-func (d *Daemon) registerLocked(m *sdk.Manifest, object []byte, persisted bool) (*api.FilterInfo, error) {
-	spec, err := ebpf.LoadCollectionSpecFromReader(bytes.NewReader(object))
-	if err != nil {
-		return nil, fmt.Errorf("%w: filter %q: object is not a usable eBPF ELF: %v", sdk.ErrBadManifest, m.Name, err)
+//
+// A filter with a slow path has its process started (and its hello
+// checked) here, so a broken program is refused at load, not at attach;
+// dir is where a relative slowpath.command is found ("" allows absolute
+// commands only).
+func (d *Daemon) registerLocked(m *sdk.Manifest, object []byte, dir string, persisted bool) (_ *api.FilterInfo, err error) {
+	var spec *ebpf.CollectionSpec
+	if !m.SlowOnly() {
+		if spec, err = ebpf.LoadCollectionSpecFromReader(bytes.NewReader(object)); err != nil {
+			return nil, fmt.Errorf("%w: filter %q: object is not a usable eBPF ELF: %v", sdk.ErrBadManifest, m.Name, err)
+		}
 	}
 	desc, err := m.Descriptor(spec)
 	if err != nil {
@@ -95,13 +107,29 @@ func (d *Daemon) registerLocked(m *sdk.Manifest, object []byte, persisted bool) 
 	if err := sdk.Verify(desc); err != nil {
 		return nil, err
 	}
+	var sup *slowpath.Supervisor
+	if m.SlowPath != nil {
+		argv := append([]string(nil), m.SlowPath.Command...)
+		if !filepath.IsAbs(argv[0]) {
+			if dir == "" {
+				return nil, fmt.Errorf("%w: filter %q: slowpath.command %q: a filter loaded through the API must name its program by absolute path", sdk.ErrBadManifest, m.Name, argv[0])
+			}
+			argv[0] = filepath.Join(dir, argv[0])
+		}
+		if sup, err = slowpath.NewSupervisor(m.Name, argv, dir, slowpath.SupervisorOptions{Logger: d.log}); err != nil {
+			return nil, fmt.Errorf("%w: %v", sdk.ErrBadManifest, err)
+		}
+	}
 	if err := sdk.RegisterExternal(desc); err != nil {
+		if sup != nil {
+			sup.Stop()
+		}
 		return nil, err
 	}
 	if d.external == nil {
 		d.external = map[string]*externalFilter{}
 	}
-	d.external[m.Name] = &externalFilter{manifest: m, persisted: persisted}
+	d.external[m.Name] = &externalFilter{manifest: m, persisted: persisted, sup: sup}
 	fi := filterInfo(desc)
 	return &fi, nil
 }
@@ -109,21 +137,27 @@ func (d *Daemon) registerLocked(m *sdk.Manifest, object []byte, persisted bool) 
 // LoadFilter registers an external fast-path filter given through the API
 // and saves it so that it is loaded again when filterd restarts.
 func (d *Daemon) LoadFilter(req api.LoadFilterRequest) (*api.FilterInfo, error) {
-	if len(req.Manifest) == 0 || len(req.Object) == 0 {
-		return nil, fmt.Errorf("%w: manifest and object are both required", ErrBadRequest)
+	if len(req.Manifest) == 0 {
+		return nil, fmt.Errorf("%w: manifest is required", ErrBadRequest)
 	}
 	m, err := sdk.ParseManifest(req.Manifest)
 	if err != nil {
 		return nil, err
 	}
+	if len(req.Object) == 0 && !m.SlowOnly() {
+		return nil, fmt.Errorf("%w: filter %q: the object is required (only a slow-path-only filter comes without one)", ErrBadRequest, m.Name)
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	fi, err := d.registerLocked(m, req.Object, true)
+	fi, err := d.registerLocked(m, req.Object, "", true)
 	if err != nil {
 		return nil, err
 	}
 	if err := d.saveFilter(m, req.Manifest, req.Object); err != nil {
 		_ = sdk.Unregister(m.Name)
+		if ef := d.external[m.Name]; ef != nil && ef.sup != nil {
+			ef.sup.Stop()
+		}
 		delete(d.external, m.Name)
 		return nil, fmt.Errorf("save filter %s: %w", m.Name, err)
 	}
@@ -148,8 +182,10 @@ func (d *Daemon) saveFilter(m *sdk.Manifest, manifest, object []byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, m.Name+".o"), object, 0o600); err != nil {
-		return err
+	if len(object) > 0 {
+		if err := os.WriteFile(filepath.Join(dir, m.Name+".o"), object, 0o600); err != nil {
+			return err
+		}
 	}
 	return os.WriteFile(filepath.Join(dir, m.Name+".json"), mb, 0o600)
 }
@@ -178,6 +214,9 @@ func (d *Daemon) UnloadFilter(name string) error {
 	}
 	ef := d.external[name]
 	delete(d.external, name)
+	if ef != nil && ef.sup != nil {
+		ef.sup.Stop()
+	}
 	if ef != nil && ef.persisted {
 		dir := d.apiFiltersDir()
 		_ = os.Remove(filepath.Join(dir, name+".json"))

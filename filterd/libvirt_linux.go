@@ -34,7 +34,9 @@ type libvirtChains struct{ d *Daemon }
 
 var _ watch.Chains = libvirtChains{}
 
-func (c libvirtChains) Filters(context.Context) ([]api.FilterInfo, error) { return FilterInfos(), nil }
+func (c libvirtChains) Filters(context.Context) ([]api.FilterInfo, error) {
+	return c.d.FilterInfos(), nil
+}
 
 func (c libvirtChains) VNICs(context.Context) ([]api.VNIC, error) { return c.d.VNICs(), nil }
 

@@ -80,7 +80,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 					cs = append(cs, fc...)
 				}
 			}
-			if sc, ok := in.slow.(sdk.SlowCounters); ok {
+			if in.punt != nil && in.slow == nil {
+				cs = append(cs, in.punt.ExternalCounters()...)
+			} else if sc, ok := in.slow.(sdk.SlowCounters); ok {
 				cs = append(cs, sc.Counters()...)
 			}
 			for _, fc := range cs {

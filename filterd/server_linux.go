@@ -19,6 +19,7 @@ import (
 
 	"github.com/vnicfilter/vnicfilter/filterd/api"
 	"github.com/vnicfilter/vnicfilter/filterd/datapath"
+	"github.com/vnicfilter/vnicfilter/filterd/slowpath"
 	"github.com/vnicfilter/vnicfilter/sdk"
 )
 
@@ -39,7 +40,7 @@ func (d *Daemon) Handler() http.Handler {
 		reply(w, http.StatusOK, Check(d.dp.Mode()))
 	})
 	mux.HandleFunc("GET "+v+"/filters", func(w http.ResponseWriter, r *http.Request) {
-		reply(w, http.StatusOK, FilterInfos())
+		reply(w, http.StatusOK, d.FilterInfos())
 	})
 	mux.HandleFunc("POST "+v+"/filters", d.handleLoadFilter)
 	mux.HandleFunc("DELETE "+v+"/filters/{name}", d.handleUnloadFilter)
@@ -93,11 +94,25 @@ func (d *Daemon) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
 
-// FilterInfos describes the registered filters.
-func FilterInfos() []api.FilterInfo {
+// FilterInfos describes the registered filters, with the state of
+// external slow-path processes.
+func (d *Daemon) FilterInfos() []api.FilterInfo {
+	d.mu.Lock()
+	sups := map[string]*slowpath.Supervisor{}
+	for name, ef := range d.external {
+		if ef.sup != nil {
+			sups[name] = ef.sup
+		}
+	}
+	d.mu.Unlock()
 	out := []api.FilterInfo{}
 	for _, f := range sdk.Filters() {
-		out = append(out, filterInfo(f))
+		fi := filterInfo(f)
+		if sup := sups[f.Name]; sup != nil {
+			st := sup.Status()
+			fi.Process = &api.ProcessStatus{State: st.State, PID: st.PID, Restarts: st.Restarts, LastError: st.LastError, Instances: st.Instances}
+		}
+		out = append(out, fi)
 	}
 	return out
 }

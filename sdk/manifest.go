@@ -16,6 +16,10 @@ import (
 // JSON, unknown field, missing program or map, bad parameter schema).
 var ErrBadManifest = errors.New("bad filter manifest")
 
+// ErrExternalSlowPath: the filter's slow path runs in its own process,
+// started by filterd from the manifest, not in the calling process.
+var ErrExternalSlowPath = errors.New("slow path runs as an external process (started by filterd)")
+
 // ErrVerifierRejected: the kernel's verifier refused a filter's program.
 var ErrVerifierRejected = errors.New("rejected by the eBPF verifier")
 
@@ -50,10 +54,28 @@ type Manifest struct {
 	// Params is the parameter schema. Only int and bool parameters are
 	// accepted: each sets the object's `volatile const` param_<name>.
 	Params []ParamSpec `json:"params,omitempty"`
+	// SlowPath, when set, gives the filter a slow path that runs as its
+	// own process (package sdk/slowproc). Without Object and Program the
+	// filter is slow-path only: filterd's punt-all program sits in the
+	// slot and every frame goes to the process.
+	SlowPath *ManifestSlowPath `json:"slowpath,omitempty"`
 	// Counters names per-CPU array maps of the object exposed as counters:
 	// values of struct vf_counter (<map>_packets_total, <map>_bytes_total)
 	// or __u64 (<map>_total), one series per key.
 	Counters []string `json:"counters,omitempty"`
+}
+
+// ManifestSlowPath is how filterd starts an external slow-path process.
+type ManifestSlowPath struct {
+	// Command is the program and its arguments. A relative program is
+	// found beside the manifest (and the process runs there); filters
+	// loaded through the API must name an absolute path.
+	Command []string `json:"command"`
+}
+
+// SlowOnly reports whether the filter has a slow path and no eBPF object.
+func (m *Manifest) SlowOnly() bool {
+	return m.SlowPath != nil && m.Program == "" && m.Object == ""
 }
 
 // ParseManifest decodes and validates a manifest. Unknown fields are
@@ -88,7 +110,12 @@ func (m *Manifest) Validate() error {
 	if m.Version == "" {
 		return bad("version is missing")
 	}
-	if m.Program == "" {
+	if m.SlowPath != nil {
+		if len(m.SlowPath.Command) == 0 || m.SlowPath.Command[0] == "" {
+			return bad("slowpath.command is empty: name the filter process's program")
+		}
+	}
+	if m.Program == "" && !m.SlowOnly() {
 		return bad("program (the entry program's name in the object) is missing")
 	}
 	if strings.ContainsAny(m.Object, "/\\") {
@@ -103,7 +130,7 @@ func (m *Manifest) Validate() error {
 		}
 	}
 	for _, p := range m.Params {
-		if p.Type != Int && p.Type != Bool {
+		if !m.SlowOnly() && p.Type != Int && p.Type != Bool {
 			return bad("parameter %q: type %s not supported for fast-path filters (int and bool only)", p.Name, p.Type)
 		}
 	}
@@ -113,6 +140,9 @@ func (m *Manifest) Validate() error {
 			return bad("counter map name %q empty or repeated", c)
 		}
 		seen[c] = true
+	}
+	if m.SlowOnly() && len(m.Counters) > 0 {
+		return bad("counters name maps of an eBPF object, and this slow-path-only filter has none (report counters from the process: sdk.SlowCounters)")
 	}
 	d := &Descriptor{Name: m.Name, Params: m.Params, FastPath: func(*FastPathContext) (FastPath, error) { return nil, nil }}
 	if err := d.Validate(); err != nil {
@@ -184,11 +214,13 @@ func keys[V any](m map[string]V) []string {
 // parameters and loads spec through FastPathContext.Load, so the SDK maps
 // are the vNIC's and the filter's own maps are pinned per instance exactly
 // as for built-in filters.
+//
+// A filter with a slow path (m.SlowPath) gets a SlowPath function that
+// only reports ErrExternalSlowPath: filterd runs such slow paths in the
+// filter's own process. For a slow-path-only filter spec is nil and the
+// descriptor has no FastPath.
 func (m *Manifest) Descriptor(spec *ebpf.CollectionSpec) (*Descriptor, error) {
 	if err := m.Validate(); err != nil {
-		return nil, err
-	}
-	if err := m.CheckObject(spec); err != nil {
 		return nil, err
 	}
 	dirs, _ := ParseDirections(m.Directions)
@@ -196,13 +228,29 @@ func (m *Manifest) Descriptor(spec *ebpf.CollectionSpec) (*Descriptor, error) {
 	if m.FailMode != "" {
 		fm, _ = ParseFailMode(m.FailMode)
 	}
-	spec = spec.Copy()
-	man := *m
-	return &Descriptor{
+	d := &Descriptor{
 		Name: m.Name, Version: m.Version, Summary: m.Summary, ABI: m.ABI,
 		Directions: dirs, FailMode: fm, Params: m.Params,
-		FastPath: func(ctx *FastPathContext) (FastPath, error) { return man.load(ctx, spec) },
-	}, nil
+	}
+	if m.SlowPath != nil {
+		name := m.Name
+		d.SlowPath = func(*SlowPathContext) (SlowPath, error) {
+			return nil, fmt.Errorf("filter %s: %w", name, ErrExternalSlowPath)
+		}
+	}
+	if m.SlowOnly() {
+		return d, nil
+	}
+	if spec == nil {
+		return nil, fmt.Errorf("%w: filter %q: no eBPF object", ErrBadManifest, m.Name)
+	}
+	if err := m.CheckObject(spec); err != nil {
+		return nil, err
+	}
+	spec = spec.Copy()
+	man := *m
+	d.FastPath = func(ctx *FastPathContext) (FastPath, error) { return man.load(ctx, spec) }
+	return d, nil
 }
 
 // objectsType is a struct type with one `ebpf:"name"` field per object

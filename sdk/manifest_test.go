@@ -23,6 +23,18 @@ func TestParseManifest(t *testing.T) {
 	if m.ObjectFile() != "ttlguard_bpfel.o" || m.Params[0].Type != sdk.Int {
 		t.Errorf("parsed %+v", m)
 	}
+	// A slow-path-only filter: no object, any parameter type.
+	slow, err := sdk.ParseManifest([]byte(`{"name":"x","version":"1","abi":1,"slowpath":{"command":["x","-v"]},"params":[{"name":"n","type":"string"}]}`))
+	if err != nil || !slow.SlowOnly() {
+		t.Fatalf("slow-path-only manifest: %v %+v", err, slow)
+	}
+	d, err := slow.Descriptor(nil)
+	if err != nil || d.FastPath != nil || d.SlowPath == nil {
+		t.Fatalf("descriptor of a slow-path-only filter: %v %+v", err, d)
+	}
+	if _, err := d.SlowPath(nil); !errors.Is(err, sdk.ErrExternalSlowPath) {
+		t.Errorf("in-process slow path of an external filter: %v", err)
+	}
 	for _, tc := range []struct {
 		name, json, want string
 		is               error
@@ -38,6 +50,9 @@ func TestParseManifest(t *testing.T) {
 		{"string param", `{"name":"x","version":"1","abi":1,"program":"p","params":[{"name":"n","type":"string"}]}`, "int and bool only", sdk.ErrBadManifest},
 		{"bad default", `{"name":"x","version":"1","abi":1,"program":"p","params":[{"name":"n","type":"int","default":"x"}]}`, "not an integer", sdk.ErrBadManifest},
 		{"object path", `{"name":"x","version":"1","abi":1,"program":"p","object":"../x.o"}`, "beside the manifest", sdk.ErrBadManifest},
+		{"empty slow-path command", `{"name":"x","version":"1","abi":1,"slowpath":{"command":[]}}`, "slowpath.command is empty", sdk.ErrBadManifest},
+		{"slow-only with counters", `{"name":"x","version":"1","abi":1,"slowpath":{"command":["x"]},"counters":["c"]}`, "has none", sdk.ErrBadManifest},
+		{"string param with an object", `{"name":"x","version":"1","abi":1,"program":"p","slowpath":{"command":["x"]},"params":[{"name":"n","type":"string"}]}`, "int and bool only", sdk.ErrBadManifest},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := sdk.ParseManifest([]byte(tc.json))

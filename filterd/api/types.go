@@ -139,6 +139,19 @@ type FilterInfo struct {
 	Params     []sdk.ParamSpec `json:"params,omitempty"`
 	// External is true for filters loaded from a manifest at run time.
 	External bool `json:"external,omitempty"`
+	// Process is the external slow-path process of the filter, if any.
+	Process *ProcessStatus `json:"process,omitempty"`
+}
+
+// ProcessStatus describes an external slow-path filter's process.
+type ProcessStatus struct {
+	// State: running, backoff (restarting after a crash), stopped.
+	State     string `json:"state"`
+	PID       int    `json:"pid,omitempty"`
+	Restarts  int    `json:"restarts"`
+	LastError string `json:"last_error,omitempty"`
+	// Instances are the filter's slots on vNICs the process serves.
+	Instances int `json:"instances"`
 }
 
 // Feature is one line of the kernel feature probe.

@@ -2,11 +2,13 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -66,6 +68,16 @@ built in or external, and its parameters. It changes nothing.`,
 							return err
 						}
 						fmt.Fprintf(w, "\nsource: %s\n", map[bool]string{true: "external (manifest)", false: "built in"}[f.External])
+						if p := f.Process; p != nil {
+							pid := "-"
+							if p.PID != 0 {
+								pid = strconv.Itoa(p.PID)
+							}
+							fmt.Fprintf(w, "process: %s, pid %s, %d restarts, %d instances\n", p.State, pid, p.Restarts, p.Instances)
+							if p.LastError != "" {
+								fmt.Fprintf(w, "last error: %s\n", p.LastError)
+							}
+						}
 						return nil
 					})
 				}
@@ -78,14 +90,19 @@ built in or external, and its parameters. It changes nothing.`,
 	var object string
 	load := &cobra.Command{
 		Use:   "load MANIFEST.json",
-		Short: "Load an external fast-path filter into the running filterd",
+		Short: "Load an external filter into the running filterd",
 		Long: `Load sends the manifest and its eBPF object to filterd, which checks the ABI
 version, the manifest against the object and has the kernel's verifier
 judge the program before registering the filter. On any error nothing
 changes. The object is the manifest's "object" field (or NAME.o) beside the
 manifest unless --object names it. filterd saves what it loaded and loads
-it again when it restarts.`,
-		Example: "  vfctl filter load examples/ttlguard/ttlguard.json\n  vfctl filter load ttlguard.json --object build/ttlguard.o",
+it again when it restarts.
+
+A filter with a slow path ("slowpath": {"command": [...]}) runs as its own
+process: a relative program is taken beside the manifest (vfctl sends its
+absolute path), filterd starts it, checks its hello and keeps it running
+(restarted with backoff if it dies). A slow-path-only filter has no object.`,
+		Example: "  vfctl filter load examples/ttlguard/ttlguard.json\n  vfctl filter load ttlguard.json --object build/ttlguard.o\n  vfctl filter load /opt/dnsblock/dnsblock.json      # runs /opt/dnsblock/dnsblock",
 		Args:    args("MANIFEST.json"),
 		RunE: a.runE(func(ctx context.Context, args []string) error {
 			mb, err := os.ReadFile(args[0])
@@ -96,13 +113,20 @@ it again when it restarts.`,
 			if err != nil {
 				return err
 			}
-			path := object
-			if path == "" {
-				path = filepath.Join(filepath.Dir(args[0]), m.ObjectFile())
+			if m.SlowPath != nil && !filepath.IsAbs(m.SlowPath.Command[0]) {
+				if mb, err = absoluteCommand(mb, filepath.Dir(args[0]), m.SlowPath.Command[0]); err != nil {
+					return err
+				}
 			}
-			ob, err := os.ReadFile(path)
-			if err != nil {
-				return fmt.Errorf("object of filter %s: %w", m.Name, err)
+			var ob []byte
+			if !m.SlowOnly() || object != "" {
+				path := object
+				if path == "" {
+					path = filepath.Join(filepath.Dir(args[0]), m.ObjectFile())
+				}
+				if ob, err = os.ReadFile(path); err != nil {
+					return fmt.Errorf("object of filter %s: %w", m.Name, err)
+				}
 			}
 			fi, err := call(ctx, a, func(ctx context.Context) (*api.FilterInfo, error) {
 				return a.client.LoadFilter(ctx, api.LoadFilterRequest{Manifest: mb, Object: ob})
@@ -163,4 +187,36 @@ func printFilterList(w io.Writer, fs []api.FilterInfo) error {
 		row(tw, f.Name, dash(f.Version), src, dash(f.Directions), yesNo(f.FastPath), yesNo(f.SlowPath), dash(f.FailMode))
 	}
 	return tw.Flush()
+}
+
+// absoluteCommand rewrites the manifest's slowpath.command[0] to an
+// absolute path beside the manifest: filterd runs filters loaded through
+// the API only by absolute path.
+func absoluteCommand(manifest []byte, dir, prog string) ([]byte, error) {
+	abs, err := filepath.Abs(filepath.Join(dir, prog))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(abs); err != nil {
+		return nil, fmt.Errorf("slow-path program of the filter: %w", err)
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(manifest, &fields); err != nil {
+		return nil, err
+	}
+	var sp map[string]any
+	if err := json.Unmarshal(fields["slowpath"], &sp); err != nil {
+		return nil, err
+	}
+	cmd, _ := sp["command"].([]any)
+	if len(cmd) == 0 {
+		return nil, fmt.Errorf("slowpath.command is empty")
+	}
+	cmd[0] = abs
+	b, err := json.Marshal(sp)
+	if err != nil {
+		return nil, err
+	}
+	fields["slowpath"] = b
+	return json.MarshalIndent(fields, "", "  ")
 }

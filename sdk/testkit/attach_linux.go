@@ -1,11 +1,13 @@
 package testkit
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/vnicfilter/vnicfilter/filterd/datapath"
+	"github.com/vnicfilter/vnicfilter/filterd/slowpath"
 	"github.com/vnicfilter/vnicfilter/internal/nsutil"
 	"github.com/vnicfilter/vnicfilter/sdk"
 )
@@ -15,6 +17,8 @@ import (
 type Chain struct {
 	VNIC     *datapath.VNIC
 	FastPath sdk.FastPath
+	// Punt runs the slow path (AttachSlowPath only).
+	Punt *slowpath.Punt
 }
 
 // AttachFilter attaches desc, with params checked against its schema, as
@@ -24,6 +28,9 @@ type Chain struct {
 // and the instance are removed at cleanup.
 func (v *VM) AttachFilter(t testing.TB, desc *sdk.Descriptor, params map[string]string) *Chain {
 	t.Helper()
+	if desc.FastPath == nil {
+		t.Fatalf("attach %s: no fast path (a slow-path-only filter attaches with AttachSlowPath)", desc.Name)
+	}
 	p, err := sdk.ValidateParams(desc.Params, params)
 	if err != nil {
 		t.Fatalf("parameters of %s: %v", desc.Name, err)
@@ -59,6 +66,60 @@ func (v *VM) AttachFilter(t testing.TB, desc *sdk.Descriptor, params map[string]
 	t.Cleanup(func() {
 		_ = v.host.Do(c.VNIC.Detach)
 		c.FastPath.Close()
+	})
+	return c
+}
+
+// AttachSlowPath attaches a slow-path-only filter as the only slot of a
+// chain on the VM's tap, as filterd runs it: the punt-all fast path sends
+// every frame of the given directions to h through a punt tap, and passed
+// frames go back into the chain. Third-party slow paths (package
+// sdk/slowproc) test their handler with it on real traffic. The chain,
+// the taps and the pins are removed at cleanup; h is closed too.
+func (v *VM) AttachSlowPath(t testing.TB, h sdk.SlowPath, dirs sdk.Directions, mode sdk.FailMode) *Chain {
+	t.Helper()
+	name, err := nsutil.RandomName("vftest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join("/sys/fs/bpf", name)
+	t.Cleanup(func() { _ = os.RemoveAll(root) })
+	c := &Chain{}
+	err = v.host.Do(func() error {
+		dp, err := datapath.New(datapath.Options{Root: root})
+		if err != nil {
+			return err
+		}
+		c.VNIC, err = dp.Create(v.TapName, func(vn *datapath.VNIC) error {
+			inst := sdk.Instance{VNIC: sdk.VNIC{Name: vn.Name, Ifindex: vn.Ifindex}, Directions: dirs, FailMode: mode}
+			if c.FastPath, err = datapath.LoadPuntAll(sdk.NewFastPathContext(inst, false, nil, vn.Maps(), vn.SlotDir(0))); err != nil {
+				return err
+			}
+			if c.Punt, err = slowpath.Start(context.Background(), inst.VNIC, 0, dirs, h, vn, slowpath.Options{FailMode: mode}); err != nil {
+				return err
+			}
+			var punts [sdk.NumDirections]int
+			for _, d := range dirs.List() {
+				punts[d] = c.Punt.Ifindex(d)
+			}
+			return vn.SetSlot(0, c.FastPath.Program(), datapath.Slot{FailOpen: mode == sdk.FailOpen, Dirs: dirs, Punt: punts})
+		})
+		return err
+	})
+	if err != nil {
+		if c.Punt != nil {
+			_ = c.Punt.Stop()
+		}
+		if c.FastPath != nil {
+			c.FastPath.Close()
+		}
+		t.Fatalf("attach slow path to %s: %v", v.TapName, err)
+	}
+	t.Cleanup(func() {
+		_ = c.Punt.Stop()
+		_ = v.host.Do(c.VNIC.Detach)
+		c.FastPath.Close()
+		_ = h.Close()
 	})
 	return c
 }
