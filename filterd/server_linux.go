@@ -80,6 +80,8 @@ func (d *Daemon) Handler() http.Handler {
 	})
 	mux.HandleFunc("POST "+v+"/vnics/{vnic}/filters/{slot}/reload", d.handleReload)
 	mux.HandleFunc("GET "+v+"/vnics/{vnic}/filters/{slot}/inspect", d.handleInspect)
+	mux.HandleFunc("GET "+v+"/vnics/{vnic}/state", d.handleExportState)
+	mux.HandleFunc("PUT "+v+"/vnics/{vnic}/state", d.handleImportState)
 	mux.Handle("GET /metrics", d.MetricsHandler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusNotFound, api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("no such endpoint: %s %s (API %s)", r.Method, r.URL.Path, api.Version)})
@@ -220,6 +222,8 @@ func errorCode(err error) (int, string) {
 		return http.StatusConflict, api.CodeSlotTaken
 	case errors.Is(err, ErrBadRequest):
 		return http.StatusBadRequest, api.CodeBadRequest
+	case errors.Is(err, ErrBadBundle):
+		return http.StatusBadRequest, api.CodeBadState
 	case errors.Is(err, sdk.ErrNotSupported):
 		return http.StatusNotImplemented, api.CodeNotSupported
 	}

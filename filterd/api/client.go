@@ -46,7 +46,10 @@ func (c *Client) Socket() string { return c.socket }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
 	var body io.Reader
-	if in != nil {
+	raw := false
+	if b, ok := in.([]byte); ok {
+		body, raw = bytes.NewReader(b), true
+	} else if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
 			return err
@@ -57,7 +60,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if err != nil {
 		return err
 	}
-	if in != nil {
+	if raw {
+		req.Header.Set("Content-Type", "application/octet-stream")
+	} else if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := c.http.Do(req)
@@ -85,6 +90,10 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	if s, ok := out.(*string); ok {
 		*s = string(data)
+		return nil
+	}
+	if b, ok := out.(*[]byte); ok {
+		*b = data
 		return nil
 	}
 	if err := json.Unmarshal(data, out); err != nil {
@@ -197,6 +206,21 @@ func (c *Client) Inspect(ctx context.Context, vnic string, slot int, query map[s
 	r := raw.InspectResult
 	r.State = raw.State
 	return &r, raw.State, nil
+}
+
+// ExportState returns the state bundle of vnic's chain: the state that
+// follows the VM to another host (e.g. the firewall's connections).
+func (c *Client) ExportState(ctx context.Context, vnic string) ([]byte, error) {
+	var b []byte
+	err := c.do(ctx, http.MethodGet, vnicPath(vnic)+"/state", nil, &b)
+	return b, err
+}
+
+// ImportState adds a state bundle exported elsewhere to vnic's chain.
+func (c *Client) ImportState(ctx context.Context, vnic string, bundle []byte) (*ImportResult, error) {
+	var r ImportResult
+	err := c.do(ctx, http.MethodPut, vnicPath(vnic)+"/state", bundle, &r)
+	return &r, err
 }
 
 // Metrics returns the Prometheus exposition text.

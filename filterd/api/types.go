@@ -18,6 +18,8 @@
 //	DELETE /v1/vnics/{vnic}/filters/{slot}  remove one filter
 //	POST   /v1/vnics/{vnic}/filters/{slot}/reload  ReloadResult: the filter re-reads its configuration (sdk.Reloader; 501 not_supported if it cannot)
 //	GET    /v1/vnics/{vnic}/filters/{slot}/inspect  InspectResult: the filter's live state (sdk.Inspector; 501 not_supported if it has none)
+//	GET    /v1/vnics/{vnic}/state       state bundle (application/octet-stream): the movable state of the chain (sdk.StateMover)
+//	PUT    /v1/vnics/{vnic}/state       state bundle -> ImportResult: add it to the same chain here (after a VM move)
 //	GET    /metrics                         Prometheus text format
 //
 // Errors are returned with a 4xx/5xx status and an Error body.
@@ -25,6 +27,7 @@ package api
 
 import (
 	"encoding/json"
+	"time"
 
 	"github.com/vnicfilter/vnicfilter/sdk"
 )
@@ -200,6 +203,26 @@ type InspectResult struct {
 	State any `json:"state"`
 }
 
+// ImportResult answers PUT /v1/vnics/{vnic}/state.
+type ImportResult struct {
+	VNIC string `json:"vnic"`
+	// From is the vNIC the bundle was exported from, and when.
+	From       string         `json:"from"`
+	ExportedAt time.Time      `json:"exported_at"`
+	Slots      []ImportedSlot `json:"slots"`
+	// Seconds the import took in all.
+	Seconds float64 `json:"seconds"`
+}
+
+// ImportedSlot is one filter's part of an import.
+type ImportedSlot struct {
+	Slot    int     `json:"slot"`
+	Filter  string  `json:"filter"`
+	Entries int     `json:"entries"`
+	Bytes   int     `json:"bytes"`
+	Seconds float64 `json:"seconds"`
+}
+
 // Error codes, stable for scripts.
 const (
 	CodeUnknownFilter = "unknown_filter"
@@ -211,6 +234,9 @@ const (
 	CodeNotSupported  = "not_supported"
 	CodeBadRequest    = "bad_request"
 	CodeInternal      = "internal"
+	// CodeBadState: a state bundle is damaged, of another version or
+	// format, or does not fit the destination chain.
+	CodeBadState = "bad_state"
 	// External filters (POST/DELETE /v1/filters).
 	CodeBadManifest      = "bad_manifest"
 	CodeABIMismatch      = "abi_mismatch"

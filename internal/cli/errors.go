@@ -65,7 +65,7 @@ func exitCode(err error) int {
 		case api.CodeNoSuchDevice, api.CodeNotAttached, api.CodeUnknownFilter:
 			return ExitNotFound
 		case api.CodeInvalidParam, api.CodeSlotTaken, api.CodeAlreadyExists, api.CodeBadRequest,
-			api.CodeBadManifest, api.CodeABIMismatch, api.CodeVerifierRejected, api.CodeFilterInUse:
+			api.CodeBadManifest, api.CodeABIMismatch, api.CodeVerifierRejected, api.CodeFilterInUse, api.CodeBadState:
 			return ExitBadInput
 		}
 	}

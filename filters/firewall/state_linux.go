@@ -1,0 +1,164 @@
+package firewall
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/vnicfilter/vnicfilter/sdk"
+)
+
+var _ sdk.StateMover = (*fastPath)(nil)
+
+// stateFormat 1: a header {u32 key size, u32 value size, u64 count}, then
+// count × (fw_ct_key, fw_ct_val) little-endian, each value's expires the
+// remaining lifetime in ns and its gen zero.
+const stateFormat = 1
+
+// StateFormat implements sdk.StateMover.
+func (f *fastPath) StateFormat() uint32 { return stateFormat }
+
+type stateHeader struct {
+	KeySize, ValSize uint32
+	Count            uint64
+}
+
+// ExportState writes the connection table (sdk.StateMover): every flow
+// not yet expired, with its remaining lifetime.
+func (f *fastPath) ExportState(w io.Writer) error {
+	now := sdk.KtimeNow()
+	keys := make([]firewallFwCtKey, gcChunk)
+	vals := make([]firewallFwCtVal, gcChunk)
+	var outK []firewallFwCtKey
+	var outV []firewallFwCtVal
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := f.objs.FwConntrack.BatchLookup(&cursor, keys, vals, nil)
+		for i := range n {
+			if vals[i].Expires <= now {
+				continue
+			}
+			v := vals[i]
+			v.Expires -= now
+			v.Gen = 0
+			outK, outV = append(outK, keys[i]), append(outV, v)
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read fw_conntrack: %w", err)
+		}
+	}
+	bw := bufio.NewWriterSize(w, 1<<16)
+	h := stateHeader{KeySize: ctKeySize, ValSize: ctValSize, Count: uint64(len(outK))}
+	if err := binary.Write(bw, binary.LittleEndian, h); err != nil {
+		return err
+	}
+	var e [ctKeySize + ctValSize]byte
+	for i := range outK {
+		putCtEntry(e[:], &outK[i], &outV[i])
+		if _, err := bw.Write(e[:]); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
+}
+
+// ImportState adds exported flows to the connection table
+// (sdk.StateMover). Each is stamped with a policy epoch that is not the
+// live one, so its first packet here re-validates it against this
+// vNIC's policy (as after a policy swap): a flow the local policy does not
+// allow is cut there, whatever the source host allowed.
+func (f *fastPath) ImportState(r io.Reader) (int, error) {
+	var h stateHeader
+	if err := binary.Read(r, binary.LittleEndian, &h); err != nil {
+		return 0, fmt.Errorf("%w: firewall state: header: %v", sdk.ErrInvalidParam, err)
+	}
+	ks, vs := ctKeySize, ctValSize
+	if h.KeySize != uint32(ks) || h.ValSize != uint32(vs) {
+		return 0, fmt.Errorf("%w: firewall state: entries of %d+%d bytes, this firewall's are %d+%d", sdk.ErrInvalidParam, h.KeySize, h.ValSize, ks, vs)
+	}
+	if max := uint64(f.objs.FwConntrack.MaxEntries()); h.Count > max {
+		return 0, fmt.Errorf("%w: firewall state: %d flows, the connection table here holds %d (raise conntrack_size)", sdk.ErrInvalidParam, h.Count, max)
+	}
+	// Read everything before touching the table: a truncated payload
+	// imports nothing.
+	keys := make([]firewallFwCtKey, h.Count)
+	vals := make([]firewallFwCtVal, h.Count)
+	br := bufio.NewReaderSize(r, 1<<16)
+	var e [ctKeySize + ctValSize]byte
+	for i := range keys {
+		if _, err := io.ReadFull(br, e[:]); err != nil {
+			return 0, fmt.Errorf("%w: firewall state: flow %d of %d: %v", sdk.ErrInvalidParam, i, h.Count, err)
+		}
+		getCtEntry(e[:], &keys[i], &vals[i])
+		if k := keys[i]; (k.Family != 4 && k.Family != 6) || k.Proto == 0 {
+			return 0, fmt.Errorf("%w: firewall state: flow %d: family %d proto %d", sdk.ErrInvalidParam, i, k.Family, k.Proto)
+		}
+	}
+	if _, err := br.Peek(1); err != io.EOF {
+		return 0, fmt.Errorf("%w: firewall state: data after %d flows", sdk.ErrInvalidParam, h.Count)
+	}
+	var epoch uint32
+	if err := f.objs.FwConfig.Lookup(uint32(0), &epoch); err != nil {
+		return 0, fmt.Errorf("read policy epoch: %w", err)
+	}
+	now := sdk.KtimeNow()
+	for i := range vals {
+		vals[i].Expires += now
+		vals[i].Gen = epoch ^ 1<<31 // never the live epoch: re-validate
+	}
+	done := 0
+	for done < len(keys) {
+		end := min(done+gcChunk, len(keys))
+		n, err := f.objs.FwConntrack.BatchUpdate(keys[done:end], vals[done:end], nil)
+		done += n
+		if err != nil {
+			return done, fmt.Errorf("firewall state: imported %d of %d flows: %w", done, len(keys), err)
+		}
+	}
+	return done, nil
+}
+
+// The connection table's entry layout (struct fw_ct_key, fw_ct_val);
+// TestCtLayout fails when firewall.c changes it, so the codec below and
+// stateFormat are updated together.
+const (
+	ctKeySize = 40
+	ctValSize = 24
+)
+
+// putCtEntry encodes one flow little-endian, field by field (reflection
+// would cost more than the map operations themselves).
+func putCtEntry(b []byte, k *firewallFwCtKey, v *firewallFwCtVal) {
+	le := binary.LittleEndian
+	copy(b[0:16], k.Local[:])
+	copy(b[16:32], k.Remote[:])
+	le.PutUint16(b[32:], k.LocalPort)
+	le.PutUint16(b[34:], k.RemotePort)
+	b[36], b[37], b[38], b[39] = k.Proto, k.Family, 0, 0
+	w := b[ctKeySize:]
+	le.PutUint64(w[0:], v.Expires)
+	le.PutUint32(w[8:], v.Gen)
+	le.PutUint16(w[12:], v.P1)
+	le.PutUint16(w[14:], v.P2)
+	w[16], w[17], w[18] = v.State, v.OrigDir, v.Fins
+	clear(w[19:24])
+}
+
+func getCtEntry(b []byte, k *firewallFwCtKey, v *firewallFwCtVal) {
+	le := binary.LittleEndian
+	copy(k.Local[:], b[0:16])
+	copy(k.Remote[:], b[16:32])
+	k.LocalPort, k.RemotePort = le.Uint16(b[32:]), le.Uint16(b[34:])
+	k.Proto, k.Family = b[36], b[37]
+	w := b[ctKeySize:]
+	v.Expires, v.Gen = le.Uint64(w[0:]), le.Uint32(w[8:])
+	v.P1, v.P2 = le.Uint16(w[12:]), le.Uint16(w[14:])
+	v.State, v.OrigDir, v.Fins = w[16], w[17], w[18]
+}
