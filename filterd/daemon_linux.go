@@ -32,6 +32,7 @@ type Daemon struct {
 	mu       sync.Mutex
 	vnics    map[string]*vnic
 	external map[string]*externalFilter // external_linux.go
+	groups   *groupTable                // host address groups (groups_linux.go)
 }
 
 type vnic struct {
@@ -78,7 +79,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
-	d := &Daemon{cfg: cfg, log: cfg.Logger, dp: dp, vnics: map[string]*vnic{}}
+	d := &Daemon{cfg: cfg, log: cfg.Logger, dp: dp, vnics: map[string]*vnic{}, groups: newGroupTable()}
 	d.ctx, d.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	d.loadExternalFilters() // before reconcile: chains may use them
 	if err := d.reconcile(ctx); err != nil {
@@ -95,6 +96,13 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	st, err := loadState(d.statePath())
 	if err != nil {
 		return err
+	}
+	// Groups first: adopted policies resolve them.
+	for n, ms := range st.Groups {
+		d.groups.pushed[n] = ms
+	}
+	for n, l := range st.Labels {
+		d.groups.vnics[n] = l
 	}
 	for _, name := range sortedKeys(st.VNICs) {
 		sv := st.VNICs[name]
@@ -116,6 +124,7 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 			d.log.Info("adopted chain", "vnic", name, "mode", v.Mode, "filters", len(sv.Slots))
 		case errors.Is(err, datapath.ErrNoSuchDevice):
 			d.log.Info("device gone, removing its chain", "vnic", name)
+			delete(d.groups.vnics, name) // its VM left its tag groups
 			if err := d.dp.Remove(name); err != nil {
 				d.log.Error("remove chain", "vnic", name, "err", err)
 			}
@@ -228,6 +237,7 @@ func (d *Daemon) newInstance(ctx context.Context, v *datapath.VNIC, slot int, sp
 	}()
 	log := d.log.With("vnic", v.Name, "slot", slot, "filter", desc.Name)
 	fctx := sdk.NewFastPathContext(inst, adopt, log, v.Maps(), v.SlotDir(slot))
+	fctx.Groups = d.groups
 	if desc.FastPath != nil {
 		in.fast, err = desc.FastPath(fctx)
 	} else {
@@ -269,7 +279,7 @@ func (d *Daemon) newInstance(ctx context.Context, v *datapath.VNIC, slot int, sp
 
 // SetChain creates the chain of device name with all its filters. The
 // dispatchers are attached only once every filter is in place.
-func (d *Daemon) SetChain(ctx context.Context, name string, req api.ChainRequest) (*api.VNIC, error) {
+func (d *Daemon) SetChain(ctx context.Context, name string, req api.ChainRequest) (_ *api.VNIC, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	old, exists := d.vnics[name]
@@ -283,6 +293,27 @@ func (d *Daemon) SetChain(ctx context.Context, name string, req api.ChainRequest
 		if _, _, _, err := resolve(f); err != nil {
 			return nil, fmt.Errorf("slot %d: %w", i, err)
 		}
+	}
+	// The VM's labels first, so a policy naming its own tag group sees
+	// it; put back if the chain fails. Once it is in place, the filters
+	// of other vNICs using the tag groups it joined or left reload.
+	var changed []string
+	if req.Tags != nil || req.Addresses != nil {
+		l, err := toLabels(req.Tags, req.Addresses)
+		if err != nil {
+			return nil, err
+		}
+		d.groups.mu.RLock()
+		prev := d.groups.vnics[name]
+		d.groups.mu.RUnlock()
+		changed = d.setLabelsLocked(name, l)
+		defer func() {
+			if err != nil {
+				d.setLabelsLocked(name, prev)
+			} else if len(changed) > 0 {
+				d.propagateLocked(changed)
+			}
+		}()
 	}
 	start := time.Now()
 	if exists {
@@ -485,6 +516,8 @@ func (d *Daemon) Detach(ctx context.Context, name string) error {
 		return err
 	}
 	delete(d.vnics, name)
+	// The VM is gone from this vNIC: it leaves its tag groups.
+	d.propagateLocked(d.setLabelsLocked(name, labels{}))
 	return d.saveLocked()
 }
 

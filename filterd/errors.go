@@ -7,6 +7,8 @@ var (
 	ErrSlotTaken = errors.New("slot taken")
 	// ErrNoSuchSlot: the chain has no filter in that slot.
 	ErrNoSuchSlot = errors.New("no such slot")
+	// ErrNoSuchGroup: no host address group of that name.
+	ErrNoSuchGroup = errors.New("no such group")
 	// ErrBadRequest: the request is malformed.
 	ErrBadRequest = errors.New("bad request")
 )

@@ -80,6 +80,11 @@ func (d *Daemon) Handler() http.Handler {
 	})
 	mux.HandleFunc("POST "+v+"/vnics/{vnic}/filters/{slot}/reload", d.handleReload)
 	mux.HandleFunc("GET "+v+"/vnics/{vnic}/filters/{slot}/inspect", d.handleInspect)
+	mux.HandleFunc("PUT "+v+"/vnics/{vnic}/labels", d.handleSetLabels)
+	mux.HandleFunc("GET "+v+"/groups", func(w http.ResponseWriter, r *http.Request) { reply(w, http.StatusOK, d.Groups()) })
+	mux.HandleFunc("GET "+v+"/groups/{name}", d.handleGroup)
+	mux.HandleFunc("PUT "+v+"/groups/{name}", d.handleSetGroup)
+	mux.HandleFunc("DELETE "+v+"/groups/{name}", d.handleDeleteGroup)
 	mux.HandleFunc("GET "+v+"/vnics/{vnic}/state", d.handleExportState)
 	mux.HandleFunc("PUT "+v+"/vnics/{vnic}/state", d.handleImportState)
 	mux.Handle("GET /metrics", d.MetricsHandler())
@@ -214,7 +219,7 @@ func errorCode(err error) (int, string) {
 		return http.StatusBadRequest, api.CodeInvalidParam
 	case errors.Is(err, datapath.ErrNoSuchDevice):
 		return http.StatusNotFound, api.CodeNoSuchDevice
-	case errors.Is(err, datapath.ErrNotAttached), errors.Is(err, ErrNoSuchSlot):
+	case errors.Is(err, datapath.ErrNotAttached), errors.Is(err, ErrNoSuchSlot), errors.Is(err, ErrNoSuchGroup):
 		return http.StatusNotFound, api.CodeNotAttached
 	case errors.Is(err, datapath.ErrAlreadyAttached):
 		return http.StatusConflict, api.CodeAlreadyExists

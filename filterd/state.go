@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 
@@ -18,6 +20,10 @@ const stateVersion = 1
 type state struct {
 	Version int                  `json:"version"`
 	VNICs   map[string]stateVNIC `json:"vnics"`
+	// Groups are the pushed host groups; Labels the vNICs' tags and
+	// addresses (attached or not).
+	Groups map[string][]netip.Prefix `json:"groups,omitempty"`
+	Labels map[string]labels         `json:"labels,omitempty"`
 }
 
 type stateVNIC struct {
@@ -57,6 +63,9 @@ func loadState(path string) (*state, error) {
 // saveLocked writes the state atomically (temp file, fsync, rename).
 func (d *Daemon) saveLocked() error {
 	st := state{Version: stateVersion, VNICs: map[string]stateVNIC{}}
+	d.groups.mu.RLock()
+	st.Groups, st.Labels = maps.Clone(d.groups.pushed), maps.Clone(d.groups.vnics)
+	d.groups.mu.RUnlock()
 	for name, n := range d.vnics {
 		sv := stateVNIC{Ifindex: n.dp.Ifindex, Owner: n.owner, Slots: []stateSlot{}}
 		for i, in := range n.slots {

@@ -46,6 +46,9 @@ type FastPathContext struct {
 	Adopt bool
 	// Logger is scoped to the instance.
 	Logger *slog.Logger
+	// Groups resolves the host's address groups (nil: the host keeps
+	// none). A filter that uses it implements GroupUser and Reloader.
+	Groups Groups
 
 	// Set by filterd.
 	vnicMaps map[string]*ebpf.Map

@@ -223,6 +223,41 @@ func (c *Client) ImportState(ctx context.Context, vnic string, bundle []byte) (*
 	return &r, err
 }
 
+// SetLabels sets the tags and addresses of vnic's VM (host tag groups).
+func (c *Client) SetLabels(ctx context.Context, vnic string, l Labels) (*GroupChange, error) {
+	var r GroupChange
+	err := c.do(ctx, http.MethodPut, vnicPath(vnic)+"/labels", l, &r)
+	return &r, err
+}
+
+// Groups lists the host's address groups.
+func (c *Client) Groups(ctx context.Context) ([]Group, error) {
+	var r []Group
+	err := c.do(ctx, http.MethodGet, "/"+Version+"/groups", nil, &r)
+	return r, err
+}
+
+// Group describes one host address group.
+func (c *Client) Group(ctx context.Context, name string) (*Group, error) {
+	var r Group
+	err := c.do(ctx, http.MethodGet, "/"+Version+"/groups/"+url.PathEscape(name), nil, &r)
+	return &r, err
+}
+
+// SetGroup sets a host group's pushed members.
+func (c *Client) SetGroup(ctx context.Context, name string, members []string) (*GroupChange, error) {
+	var r GroupChange
+	err := c.do(ctx, http.MethodPut, "/"+Version+"/groups/"+url.PathEscape(name), GroupRequest{Members: members}, &r)
+	return &r, err
+}
+
+// DeleteGroup forgets a pushed host group.
+func (c *Client) DeleteGroup(ctx context.Context, name string) (*GroupChange, error) {
+	var r GroupChange
+	err := c.do(ctx, http.MethodDelete, "/"+Version+"/groups/"+url.PathEscape(name), nil, &r)
+	return &r, err
+}
+
 // Metrics returns the Prometheus exposition text.
 func (c *Client) Metrics(ctx context.Context) (string, error) {
 	var s string

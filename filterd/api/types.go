@@ -20,6 +20,11 @@
 //	GET    /v1/vnics/{vnic}/filters/{slot}/inspect  InspectResult: the filter's live state (sdk.Inspector; 501 not_supported if it has none)
 //	GET    /v1/vnics/{vnic}/state       state bundle (application/octet-stream): the movable state of the chain (sdk.StateMover)
 //	PUT    /v1/vnics/{vnic}/state       state bundle -> ImportResult: add it to the same chain here (after a VM move)
+//	PUT    /v1/vnics/{vnic}/labels     Labels -> GroupChange: the VM's tags and addresses (tag:<t> groups)
+//	GET    /v1/groups                  []Group: host address groups, pushed and tag:<t>
+//	GET    /v1/groups/{name}           Group
+//	PUT    /v1/groups/{name}           GroupRequest -> GroupChange: set pushed members; users reload
+//	DELETE /v1/groups/{name}           GroupChange (409 filter_in_use while a policy uses it)
 //	GET    /metrics                         Prometheus text format
 //
 // Errors are returned with a 4xx/5xx status and an Error body.
@@ -58,6 +63,11 @@ type ChainRequest struct {
 	Filters []FilterSpec `json:"filters"`
 	// Owner is free text recording who asked (e.g. "libvirt:web01").
 	Owner string `json:"owner,omitempty"`
+	// Tags and Addresses label the vNIC's VM: it joins the host group
+	// "tag:<t>" of each tag with its addresses (host groups, see Labels).
+	// Omitted, the vNIC's labels are left as they are.
+	Tags      []string `json:"tags,omitempty"`
+	Addresses []string `json:"addresses,omitempty"`
 	// Replace swaps an existing chain for this one atomically: a frame
 	// meets the old chain or the new one, never a mix. A filter kept in
 	// the same slot with the same parameters keeps its state (connection
@@ -221,6 +231,51 @@ type ImportedSlot struct {
 	Entries int     `json:"entries"`
 	Bytes   int     `json:"bytes"`
 	Seconds float64 `json:"seconds"`
+}
+
+// Labels are a vNIC's tags and addresses: the vNIC's addresses are
+// members of the host group "tag:<t>" for each of its tags, which filters'
+// configurations can name (a firewall rule's src_groups: ["tag:web"]).
+type Labels struct {
+	Tags      []string `json:"tags"`
+	Addresses []string `json:"addresses"`
+}
+
+// GroupRequest sets the members a host group is pushed (addresses or
+// CIDR prefixes). For a tag group they add to the tagged vNICs' addresses
+// (e.g. the control plane's view of other hosts).
+type GroupRequest struct {
+	Members []string `json:"members"`
+}
+
+// Group is one host address group.
+type Group struct {
+	Name string `json:"name"`
+	// Members are the addresses filters resolve the group to now.
+	Members []string `json:"members"`
+	// Pushed are the members set with PUT /v1/groups/{name}.
+	Pushed []string `json:"pushed"`
+	// VNICs are the tagged vNICs of a tag group.
+	VNICs []string `json:"vnics"`
+	// UsedBy lists "vnic slot N" of the filters using the group.
+	UsedBy []string `json:"used_by"`
+}
+
+// GroupChange reports what a group or label change reloaded.
+type GroupChange struct {
+	Groups   []string   `json:"groups"`
+	Reloaded []Reloaded `json:"reloaded"`
+}
+
+// Reloaded is one filter instance reloaded for a group change.
+type Reloaded struct {
+	VNIC    string  `json:"vnic"`
+	Slot    int     `json:"slot"`
+	Filter  string  `json:"filter"`
+	Seconds float64 `json:"seconds"`
+	// Error is why the instance kept its live configuration ("" if it
+	// took the change).
+	Error string `json:"error,omitempty"`
 }
 
 // Error codes, stable for scripts.

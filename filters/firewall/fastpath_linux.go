@@ -26,6 +26,12 @@ type fastPath struct {
 	written [2]*genKeys
 
 	stopGC func() // ends the connection-table sweep; called by Close
+
+	// hostGroups resolves groups the policy file does not define
+	// (filterd's table); usedGroups are those the live policy took from
+	// it (guarded by mu).
+	hostGroups sdk.Groups
+	usedGroups []string
 }
 
 // gcInterval is how often the connection table is swept for expired
@@ -50,7 +56,8 @@ var (
 // atomically (UpdatePolicy). A policy that does not parse or compile
 // leaves the live one untouched and is reported as sdk.ErrInvalidParam.
 func (f *fastPath) Reload(params sdk.Params) error {
-	p, err := LoadPolicy(params.String("policy"), nil)
+	rec := &recordingGroups{inner: f.hostGroups}
+	p, err := LoadPolicy(params.String("policy"), rec)
 	if err != nil {
 		return fmt.Errorf("%w: firewall: %w", sdk.ErrInvalidParam, err)
 	}
@@ -60,6 +67,7 @@ func (f *fastPath) Reload(params sdk.Params) error {
 		}
 		return fmt.Errorf("firewall: swap in %s: %w", params.String("policy"), err)
 	}
+	f.setUsedGroups(rec.names())
 	return nil
 }
 
@@ -68,8 +76,12 @@ var firewallSpec = sync.OnceValues(loadFirewall)
 
 func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 	params := ctx.Instance.Params
-	policy, err := LoadPolicy(params.String("policy"), nil)
+	rec := &recordingGroups{inner: ctx.Groups}
+	policy, err := LoadPolicy(params.String("policy"), rec)
 	if err != nil {
+		if errors.Is(err, ErrUnknownGroup) || errors.Is(err, ErrInvalidPolicy) {
+			return nil, fmt.Errorf("%w: firewall: %w", sdk.ErrInvalidParam, err)
+		}
 		return nil, fmt.Errorf("firewall: %w", err)
 	}
 	base, err := firewallSpec()
@@ -82,7 +94,7 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 		size = uint32(params.Int("conntrack_size"))
 	}
 	spec.Maps["fw_conntrack"].MaxEntries = size
-	fp := &fastPath{}
+	fp := &fastPath{hostGroups: ctx.Groups, usedGroups: rec.names()}
 	if err := ctx.Load(spec, &fp.objs); err != nil {
 		return nil, fmt.Errorf("firewall: %w", err)
 	}

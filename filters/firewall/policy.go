@@ -153,15 +153,18 @@ var _ GroupResolver = StaticGroups(nil)
 func (g StaticGroups) Members(group string) ([]netip.Prefix, error) {
 	m, ok := g[group]
 	if !ok {
-		return nil, fmt.Errorf("%w %q", ErrUnknownGroup, group)
+		return nil, g.unknown(group)
 	}
 	return m, nil
 }
 
+func (StaticGroups) unknown(group string) error { return fmt.Errorf("%w %q", ErrUnknownGroup, group) }
+
 // Errors callers branch on.
 var (
 	// ErrUnknownGroup: a rule names a group nobody defines.
-	ErrUnknownGroup = errors.New("unknown address group")
+	// It is sdk.ErrUnknownGroup, so host group tables and the file agree.
+	ErrUnknownGroup = sdk.ErrUnknownGroup
 	// ErrInvalidPolicy: the policy file is malformed; the error is a
 	// *PolicyError with the position.
 	ErrInvalidPolicy = errors.New("invalid firewall policy")

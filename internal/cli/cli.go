@@ -155,6 +155,8 @@ Exit codes:
 	root.AddCommand(a.fwCommand())
 	root.AddCommand(a.filterCommand())
 	root.AddCommand(a.vnicCommand())
+	root.AddCommand(a.groupCommand())
+	root.AddCommand(a.labelCommand())
 	return root
 }
 
