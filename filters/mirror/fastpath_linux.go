@@ -1,6 +1,7 @@
 package mirror
 
 import (
+	"net"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ var bpfCounters = []struct{ name, help string }{
 	{"rate_limited_packets_total", "Frames not mirrored because of the rate limit."},
 	{"ring_full_packets_total", "Frames not mirrored because the ring buffer was full."},
 	{"unmatched_packets_total", "Frames not matching the mirror's match."},
+	{"span_failed_packets_total", "Frames the kernel refused to clone to the monitor vNIC (vnic:// sink)."},
 }
 
 type fastPath struct {
@@ -87,6 +89,7 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 		"mirror_snaplen": cfg.Snaplen, "mirror_sample": cfg.Sample, "mirror_cost_ns": cost,
 		"mirror_proto": uint32(cfg.Proto), "mirror_port": uint32(cfg.Port),
 		"mirror_net": net4, "mirror_mask": mask4, "mirror_match": match,
+		"mirror_span": uint32(0),
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("mirror: set %s: %w", name, err)
@@ -98,6 +101,12 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 	}
 	vnic := ctx.Instance.VNIC
 	switch cfg.Kind {
+	case SinkVNIC:
+		var idx uint32
+		if idx, err = monitorIfindex(cfg.Monitor, vnic); err == nil {
+			err = spec.Variables["mirror_span"].Set(idx)
+			fp.sink = nopSink{}
+		}
 	case SinkPcapng:
 		fp.sink, err = newPcapngSink(cfg.Path, vnic.Name, vnic.Ifindex, cfg.Snaplen)
 	default:
@@ -269,3 +278,26 @@ func (s *erspanSink) write(r *Record, unixNS int64) error {
 
 func (s *erspanSink) flush() error { return nil }
 func (s *erspanSink) close() error { return unix.Close(s.fd) }
+
+// monitorIfindex resolves the monitor vNIC of a vnic:// sink in filterd's
+// network namespace.
+func monitorIfindex(name string, self sdk.VNIC) (uint32, error) {
+	if name == self.Name {
+		return 0, fmt.Errorf("%w: parameter \"sink\": vnic://%s is the mirrored vNIC itself", sdk.ErrInvalidParam, name)
+	}
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return 0, fmt.Errorf("%w: parameter \"sink\": monitor vNIC %s: %v", sdk.ErrInvalidParam, name, err)
+	}
+	if ifi.Flags&net.FlagUp == 0 {
+		return 0, fmt.Errorf("%w: parameter \"sink\": monitor vNIC %s is down", sdk.ErrInvalidParam, name)
+	}
+	return uint32(ifi.Index), nil
+}
+
+// nopSink: a SPAN mirror clones in the kernel; its ring stays empty.
+type nopSink struct{}
+
+func (nopSink) write(*Record, int64) error { return nil }
+func (nopSink) flush() error               { return nil }
+func (nopSink) close() error               { return nil }

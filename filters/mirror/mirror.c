@@ -31,6 +31,7 @@ volatile const __u32 mirror_port = 0;     /* 0: any port (host order) */
 volatile const __u32 mirror_net = 0;      /* IPv4 network (network order) */
 volatile const __u32 mirror_mask = 0;     /* 0: any address */
 volatile const __u32 mirror_match = 0;    /* 1: some match is set */
+volatile const __u32 mirror_span = 0;     /* ifindex of a monitor vNIC: clone there instead of the ring */
 
 /* Counters (mirror_stats keys). */
 #define MS_MIRRORED 0
@@ -38,7 +39,8 @@ volatile const __u32 mirror_match = 0;    /* 1: some match is set */
 #define MS_RATE_LIMITED 2
 #define MS_RING_FULL 3
 #define MS_UNMATCHED 4
-#define MS_NUM 5
+#define MS_SPAN_FAILED 5 /* bpf_clone_redirect to the monitor vNIC failed */
+#define MS_NUM 6
 
 struct mirror_hdr {
 	__u64 tstamp;   /* bpf_ktime_get_ns() */
@@ -187,6 +189,18 @@ VF_FILTER(vf_mirror)
 	}
 	seq = st->seq++;
 	bpf_spin_unlock(&st->lock);
+
+	if (mirror_span) {
+		/* SPAN: a clone of the whole frame leaves through the monitor
+		 * vNIC (its egress: delivered to the monitoring VM). The
+		 * original is untouched and continues the chain. */
+		if (bpf_clone_redirect(skb, mirror_span, 0)) {
+			mcount(skb, MS_SPAN_FAILED);
+			return VF_CONTINUE;
+		}
+		mcount(skb, MS_MIRRORED);
+		return VF_CONTINUE;
+	}
 
 	rec = bpf_map_lookup_elem(&mirror_scratch, &zero);
 	if (!rec)

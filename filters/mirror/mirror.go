@@ -28,7 +28,7 @@ var Descriptor = &sdk.Descriptor{
 	Directions: sdk.DirBoth,
 	FailMode:   sdk.FailOpen, // a broken mirror must never affect the VM
 	Params: []sdk.ParamSpec{
-		{Name: "sink", Type: sdk.String, Required: true, Doc: "pcapng file path, erspan2://collector or erspan3://collector (IPv4)"},
+		{Name: "sink", Type: sdk.String, Required: true, Doc: "pcapng file path, erspan2://collector or erspan3://collector (IPv4), or vnic://TAP (SPAN: whole frames to a monitoring VM's vNIC)"},
 		{Name: "session", Type: sdk.Int, Default: "1", Min: sdk.Bound(0), Max: sdk.Bound(1023), Doc: "ERSPAN session id"},
 		{Name: "snaplen", Type: sdk.Int, Default: "9216", Min: sdk.Bound(14), Max: sdk.Bound(MaxSnaplen), Doc: "bytes of each frame copied"},
 		{Name: "sample", Type: sdk.Int, Default: "1", Min: sdk.Bound(1), Max: sdk.Bound(1 << 30), Doc: "mirror 1 frame in N"},
@@ -49,12 +49,14 @@ const (
 	SinkPcapng SinkKind = iota
 	SinkERSPAN2
 	SinkERSPAN3
+	SinkVNIC // SPAN to a local monitor vNIC
 )
 
 // Config is an instance's validated configuration.
 type Config struct {
 	Kind      SinkKind
 	Path      string     // SinkPcapng
+	Monitor   string     // SinkVNIC: the monitor vNIC's name
 	Collector netip.Addr // SinkERSPAN*
 	Session   uint16
 	Snaplen   uint32
@@ -99,8 +101,16 @@ func ParseConfig(p sdk.Params) (Config, error) {
 			return bad("parameter \"sink\": collector %q is not an IPv4 address (erspan2://10.0.0.9)", sink[len("erspan2://"):])
 		}
 		c.Collector = a
+	case strings.HasPrefix(sink, "vnic://"):
+		c.Kind, c.Monitor = SinkVNIC, sink[len("vnic://"):]
+		if c.Monitor == "" || len(c.Monitor) > 15 || strings.ContainsAny(c.Monitor, "/ ") {
+			return bad("parameter \"sink\": %q: want vnic://<device name>", sink)
+		}
+		if p.Int("snaplen") != MaxSnaplen {
+			return bad("parameter \"snaplen\": a vnic:// (SPAN) mirror sends whole frames")
+		}
 	case strings.Contains(sink, "://"):
-		return bad("parameter \"sink\": %q: want a pcapng file path, erspan2://collector or erspan3://collector", sink)
+		return bad("parameter \"sink\": %q: want a pcapng file path, erspan2://collector, erspan3://collector or vnic://TAP", sink)
 	default:
 		c.Kind = SinkPcapng
 		c.Path = sink

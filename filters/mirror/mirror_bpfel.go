@@ -73,6 +73,7 @@ const (
 	mirrorVarMirrorProto   = "mirror_proto"
 	mirrorVarMirrorSample  = "mirror_sample"
 	mirrorVarMirrorSnaplen = "mirror_snaplen"
+	mirrorVarMirrorSpan    = "mirror_span"
 	mirrorVarVfDirs        = "vf_dirs"
 	mirrorVarVfIfindex     = "vf_ifindex"
 )
@@ -147,6 +148,7 @@ type mirrorVariableSpecs struct {
 	MirrorProto   *ebpf.VariableSpec `ebpf:"mirror_proto"`
 	MirrorSample  *ebpf.VariableSpec `ebpf:"mirror_sample"`
 	MirrorSnaplen *ebpf.VariableSpec `ebpf:"mirror_snaplen"`
+	MirrorSpan    *ebpf.VariableSpec `ebpf:"mirror_span"`
 	VfDirs        *ebpf.VariableSpec `ebpf:"vf_dirs"`
 	VfIfindex     *ebpf.VariableSpec `ebpf:"vf_ifindex"`
 }
@@ -204,6 +206,7 @@ type mirrorVariables struct {
 	MirrorProto   *ebpf.Variable `ebpf:"mirror_proto"`
 	MirrorSample  *ebpf.Variable `ebpf:"mirror_sample"`
 	MirrorSnaplen *ebpf.Variable `ebpf:"mirror_snaplen"`
+	MirrorSpan    *ebpf.Variable `ebpf:"mirror_span"`
 	VfDirs        *ebpf.Variable `ebpf:"vf_dirs"`
 	VfIfindex     *ebpf.Variable `ebpf:"vf_ifindex"`
 }
