@@ -3,6 +3,7 @@ package dlb
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -21,9 +22,17 @@ type fastPath struct {
 	objs         dlbObjects
 	tableEntries int
 
+	log *slog.Logger
+
 	mu   sync.Mutex
-	cfg  *Config
+	cfg  *Config // as parsed from the services file
 	live *Tables // the live generation, for counter labels
+	// checks are the health checkers cfg uses, held until the next
+	// Update or Close; healthKick hears of their state changes.
+	checks      map[checkKey]*checker
+	healthKick  chan struct{}
+	stopHealth  func()
+	healthError error // the last failed health-driven swap
 
 	tcpTimeout, udpTimeout, closeTimeout time.Duration
 	stopGC                               func() // ends the connection-table sweep
@@ -63,11 +72,12 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 	spec.Maps["dlb_backends"].MaxEntries = 2 * MaxBackends
 	spec.Maps["dlb_backend_flows"].MaxEntries = 2 * MaxBackends
 	spec.Maps["dlb_services"].MaxEntries = 2 * MaxServices
-	fp := &fastPath{tableEntries: te, tcpTimeout: params.Duration("tcp_timeout"), udpTimeout: params.Duration("udp_timeout"), closeTimeout: params.Duration("tcp_close_timeout")}
+	fp := &fastPath{log: ctx.Logger, healthKick: make(chan struct{}, 1), tableEntries: te, tcpTimeout: params.Duration("tcp_timeout"), udpTimeout: params.Duration("udp_timeout"), closeTimeout: params.Duration("tcp_close_timeout")}
 	if err := ctx.Load(spec, &fp.objs); err != nil {
 		return nil, fmt.Errorf("dlb: %w", err)
 	}
 	fp.stopGC = sdk.Periodic(gcInterval, func() { _, _ = fp.gc(sdk.KtimeNow()) })
+	fp.stopHealth = fp.followHealth()
 	if err := fp.Update(cfg); err != nil {
 		fp.Close()
 		return nil, fmt.Errorf("dlb: load services %s: %w", params.String("services"), err)
@@ -91,10 +101,95 @@ func (f *fastPath) Reload(params sdk.Params) error {
 	return nil
 }
 
-// Update compiles cfg into the idle generation and flips dlb_config[0].
+// Update makes cfg the instance's services: it starts (or shares) the
+// health checkers cfg asks for, compiles cfg with the backends that are
+// down left out into the idle generation and flips dlb_config[0]. The
+// checkers of the previous services that cfg does not use stop.
 func (f *fastPath) Update(cfg *Config) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	checks := map[checkKey]*checker{}
+	for _, s := range cfg.Services {
+		if s.Health == nil {
+			continue
+		}
+		for _, b := range s.Backends {
+			k := checkKeyOf(b, s.Health)
+			if _, ok := checks[k]; !ok {
+				checks[k] = acquireChecker(k, f.healthKick)
+			}
+		}
+	}
+	if err := f.swap(cfg, checks); err != nil {
+		f.releaseChecks(checks)
+		return err
+	}
+	old := f.checks
+	f.cfg, f.checks = cfg, checks
+	f.releaseChecks(old)
+	return nil
+}
+
+func (f *fastPath) releaseChecks(m map[checkKey]*checker) {
+	for _, c := range m {
+		releaseChecker(c, f.healthKick)
+	}
+}
+
+// followHealth re-applies the services whenever a checker the instance
+// uses changes state, until the returned stop is called.
+func (f *fastPath) followHealth() (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-quit:
+				return
+			case <-f.healthKick:
+			}
+			f.mu.Lock()
+			if f.cfg != nil {
+				f.healthError = f.swap(f.cfg, f.checks)
+				if f.healthError != nil {
+					f.log.Error("dlb: apply a backend health change", "err", f.healthError)
+				}
+			}
+			f.mu.Unlock()
+		}
+	}()
+	return func() {
+		close(quit)
+		<-done
+	}
+}
+
+// effective is cfg as the fast path gets it: a backend whose health check
+// says down gets weight 0 (no new flows; pinned flows stay).
+func effective(cfg *Config, checks map[checkKey]*checker) *Config {
+	out := &Config{Services: make([]Service, len(cfg.Services))}
+	for i, s := range cfg.Services {
+		out.Services[i] = s
+		if s.Health == nil {
+			continue
+		}
+		bs := make([]Backend, len(s.Backends))
+		for j, b := range s.Backends {
+			bs[j] = b
+			if c := checks[checkKeyOf(b, s.Health)]; c != nil {
+				if h, _, _ := c.status(); h == Down {
+					bs[j].Weight = 0
+				}
+			}
+		}
+		out.Services[i].Backends = bs
+	}
+	return out
+}
+
+// swap compiles cfg (with the health of checks) into the idle generation
+// and flips dlb_config[0]. f.mu is held.
+func (f *fastPath) swap(cfg *Config, checks map[checkKey]*checker) error {
 	var live uint32
 	if err := f.objs.DlbConfig.Lookup(uint32(0), &live); err != nil {
 		return fmt.Errorf("read dlb_config: %w", err)
@@ -102,7 +197,7 @@ func (f *fastPath) Update(cfg *Config) error {
 	// The idle half is rewritten whole (its services purged first), so an
 	// adopted instance needs no knowledge of what it held.
 	next := (live + 1) & 1
-	t, err := Compile(cfg, next, f.tableEntries)
+	t, err := Compile(effective(cfg, checks), next, f.tableEntries)
 	if err != nil {
 		return err
 	}
@@ -161,7 +256,6 @@ func (f *fastPath) Update(cfg *Config) error {
 	if err := f.objs.DlbConfig.Put(uint32(0), next); err != nil {
 		return fmt.Errorf("flip generation: %w", err)
 	}
-	f.cfg = cfg
 	f.live = t
 	return nil
 }
@@ -173,6 +267,14 @@ func (f *fastPath) Close() error {
 		f.stopGC()
 		f.stopGC = nil
 	}
+	if f.stopHealth != nil {
+		f.stopHealth()
+		f.stopHealth = nil
+	}
+	f.mu.Lock()
+	f.releaseChecks(f.checks)
+	f.checks = nil
+	f.mu.Unlock()
 	return f.objs.Close()
 }
 

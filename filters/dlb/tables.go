@@ -65,18 +65,27 @@ func Compile(cfg *Config, gen uint32, tableEntries int) (*Tables, error) {
 		}
 		names := make([]string, len(s.Backends))
 		weights := make([]uint32, len(s.Backends))
+		total := uint64(0)
 		for i, b := range s.Backends {
 			names[i], weights[i] = b.Key(), b.Weight
+			total += uint64(b.Weight)
 		}
 		first := t.BackendBase + uint32(len(t.Backends))
 		for _, b := range s.Backends {
 			t.Backends = append(t.Backends, targetOf(b))
 		}
+		key := SvcKey{VIP: addrWords(s.VIP), Port: portWord(s.Port), Proto: s.Proto, Gen: uint8(gen), Family: family(s.VIP)}
+		if total == 0 {
+			// Every backend is down (the parser refuses a pool without
+			// weight): size 0 makes new flows fail closed.
+			t.Services[key] = SvcVal{Base: t.MaglevBase + uint32(len(t.Maglev))}
+			continue
+		}
 		base := t.MaglevBase + uint32(len(t.Maglev))
 		for _, bi := range Maglev(names, weights, s.TableSize) {
 			t.Maglev = append(t.Maglev, first+uint32(bi))
 		}
-		t.Services[SvcKey{VIP: addrWords(s.VIP), Port: portWord(s.Port), Proto: s.Proto, Gen: uint8(gen), Family: family(s.VIP)}] = SvcVal{Base: base, Size: uint32(s.TableSize)}
+		t.Services[key] = SvcVal{Base: base, Size: uint32(s.TableSize)}
 	}
 	return t, nil
 }
