@@ -38,10 +38,21 @@ type Service struct {
 	Proto     uint8
 	TableSize int
 	Backends  []Backend
+	// Affinity is AffinityNone (a flow's 5-tuple picks its backend) or
+	// AffinityClient (the client address does: (saddr, daddr, dport,
+	// proto) are hashed, so one client always gets the same backend while
+	// the pool is unchanged).
+	Affinity string
 	// Health, when set, is the check filterd runs against every backend;
 	// a backend that fails it takes no new flows (as with weight 0).
 	Health *HealthCheck
 }
+
+// Session affinity of a service.
+const (
+	AffinityNone   = "none"
+	AffinityClient = "client"
+)
 
 // HealthCheck is a service's health check (docs/dlb.md). It is
 // comparable: backends checked alike share one checker.
@@ -124,6 +135,7 @@ type rawService struct {
 	Protocol  string       `json:"protocol"`
 	TableSize *int         `json:"table_size"`
 	Backends  []rawBackend `json:"backends"`
+	Affinity  string       `json:"affinity"`
 	Health    *rawHealth   `json:"health"`
 }
 
@@ -161,7 +173,7 @@ func LoadConfig(path string) (*Config, error) {
 
 var allowedFields = map[string][]string{
 	"top":     {"services"},
-	"service": {"name", "vip", "port", "protocol", "table_size", "backends", "health"},
+	"service": {"name", "vip", "port", "protocol", "table_size", "backends", "affinity", "health"},
 	"health":  {"type", "port", "path", "interval", "timeout", "rise", "fall", "netns"},
 	"backend": {"addr", "port", "weight", "mac"},
 }
@@ -214,7 +226,14 @@ func ParseConfig(data []byte) (*Config, error) {
 	nBackends := 0
 	for i, rs := range raw.Services {
 		p := fmt.Sprintf("services[%d]", i)
-		s := Service{Name: rs.Name, TableSize: DefaultTableSize}
+		s := Service{Name: rs.Name, TableSize: DefaultTableSize, Affinity: AffinityNone}
+		switch rs.Affinity {
+		case "", AffinityNone:
+		case AffinityClient:
+			s.Affinity = AffinityClient
+		default:
+			return nil, fail(p+".affinity", "%q: want client or none", rs.Affinity)
+		}
 		if s.Name == "" {
 			s.Name = strconv.Itoa(i)
 		}

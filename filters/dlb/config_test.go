@@ -67,6 +67,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"{\"services\": [\n  {\"vip\": ", `2:11: unexpected end of file`},
 		{`{"services": [{"vip": "10.0.0.1", "port": 80, "protocol": "tcp", "backends": [{"addr": "10.1.0.1", "mac": "zz"}]}]}`, `invalid Ethernet address`},
 		{`{}`, `no "services" list`},
+		{`{"services": [{"vip": "10.0.0.1", "port": 80, "protocol": "tcp", "affinity": "source", "backends": [{"addr": "10.1.0.1"}]}]}`, `1:78: services[0].affinity: "source": want client or none`},
 		{"{\"services\": [{\"vip\": \"10.0.0.1\", \"port\": 80, \"protocol\": \"tcp\", \"backends\": [{\"addr\": \"10.1.0.1\"}],\n  \"health\": {\"type\": \"icmp\"}}]}", `2:22: services[0].health.type: "icmp": want tcp or http`},
 		{`{"services": [{"vip": "10.0.0.1", "port": 80, "protocol": "tcp", "backends": [{"addr": "10.1.0.1"}], "health": {}}]}`, `1:112: services[0].health: no check type`},
 		{`{"services": [{"vip": "10.0.0.1", "port": 80, "protocol": "tcp", "backends": [{"addr": "10.1.0.1"}], "health": {"type": "tcp", "path": "/x"}}]}`, `services[0].health.path: a tcp check has no path`},

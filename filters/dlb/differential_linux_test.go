@@ -84,6 +84,7 @@ func randServices(rng *rand.Rand) (*Config, []byte) {
 		Port      int    `json:"port"`
 		Protocol  string `json:"protocol"`
 		TableSize int    `json:"table_size"`
+		Affinity  string `json:"affinity,omitempty"`
 		Backends  []be   `json:"backends"`
 	}
 	var svcs []svc
@@ -94,7 +95,7 @@ func randServices(rng *rand.Rand) (*Config, []byte) {
 		if v6 {
 			vip = fmt.Sprintf("fd00::%d", 1+rng.IntN(4))
 		}
-		s := svc{VIP: vip, Port: []int{80, 443, 53}[rng.IntN(3)], Protocol: []string{"tcp", "udp"}[rng.IntN(2)], TableSize: []int{251, 4099, 65537}[rng.IntN(3)]}
+		s := svc{VIP: vip, Port: []int{80, 443, 53}[rng.IntN(3)], Protocol: []string{"tcp", "udp"}[rng.IntN(2)], TableSize: []int{251, 4099, 65537}[rng.IntN(3)], Affinity: []string{"", "none", "client"}[rng.IntN(3)]}
 		k := fmt.Sprint(s.VIP, s.Port, s.Protocol)
 		if seen[k] {
 			continue
@@ -298,7 +299,9 @@ func wordsAddr(w [4]uint32, family uint8) netip.Addr {
 // flows, replies from backends, non-VIP traffic, fragments, IP options,
 // runts and other malformed frames) and requires the same tc action, the
 // same output bytes and the same counters (per backend too); services are swapped in live
-// every 2,500 packets; the connection table is small enough to fill up.
+// every 2,500 packets (a quarter of them with every backend of a service
+// down, as health checks leave it); the connection table is small enough
+// to fill up.
 func TestDifferentialDLB(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("VF_SEED"); s != "" {
@@ -322,6 +325,11 @@ func TestDifferentialDLB(t *testing.T) {
 	for i := range total {
 		if i > 0 && i%2500 == 0 {
 			cfg, _ = randServices(rng)
+			if (i/2500)%4 == 1 { // every backend of a service down (health checks)
+				for j := range cfg.Services[0].Backends {
+					cfg.Services[0].Backends[j].Weight = 0
+				}
+			}
 			if err := fp.Update(cfg); err != nil {
 				t.Fatal(err)
 			}
@@ -461,7 +469,7 @@ func TestDifferentialDLB(t *testing.T) {
 			t.Fatalf("seed %d: backend %d: kernel counted %d new flows, model %d", seed, i, sum, model.BackendFlows[i])
 		}
 	}
-	if model.Stats[0] == 0 || model.Stats[1] == 0 || model.Stats[2] == 0 || model.Stats[3] == 0 {
+	if model.Stats[0] == 0 || model.Stats[1] == 0 || model.Stats[2] == 0 || model.Stats[3] == 0 || model.Stats[4] == 0 {
 		t.Errorf("a path was not exercised: counters %v", model.Stats)
 	}
 	if rewritten6 == 0 {

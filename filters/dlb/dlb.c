@@ -47,9 +47,14 @@ struct dlb_svc_key {
 	__u8 pad[3];
 };
 
+#define DLB_SVC_AFFINITY 1 /* dlb_svc.flags: hash the client address, not its port */
+
 struct dlb_svc {
 	__u32 base; /* first slot in dlb_maglev */
-	__u32 size; /* prime */
+	__u32 size; /* prime; 0: no backend up (new flows fail) */
+	__u16 id;
+	__u8 flags;
+	__u8 pad;
 };
 
 struct dlb_target {
@@ -366,7 +371,13 @@ VF_FILTER(vf_dlb)
 		dlb_stat(DLB_STAT_NOBACKEND);
 		return VF_FAIL;
 	}
-	__u32 slot = svc->base + flow_hash(&k) % svc->size;
+	/* Session affinity: every connection of a client address to the
+	 * service hashes alike (the source port is left out). */
+	struct dlb_ct_key hk = k;
+
+	if (svc->flags & DLB_SVC_AFFINITY)
+		hk.sport = 0;
+	__u32 slot = svc->base + flow_hash(&hk) % svc->size;
 	__u32 *bi = bpf_map_lookup_elem(&dlb_maglev, &slot);
 	if (!bi) {
 		dlb_stat(DLB_STAT_NOBACKEND);

@@ -33,9 +33,12 @@ type dlbDlbCtVal struct {
 }
 
 type dlbDlbSvc struct {
-	_    structs.HostLayout
-	Base uint32
-	Size uint32
+	_     structs.HostLayout
+	Base  uint32
+	Size  uint32
+	Id    uint16
+	Flags uint8
+	Pad   uint8
 }
 
 type dlbDlbSvcKey struct {

@@ -248,7 +248,7 @@ func (f *fastPath) swap(cfg *Config, checks map[checkKey]*checker) error {
 	}
 	for k, v := range t.Services {
 		key := dlbDlbSvcKey{Vip: k.VIP, Port: k.Port, Proto: k.Proto, Gen: k.Gen, Family: k.Family}
-		val := dlbDlbSvc{Base: v.Base, Size: v.Size}
+		val := dlbDlbSvc{Base: v.Base, Size: v.Size, Id: v.ID, Flags: v.Flags}
 		if err := f.objs.DlbServices.Put(&key, &val); err != nil {
 			return fmt.Errorf("write dlb_services: %w", err)
 		}

@@ -141,11 +141,15 @@ func (m *Model) Process(f []byte, dir int) int {
 		m.Stats[4]++
 		return VerdictFail
 	}
+	hs := k.Sport
+	if svc.Flags&svcAffinity != 0 {
+		hs = 0
+	}
 	var h uint32
 	if v6 {
-		h = FlowHash6(k.Saddr, k.Daddr, k.Sport, k.Dport, proto)
+		h = FlowHash6(k.Saddr, k.Daddr, hs, k.Dport, proto)
 	} else {
-		h = FlowHash(k.Saddr[0], k.Daddr[0], k.Sport, k.Dport, proto)
+		h = FlowHash(k.Saddr[0], k.Daddr[0], hs, k.Dport, proto)
 	}
 	bi, ok := m.Maglev[svc.Base+h%svc.Size]
 	b := m.Backends[bi]

@@ -32,7 +32,14 @@ type SvcKey struct {
 }
 
 // SvcVal mirrors struct dlb_svc.
-type SvcVal struct{ Base, Size uint32 }
+type SvcVal struct {
+	Base, Size uint32
+	ID         uint16
+	Flags      uint8
+}
+
+// dlb_svc flags (dlb.c DLB_SVC_AFFINITY).
+const svcAffinity = 1
 
 // Target mirrors struct dlb_target.
 type Target struct {
@@ -78,16 +85,23 @@ func Compile(cfg *Config, gen uint32, tableEntries int) (*Tables, error) {
 		if total == 0 {
 			// Every backend is down (the parser refuses a pool without
 			// weight): size 0 makes new flows fail closed.
-			t.Services[key] = SvcVal{Base: t.MaglevBase + uint32(len(t.Maglev))}
+			t.Services[key] = SvcVal{Base: t.MaglevBase + uint32(len(t.Maglev)), Flags: svcFlags(s)}
 			continue
 		}
 		base := t.MaglevBase + uint32(len(t.Maglev))
 		for _, bi := range Maglev(names, weights, s.TableSize) {
 			t.Maglev = append(t.Maglev, first+uint32(bi))
 		}
-		t.Services[key] = SvcVal{Base: base, Size: uint32(s.TableSize)}
+		t.Services[key] = SvcVal{Base: base, Size: uint32(s.TableSize), Flags: svcFlags(s)}
 	}
 	return t, nil
+}
+
+func svcFlags(s Service) uint8 {
+	if s.Affinity == AffinityClient {
+		return svcAffinity
+	}
+	return 0
 }
 
 func targetOf(b Backend) Target {
