@@ -24,6 +24,9 @@ func TestAffinity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for i := range c.Services {
+		c.Services[i].ID = fp.cfg.Services[i].ID
+	}
 	tab, err := Compile(c, fp.live.Gen, 65536)
 	if err != nil {
 		t.Fatal(err)

@@ -43,6 +43,10 @@ type Service struct {
 	// proto) are hashed, so one client always gets the same backend while
 	// the pool is unchanged).
 	Affinity string
+	// ID numbers the service for the fast path's per-service counters;
+	// the instance assigns it (stable across reloads for the same VIP,
+	// port and protocol). ParseConfig leaves it 0.
+	ID uint16
 	// Health, when set, is the check filterd runs against every backend;
 	// a backend that fails it takes no new flows (as with weight 0).
 	Health *HealthCheck

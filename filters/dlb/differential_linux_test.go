@@ -298,7 +298,8 @@ func wordsAddr(w [4]uint32, family uint8) netip.Addr {
 // the same random services and packets, IPv4 and IPv6 (new flows to VIPs, established
 // flows, replies from backends, non-VIP traffic, fragments, IP options,
 // runts and other malformed frames) and requires the same tc action, the
-// same output bytes and the same counters (per backend too); services are swapped in live
+// same output bytes and the same counters (per backend and per service
+// too); services are swapped in live
 // every 2,500 packets (a quarter of them with every backend of a service
 // down, as health checks leave it); the connection table is small enough
 // to fill up.
@@ -313,6 +314,9 @@ func TestDifferentialDLB(t *testing.T) {
 	cfg, data := randServices(rng)
 	fp, _ := testInstance(t, data, strconv.Itoa(ctSize), strconv.Itoa(tableEntries))
 	model := NewModel(2 * ctSize)
+	for i := range cfg.Services { // the ids the instance gave them
+		cfg.Services[i].ID = fp.cfg.Services[i].ID
+	}
 	tab, err := Compile(cfg, 1, tableEntries)
 	if err != nil {
 		t.Fatal(err)
@@ -468,6 +472,29 @@ func TestDifferentialDLB(t *testing.T) {
 		if sum != model.BackendFlows[i] {
 			t.Fatalf("seed %d: backend %d: kernel counted %d new flows, model %d", seed, i, sum, model.BackendFlows[i])
 		}
+	}
+	traffic := 0
+	for id := range uint32(maxServiceIDs) {
+		for dir := range uint32(2) {
+			var vals []dlbDlbTraffic
+			if err := fp.objs.DlbSvcStats.Lookup(id*2+dir, &vals); err != nil {
+				t.Fatal(err)
+			}
+			var got [2]uint64
+			for _, v := range vals {
+				got[0] += v.Packets
+				got[1] += v.Bytes
+			}
+			if got != model.SvcTraffic[id*2+dir] {
+				t.Fatalf("seed %d: service id %d dir %d: kernel counted %v packets/bytes, model %v", seed, id, dir, got, model.SvcTraffic[id*2+dir])
+			}
+			if got[0] > 0 {
+				traffic++
+			}
+		}
+	}
+	if len(fp.ids) < 2 || traffic < 2 {
+		t.Errorf("per-service counters barely exercised: %d ids, %d non-zero counters", len(fp.ids), traffic)
 	}
 	if model.Stats[0] == 0 || model.Stats[1] == 0 || model.Stats[2] == 0 || model.Stats[3] == 0 || model.Stats[4] == 0 {
 		t.Errorf("a path was not exercised: counters %v", model.Stats)
