@@ -1,6 +1,7 @@
 package dlb
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -51,8 +52,9 @@ type fastPath struct {
 const gcInterval = 10 * time.Second
 
 var (
-	_ sdk.FastPath = (*fastPath)(nil)
-	_ sdk.Reloader = (*fastPath)(nil)
+	_ sdk.FastPath  = (*fastPath)(nil)
+	_ sdk.Reloader  = (*fastPath)(nil)
+	_ sdk.Inspector = (*fastPath)(nil)
 )
 
 var dlbSpec = sync.OnceValues(loadDlb)
@@ -552,7 +554,7 @@ func (f *fastPath) state() (*State, error) {
 					h, since, last := c.status()
 					bs.Health, bs.LastError = h.String(), last
 					if h != Unchecked {
-						bs.Since = since
+						bs.Since = since.UTC().Round(0)
 					}
 				}
 			}
@@ -561,6 +563,16 @@ func (f *fastPath) state() (*State, error) {
 		st.Services = append(st.Services, ss)
 	}
 	return st, nil
+}
+
+// Inspect returns the live services as a *State: configuration, health
+// per backend, traffic per service, new and pinned flows per backend. It
+// takes no query parameters.
+func (f *fastPath) Inspect(_ context.Context, query map[string]string) (any, error) {
+	for k := range query {
+		return nil, fmt.Errorf("%w: dlb inspect takes no query parameters (got %q)", sdk.ErrInvalidParam, k)
+	}
+	return f.state()
 }
 
 // Counters reports the fast path's counters, and per service and backend

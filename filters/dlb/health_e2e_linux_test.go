@@ -246,6 +246,13 @@ func TestHealthE2E(t *testing.T) {
 	if tookDown > limit {
 		t.Errorf("b1 left the table after %v, want within %v", tookDown, limit)
 	}
+	if st, err := fp.Inspect(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	} else if b := st.(*State).Services[0].Backends[0]; b.Health != "down" || b.Since.Before(killed) || b.LastError == "" || b.PinnedFlows < uint64(perBackend["b1"]) {
+		t.Errorf("inspect while b1 is down: %+v", b)
+	} else {
+		t.Logf("inspect: b1 %s since %v (%v after the kill), pinned flows %d, last error %q", b.Health, b.Since.Format(time.RFC3339Nano), b.Since.Sub(killed).Round(time.Millisecond), b.PinnedFlows, b.LastError)
+	}
 	if after := newConns(300); after["b1"] != 0 {
 		t.Errorf("new connections reached b1 while down: %v", after)
 	} else {
