@@ -128,37 +128,43 @@ func (e *ConfigError) Error() string {
 
 func (e *ConfigError) Unwrap() []error { return []error{ErrInvalidConfig, e.Err} }
 
-type rawConfig struct {
-	Services []rawService `json:"services"`
+// File is a services file as written: the JSON's own fields, for tools
+// that edit the file (vfctl lb) and write it back with Format. ParseConfig
+// checks one.
+type File struct {
+	Services []FileService `json:"services"`
 }
 
-type rawService struct {
-	Name      string       `json:"name"`
-	VIP       string       `json:"vip"`
-	Port      int          `json:"port"`
-	Protocol  string       `json:"protocol"`
-	TableSize *int         `json:"table_size"`
-	Backends  []rawBackend `json:"backends"`
-	Affinity  string       `json:"affinity"`
-	Health    *rawHealth   `json:"health"`
+// FileService is one service of a File.
+type FileService struct {
+	Name      string        `json:"name,omitempty"`
+	VIP       string        `json:"vip"`
+	Port      int           `json:"port"`
+	Protocol  string        `json:"protocol"`
+	TableSize *int          `json:"table_size,omitempty"`
+	Affinity  string        `json:"affinity,omitempty"`
+	Health    *FileHealth   `json:"health,omitempty"`
+	Backends  []FileBackend `json:"backends"`
 }
 
-type rawHealth struct {
-	Type     string  `json:"type"`
-	Port     int     `json:"port"`
-	Path     *string `json:"path"`
-	Interval string  `json:"interval"`
-	Timeout  string  `json:"timeout"`
-	Rise     *int    `json:"rise"`
-	Fall     *int    `json:"fall"`
-	Netns    string  `json:"netns"`
-}
-
-type rawBackend struct {
+// FileBackend is one backend of a FileService.
+type FileBackend struct {
 	Addr   string `json:"addr"`
-	Port   int    `json:"port"`
-	Weight *int   `json:"weight"`
-	MAC    string `json:"mac"`
+	Port   int    `json:"port,omitempty"`
+	Weight *int   `json:"weight,omitempty"`
+	MAC    string `json:"mac,omitempty"`
+}
+
+// FileHealth is a FileService's health check.
+type FileHealth struct {
+	Type     string  `json:"type"`
+	Port     int     `json:"port,omitempty"`
+	Path     *string `json:"path,omitempty"`
+	Interval string  `json:"interval,omitempty"`
+	Timeout  string  `json:"timeout,omitempty"`
+	Rise     *int    `json:"rise,omitempty"`
+	Fall     *int    `json:"fall,omitempty"`
+	Netns    string  `json:"netns,omitempty"`
 }
 
 // LoadConfig reads and parses the services file at path.
@@ -194,7 +200,7 @@ func ParseConfig(data []byte) (*Config, error) {
 		line, col := lineCol(data, dec.InputOffset())
 		return nil, &ConfigError{Line: line, Col: col, Err: fmt.Errorf("trailing data after the top-level object (%v)", tok)}
 	}
-	var raw rawConfig
+	var raw File
 	if err := json.Unmarshal(data, &raw); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
@@ -346,7 +352,7 @@ func ParseConfig(data []byte) (*Config, error) {
 }
 
 // parseHealth checks a service's "health" object; p is its path.
-func parseHealth(rh *rawHealth, p string, fail func(field, format string, args ...any) error) (*HealthCheck, error) {
+func parseHealth(rh *FileHealth, p string, fail func(field, format string, args ...any) error) (*HealthCheck, error) {
 	h := &HealthCheck{Type: rh.Type, Interval: DefaultHealthInterval, Timeout: DefaultHealthTimeout, Rise: DefaultHealthRise, Fall: DefaultHealthFall, Netns: rh.Netns}
 	switch rh.Type {
 	case "tcp":
