@@ -278,7 +278,9 @@ func (a *app) runEdit(ctx context.Context, e *lbEdit, args []string, change func
 			// on it again: every instance keeps running one file.
 			_ = dlb.WriteFileAtomic(path, old)
 			for _, done := range users[:i] {
-				_, _ = call(ctx, a, func(ctx context.Context) (*api.ReloadResult, error) { return a.client.Reload(ctx, done.vnic, done.slot) })
+				_, _ = call(ctx, a, func(ctx context.Context) (*api.ReloadResult, error) {
+					return a.client.Reload(ctx, done.vnic, done.slot)
+				})
 			}
 			return fmt.Errorf("%s slot %d refused the edited file, which is put back as it was: %w", u.vnic, u.slot, err)
 		}
