@@ -27,7 +27,7 @@ const (
 )
 
 // testInstance loads dlb with stand-in vNIC maps.
-func testInstance(t *testing.T, servicesJSON []byte, conntrack, tableEntries string) (*fastPath, string) {
+func testInstance(t testing.TB, servicesJSON []byte, conntrack, tableEntries string) (*fastPath, string) {
 	t.Helper()
 	testkit.Need(t, testkit.Root, testkit.BPF)
 	spec, err := dlbSpec()

@@ -300,9 +300,10 @@ func (f *fastPath) swap(cfg *Config, checks map[checkKey]*checker) error {
 			return fmt.Errorf("purge dlb_services: %w", err)
 		}
 	}
-	// New-flow counts of the idle half restart with its new backends.
+	// New-flow counts of the idle half restart with its new backends
+	// (indexes past them are never read, and zeroed when a pool grows).
 	zero := make([]uint64, ebpf.MustPossibleCPU())
-	for i := range uint32(MaxBackends) {
+	for i := range uint32(len(t.Backends)) {
 		if err := f.objs.DlbBackendFlows.Put(t.BackendBase+i, zero); err != nil {
 			return fmt.Errorf("reset dlb_backend_flows: %w", err)
 		}

@@ -46,7 +46,7 @@ func (m *Model) SetTables(t *Tables) {
 			delete(m.Services, k)
 		}
 	}
-	for i := range uint32(MaxBackends) {
+	for i := range uint32(len(t.Backends)) {
 		delete(m.BackendFlows, t.BackendBase+i)
 	}
 	for i, b := range t.Backends {
