@@ -232,6 +232,7 @@ func ParseConfig(data []byte) (*Config, error) {
 		proto uint8
 	}
 	seen := map[svcKey]string{}
+	names := map[string]int{}
 	cfg := &Config{}
 	nBackends := 0
 	for i, rs := range raw.Services {
@@ -277,6 +278,10 @@ func ParseConfig(data []byte) (*Config, error) {
 				return nil, fail(p+".table_size", "%d: the Maglev table size must be a prime between 7 and %d (e.g. 251, 4099, 65537)", s.TableSize, MaxTableSize)
 			}
 		}
+		if prev, ok := names[s.Name]; ok {
+			return nil, fail(p+".name", "duplicate service name %q (also services[%d]): names label counters and select services in vfctl lb", s.Name, prev)
+		}
+		names[s.Name] = i
 		k := svcKey{s.VIP, s.Port, s.Proto}
 		if prev, ok := seen[k]; ok {
 			return nil, fail(p+".vip", "duplicate service %s:%d/%s (also service %q)", s.VIP, s.Port, rs.Protocol, prev)

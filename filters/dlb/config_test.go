@@ -67,6 +67,7 @@ func TestParseConfigErrors(t *testing.T) {
 		{"{\"services\": [\n  {\"vip\": ", `2:11: unexpected end of file`},
 		{`{"services": [{"vip": "10.0.0.1", "port": 80, "protocol": "tcp", "backends": [{"addr": "10.1.0.1", "mac": "zz"}]}]}`, `invalid Ethernet address`},
 		{`{}`, `no "services" list`},
+		{`{"services": [{"name": "a", "vip": "10.0.0.1", "port": 80, "protocol": "tcp", "backends": [{"addr": "10.1.0.1"}]}, {"name": "a", "vip": "10.0.0.1", "port": 81, "protocol": "tcp", "backends": [{"addr": "10.1.0.1"}]}]}`, `1:125: services[1].name: duplicate service name "a" (also services[0])`},
 		{`{"services": [{"vip": "10.0.0.1", "port": 80, "protocol": "tcp", "affinity": "source", "backends": [{"addr": "10.1.0.1"}]}]}`, `1:78: services[0].affinity: "source": want client or none`},
 		{"{\"services\": [{\"vip\": \"10.0.0.1\", \"port\": 80, \"protocol\": \"tcp\", \"backends\": [{\"addr\": \"10.1.0.1\"}],\n  \"health\": {\"type\": \"icmp\"}}]}", `2:22: services[0].health.type: "icmp": want tcp or http`},
 		{`{"services": [{"vip": "10.0.0.1", "port": 80, "protocol": "tcp", "backends": [{"addr": "10.1.0.1"}], "health": {}}]}`, `1:112: services[0].health: no check type`},
