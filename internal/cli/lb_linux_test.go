@@ -122,6 +122,9 @@ func TestLBAgainstFilterd(t *testing.T) {
 		}()
 		backends = append(backends, vm)
 	}
+	// Checks run from b3's namespace: from the client's, a check on a
+	// backend's service port could share a source port with a VIP flow
+	// and have its replies reverse-NATed (docs/dlb.md).
 	const vip = "10.99.0.200"
 	if out, err := client.Command(ctx, "ip", "neigh", "replace", vip, "lladdr", "02:00:00:00:00:c8", "dev", "eth0", "nud", "permanent").CombinedOutput(); err != nil {
 		t.Fatalf("static neighbour for the VIP: %v: %s", err, out)
@@ -129,8 +132,9 @@ func TestLBAgainstFilterd(t *testing.T) {
 	addr := func(vm *testkit.VM) string { return vm.IPv4.IP.String() + ":8080" }
 	path := filepath.Join(t.TempDir(), "lb.json")
 	file := fmt.Sprintf(`{"services": [{"name": "web", "vip": %q, "port": 80, "protocol": "tcp", "table_size": 4099,
+  "health": {"type": "tcp", "interval": "200ms", "netns": %q},
   "backends": [{"addr": %q, "port": 8080, "mac": %q}, {"addr": %q, "port": 8080, "mac": %q}]}]}`,
-		vip, backends[0].IPv4.IP, backends[0].MAC, backends[1].IPv4.IP, backends[1].MAC)
+		vip, backends[2].Path, backends[0].IPv4.IP, backends[0].MAC, backends[1].IPv4.IP, backends[1].MAC)
 	if err := os.WriteFile(path, []byte(file), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -181,11 +185,22 @@ func TestLBAgainstFilterd(t *testing.T) {
 		return s
 	}
 
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s := show()
+		if len(s.State.Services) == 1 && s.State.Services[0].Backends[0].Health == "up" && s.State.Services[0].Backends[1].Health == "up" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("backends not up: %+v", s.State)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if got := spread(200); got["b3"] != 0 || got["b1"] == 0 || got["b2"] == 0 {
 		t.Errorf("before add: %v", got)
 	}
 	out := run(ExitOK, "lb", "show", tap)
-	for _, want := range []string{"slot 1: services from " + path, "service web  " + vip + ":80/tcp  affinity none", "health: no check", addr(backends[0]), "unchecked"} {
+	for _, want := range []string{"slot 1: services from " + path, "service web  " + vip + ":80/tcp  affinity none", "health: tcp backend port every 200ms, timeout 200ms, rise 2, fall 3 from " + backends[2].Path, addr(backends[0]), "up for "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("lb show lacks %q:\n%s", want, out)
 		}
