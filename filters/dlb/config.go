@@ -9,9 +9,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ErrInvalidConfig is wrapped by every error about a services file's content.
@@ -36,7 +38,54 @@ type Service struct {
 	Proto     uint8
 	TableSize int
 	Backends  []Backend
+	// Affinity is AffinityNone (a flow's 5-tuple picks its backend) or
+	// AffinityClient (the client address does: (saddr, daddr, dport,
+	// proto) are hashed, so one client always gets the same backend while
+	// the pool is unchanged).
+	Affinity string
+	// ID numbers the service for the fast path's per-service counters;
+	// the instance assigns it (stable across reloads for the same VIP,
+	// port and protocol). ParseConfig leaves it 0.
+	ID uint16
+	// Health, when set, is the check filterd runs against every backend;
+	// a backend that fails it takes no new flows (as with weight 0).
+	Health *HealthCheck
 }
+
+// Session affinity of a service.
+const (
+	AffinityNone   = "none"
+	AffinityClient = "client"
+)
+
+// HealthCheck is a service's health check (docs/dlb.md). It is
+// comparable: backends checked alike share one checker.
+type HealthCheck struct {
+	// Type is "tcp" (a connect) or "http" (a GET answered 2xx or 3xx).
+	Type string
+	// Port is the port checked; 0 checks the backend's own port.
+	Port uint16
+	// Path is the HTTP request path ("http" only).
+	Path string
+	// Interval between checks and Timeout of one check.
+	Interval, Timeout time.Duration
+	// Rise consecutive successes make a backend up, Fall consecutive
+	// failures down.
+	Rise, Fall int
+	// Netns is the network namespace (a path such as /run/netns/x) the
+	// checks are made from; empty: filterd's own.
+	Netns string
+}
+
+// Health check defaults.
+const (
+	DefaultHealthInterval = 2 * time.Second
+	DefaultHealthTimeout  = time.Second
+	DefaultHealthRise     = 2
+	DefaultHealthFall     = 3
+	// MinHealthInterval bounds how often a backend is checked.
+	MinHealthInterval = 100 * time.Millisecond
+)
 
 // Backend is one real server of a pool.
 type Backend struct {
@@ -79,24 +128,43 @@ func (e *ConfigError) Error() string {
 
 func (e *ConfigError) Unwrap() []error { return []error{ErrInvalidConfig, e.Err} }
 
-type rawConfig struct {
-	Services []rawService `json:"services"`
+// File is a services file as written: the JSON's own fields, for tools
+// that edit the file (vfctl lb) and write it back with Format. ParseConfig
+// checks one.
+type File struct {
+	Services []FileService `json:"services"`
 }
 
-type rawService struct {
-	Name      string       `json:"name"`
-	VIP       string       `json:"vip"`
-	Port      int          `json:"port"`
-	Protocol  string       `json:"protocol"`
-	TableSize *int         `json:"table_size"`
-	Backends  []rawBackend `json:"backends"`
+// FileService is one service of a File.
+type FileService struct {
+	Name      string        `json:"name,omitempty"`
+	VIP       string        `json:"vip"`
+	Port      int           `json:"port"`
+	Protocol  string        `json:"protocol"`
+	TableSize *int          `json:"table_size,omitempty"`
+	Affinity  string        `json:"affinity,omitempty"`
+	Health    *FileHealth   `json:"health,omitempty"`
+	Backends  []FileBackend `json:"backends"`
 }
 
-type rawBackend struct {
+// FileBackend is one backend of a FileService.
+type FileBackend struct {
 	Addr   string `json:"addr"`
-	Port   int    `json:"port"`
-	Weight *int   `json:"weight"`
-	MAC    string `json:"mac"`
+	Port   int    `json:"port,omitempty"`
+	Weight *int   `json:"weight,omitempty"`
+	MAC    string `json:"mac,omitempty"`
+}
+
+// FileHealth is a FileService's health check.
+type FileHealth struct {
+	Type     string  `json:"type"`
+	Port     int     `json:"port,omitempty"`
+	Path     *string `json:"path,omitempty"`
+	Interval string  `json:"interval,omitempty"`
+	Timeout  string  `json:"timeout,omitempty"`
+	Rise     *int    `json:"rise,omitempty"`
+	Fall     *int    `json:"fall,omitempty"`
+	Netns    string  `json:"netns,omitempty"`
 }
 
 // LoadConfig reads and parses the services file at path.
@@ -115,7 +183,8 @@ func LoadConfig(path string) (*Config, error) {
 
 var allowedFields = map[string][]string{
 	"top":     {"services"},
-	"service": {"name", "vip", "port", "protocol", "table_size", "backends"},
+	"service": {"name", "vip", "port", "protocol", "table_size", "backends", "affinity", "health"},
+	"health":  {"type", "port", "path", "interval", "timeout", "rise", "fall", "netns"},
 	"backend": {"addr", "port", "weight", "mac"},
 }
 
@@ -131,7 +200,7 @@ func ParseConfig(data []byte) (*Config, error) {
 		line, col := lineCol(data, dec.InputOffset())
 		return nil, &ConfigError{Line: line, Col: col, Err: fmt.Errorf("trailing data after the top-level object (%v)", tok)}
 	}
-	var raw rawConfig
+	var raw File
 	if err := json.Unmarshal(data, &raw); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
@@ -163,11 +232,19 @@ func ParseConfig(data []byte) (*Config, error) {
 		proto uint8
 	}
 	seen := map[svcKey]string{}
+	names := map[string]int{}
 	cfg := &Config{}
 	nBackends := 0
 	for i, rs := range raw.Services {
 		p := fmt.Sprintf("services[%d]", i)
-		s := Service{Name: rs.Name, TableSize: DefaultTableSize}
+		s := Service{Name: rs.Name, TableSize: DefaultTableSize, Affinity: AffinityNone}
+		switch rs.Affinity {
+		case "", AffinityNone:
+		case AffinityClient:
+			s.Affinity = AffinityClient
+		default:
+			return nil, fail(p+".affinity", "%q: want client or none", rs.Affinity)
+		}
 		if s.Name == "" {
 			s.Name = strconv.Itoa(i)
 		}
@@ -201,6 +278,10 @@ func ParseConfig(data []byte) (*Config, error) {
 				return nil, fail(p+".table_size", "%d: the Maglev table size must be a prime between 7 and %d (e.g. 251, 4099, 65537)", s.TableSize, MaxTableSize)
 			}
 		}
+		if prev, ok := names[s.Name]; ok {
+			return nil, fail(p+".name", "duplicate service name %q (also services[%d]): names label counters and select services in vfctl lb", s.Name, prev)
+		}
+		names[s.Name] = i
 		k := svcKey{s.VIP, s.Port, s.Proto}
 		if prev, ok := seen[k]; ok {
 			return nil, fail(p+".vip", "duplicate service %s:%d/%s (also service %q)", s.VIP, s.Port, rs.Protocol, prev)
@@ -256,6 +337,13 @@ func ParseConfig(data []byte) (*Config, error) {
 		if len(s.Backends) >= s.TableSize {
 			return nil, fail(p+".table_size", "%d slots for %d backends: the table must be larger than the pool (100× is advised)", s.TableSize, len(s.Backends))
 		}
+		if rs.Health != nil {
+			h, err := parseHealth(rs.Health, p+".health", fail)
+			if err != nil {
+				return nil, err
+			}
+			s.Health = h
+		}
 		nBackends += len(s.Backends)
 		cfg.Services = append(cfg.Services, s)
 	}
@@ -266,6 +354,75 @@ func ParseConfig(data []byte) (*Config, error) {
 		return nil, fail("services", "%d backends over all services: at most %d", nBackends, MaxBackends)
 	}
 	return cfg, nil
+}
+
+// parseHealth checks a service's "health" object; p is its path.
+func parseHealth(rh *FileHealth, p string, fail func(field, format string, args ...any) error) (*HealthCheck, error) {
+	h := &HealthCheck{Type: rh.Type, Interval: DefaultHealthInterval, Timeout: DefaultHealthTimeout, Rise: DefaultHealthRise, Fall: DefaultHealthFall, Netns: rh.Netns}
+	switch rh.Type {
+	case "tcp":
+		if rh.Path != nil {
+			return nil, fail(p+".path", "a tcp check has no path (use \"type\": \"http\")")
+		}
+	case "http":
+		h.Path = "/"
+		if rh.Path != nil {
+			h.Path = *rh.Path
+			if !strings.HasPrefix(h.Path, "/") || strings.ContainsAny(h.Path, " \t\r\n") {
+				return nil, fail(p+".path", "%q: want an absolute request path such as /healthz", h.Path)
+			}
+		}
+	case "":
+		return nil, fail(p+".type", "no check type: want \"type\": \"tcp\" or \"http\"")
+	default:
+		return nil, fail(p+".type", "%q: want tcp or http", rh.Type)
+	}
+	if rh.Port != 0 {
+		if rh.Port < 1 || rh.Port > 65535 {
+			return nil, fail(p+".port", "port %d out of range 1-65535", rh.Port)
+		}
+		h.Port = uint16(rh.Port)
+	}
+	dur := func(field, in string, def time.Duration) (time.Duration, error) {
+		if in == "" {
+			return def, nil
+		}
+		d, err := time.ParseDuration(in)
+		if err != nil {
+			return 0, fail(p+"."+field, "%q: want a duration such as 2s or 500ms", in)
+		}
+		return d, nil
+	}
+	var err error
+	if h.Interval, err = dur("interval", rh.Interval, DefaultHealthInterval); err != nil {
+		return nil, err
+	}
+	if h.Interval < MinHealthInterval || h.Interval > time.Hour {
+		return nil, fail(p+".interval", "%s out of range %s-1h", h.Interval, MinHealthInterval)
+	}
+	if h.Timeout, err = dur("timeout", rh.Timeout, min(DefaultHealthTimeout, h.Interval)); err != nil {
+		return nil, err
+	}
+	if h.Timeout <= 0 || h.Timeout > h.Interval {
+		return nil, fail(p+".timeout", "%s: want more than 0 and at most the interval (%s)", h.Timeout, h.Interval)
+	}
+	for _, c := range []struct {
+		field string
+		in    *int
+		out   *int
+	}{{"rise", rh.Rise, &h.Rise}, {"fall", rh.Fall, &h.Fall}} {
+		if c.in == nil {
+			continue
+		}
+		if *c.in < 1 || *c.in > 100 {
+			return nil, fail(p+"."+c.field, "%d out of range 1-100", *c.in)
+		}
+		*c.out = *c.in
+	}
+	if rh.Netns != "" && (!filepath.IsAbs(rh.Netns) || filepath.Clean(rh.Netns) != rh.Netns) {
+		return nil, fail(p+".netns", "%q: want the absolute path of a network namespace, such as /run/netns/blue", rh.Netns)
+	}
+	return h, nil
 }
 
 // walk records the offset of every value under its path and refuses
@@ -321,6 +478,8 @@ func walk(dec *json.Decoder, data []byte, path, kind string, at map[string]int64
 				child = "services"
 			case kind == "service" && key == "backends":
 				child = "backends"
+			case kind == "service" && key == "health":
+				child = "health"
 			}
 			if err := walk(dec, data, join(key), child, at); err != nil {
 				return err

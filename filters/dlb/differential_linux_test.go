@@ -27,7 +27,7 @@ const (
 )
 
 // testInstance loads dlb with stand-in vNIC maps.
-func testInstance(t *testing.T, servicesJSON []byte, conntrack, tableEntries string) (*fastPath, string) {
+func testInstance(t testing.TB, servicesJSON []byte, conntrack, tableEntries string) (*fastPath, string) {
 	t.Helper()
 	testkit.Need(t, testkit.Root, testkit.BPF)
 	spec, err := dlbSpec()
@@ -84,6 +84,7 @@ func randServices(rng *rand.Rand) (*Config, []byte) {
 		Port      int    `json:"port"`
 		Protocol  string `json:"protocol"`
 		TableSize int    `json:"table_size"`
+		Affinity  string `json:"affinity,omitempty"`
 		Backends  []be   `json:"backends"`
 	}
 	var svcs []svc
@@ -94,7 +95,7 @@ func randServices(rng *rand.Rand) (*Config, []byte) {
 		if v6 {
 			vip = fmt.Sprintf("fd00::%d", 1+rng.IntN(4))
 		}
-		s := svc{VIP: vip, Port: []int{80, 443, 53}[rng.IntN(3)], Protocol: []string{"tcp", "udp"}[rng.IntN(2)], TableSize: []int{251, 4099, 65537}[rng.IntN(3)]}
+		s := svc{VIP: vip, Port: []int{80, 443, 53}[rng.IntN(3)], Protocol: []string{"tcp", "udp"}[rng.IntN(2)], TableSize: []int{251, 4099, 65537}[rng.IntN(3)], Affinity: []string{"", "none", "client"}[rng.IntN(3)]}
 		k := fmt.Sprint(s.VIP, s.Port, s.Protocol)
 		if seen[k] {
 			continue
@@ -297,8 +298,11 @@ func wordsAddr(w [4]uint32, family uint8) netip.Addr {
 // the same random services and packets, IPv4 and IPv6 (new flows to VIPs, established
 // flows, replies from backends, non-VIP traffic, fragments, IP options,
 // runts and other malformed frames) and requires the same tc action, the
-// same output bytes and the same counters (per backend too); services are swapped in live
-// every 2,500 packets; the connection table is small enough to fill up.
+// same output bytes and the same counters (per backend and per service
+// too); services are swapped in live
+// every 2,500 packets (a quarter of them with every backend of a service
+// down, as health checks leave it); the connection table is small enough
+// to fill up.
 func TestDifferentialDLB(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	if s := os.Getenv("VF_SEED"); s != "" {
@@ -310,6 +314,9 @@ func TestDifferentialDLB(t *testing.T) {
 	cfg, data := randServices(rng)
 	fp, _ := testInstance(t, data, strconv.Itoa(ctSize), strconv.Itoa(tableEntries))
 	model := NewModel(2 * ctSize)
+	for i := range cfg.Services { // the ids the instance gave them
+		cfg.Services[i].ID = fp.cfg.Services[i].ID
+	}
 	tab, err := Compile(cfg, 1, tableEntries)
 	if err != nil {
 		t.Fatal(err)
@@ -322,6 +329,11 @@ func TestDifferentialDLB(t *testing.T) {
 	for i := range total {
 		if i > 0 && i%2500 == 0 {
 			cfg, _ = randServices(rng)
+			if (i/2500)%4 == 1 { // every backend of a service down (health checks)
+				for j := range cfg.Services[0].Backends {
+					cfg.Services[0].Backends[j].Weight = 0
+				}
+			}
 			if err := fp.Update(cfg); err != nil {
 				t.Fatal(err)
 			}
@@ -461,7 +473,30 @@ func TestDifferentialDLB(t *testing.T) {
 			t.Fatalf("seed %d: backend %d: kernel counted %d new flows, model %d", seed, i, sum, model.BackendFlows[i])
 		}
 	}
-	if model.Stats[0] == 0 || model.Stats[1] == 0 || model.Stats[2] == 0 || model.Stats[3] == 0 {
+	traffic := 0
+	for id := range uint32(maxServiceIDs) {
+		for dir := range uint32(2) {
+			var vals []dlbDlbTraffic
+			if err := fp.objs.DlbSvcStats.Lookup(id*2+dir, &vals); err != nil {
+				t.Fatal(err)
+			}
+			var got [2]uint64
+			for _, v := range vals {
+				got[0] += v.Packets
+				got[1] += v.Bytes
+			}
+			if got != model.SvcTraffic[id*2+dir] {
+				t.Fatalf("seed %d: service id %d dir %d: kernel counted %v packets/bytes, model %v", seed, id, dir, got, model.SvcTraffic[id*2+dir])
+			}
+			if got[0] > 0 {
+				traffic++
+			}
+		}
+	}
+	if len(fp.ids) < 2 || traffic < 2 {
+		t.Errorf("per-service counters barely exercised: %d ids, %d non-zero counters", len(fp.ids), traffic)
+	}
+	if model.Stats[0] == 0 || model.Stats[1] == 0 || model.Stats[2] == 0 || model.Stats[3] == 0 || model.Stats[4] == 0 {
 		t.Errorf("a path was not exercised: counters %v", model.Stats)
 	}
 	if rewritten6 == 0 {

@@ -47,9 +47,14 @@ struct dlb_svc_key {
 	__u8 pad[3];
 };
 
+#define DLB_SVC_AFFINITY 1 /* dlb_svc.flags: hash the client address, not its port */
+
 struct dlb_svc {
 	__u32 base; /* first slot in dlb_maglev */
-	__u32 size; /* prime */
+	__u32 size; /* prime; 0: no backend up (new flows fail) */
+	__u16 id;
+	__u8 flags;
+	__u8 pad;
 };
 
 struct dlb_target {
@@ -57,7 +62,14 @@ struct dlb_target {
 	__u16 port;
 	__u8 mac[6];
 	__u8 flags;
-	__u8 pad[3];
+	__u8 pad;
+	__u16 svc; /* dlb_ct entries: the flow's service id (dlb_svc.id) */
+};
+
+/* Per-service traffic, per direction (dlb_svc_stats[id * 2 + dir]). */
+struct dlb_traffic {
+	__u64 packets;
+	__u64 bytes;
 };
 
 /* A pinned flow: forward entries hold the backend, reverse entries the
@@ -129,6 +141,26 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } dlb_backend_flows SEC(".maps");
+
+/* Packets and bytes per service id and direction; userspace keeps ids
+ * stable across reloads and zeroes an id's slots before reusing it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 4096); /* 2 × 2 × MaxServices */
+	__type(key, __u32);
+	__type(value, struct dlb_traffic);
+} dlb_svc_stats SEC(".maps");
+
+static __always_inline void svc_count(struct __sk_buff *skb, __u16 id, __u32 dir)
+{
+	__u32 i = (__u32)id * 2 + dir;
+	struct dlb_traffic *c = bpf_map_lookup_elem(&dlb_svc_stats, &i);
+
+	if (c) {
+		c->packets++;
+		c->bytes += skb->len;
+	}
+}
 
 static __always_inline void dlb_stat(__u32 s)
 {
@@ -304,6 +336,7 @@ VF_FILTER(vf_dlb)
 		touch(skb, t, k.proto, l4);
 		rt.flags = 0;
 		dlb_stat(DLB_STAT_REV);
+		svc_count(skb, rt.svc, 1);
 		if (rewrite(skb, v6, l4, k.proto, saddr_off, l4, k.saddr,
 			    k.sport, &rt))
 			return VF_DROP;
@@ -345,6 +378,7 @@ VF_FILTER(vf_dlb)
 
 		touch(skb, t, k.proto, l4);
 		dlb_stat(DLB_STAT_EST);
+		svc_count(skb, ft.svc, 0);
 		if (rewrite(skb, v6, l4, k.proto, daddr_off, l4 + 2, k.daddr,
 			    k.dport, &ft))
 			return VF_DROP;
@@ -366,7 +400,13 @@ VF_FILTER(vf_dlb)
 		dlb_stat(DLB_STAT_NOBACKEND);
 		return VF_FAIL;
 	}
-	__u32 slot = svc->base + flow_hash(&k) % svc->size;
+	/* Session affinity: every connection of a client address to the
+	 * service hashes alike (the source port is left out). */
+	struct dlb_ct_key hk = k;
+
+	if (svc->flags & DLB_SVC_AFFINITY)
+		hk.sport = 0;
+	__u32 slot = svc->base + flow_hash(&hk) % svc->size;
 	__u32 *bi = bpf_map_lookup_elem(&dlb_maglev, &slot);
 	if (!bi) {
 		dlb_stat(DLB_STAT_NOBACKEND);
@@ -384,11 +424,13 @@ VF_FILTER(vf_dlb)
 		.sport = fv.t.port, .dport = k.sport, .proto = k.proto,
 		.kind = DLB_CT_REV, .family = k.family,
 	};
-	struct dlb_ct_val rv = { .t = { .port = k.dport }, .seen = now };
+	struct dlb_ct_val rv = { .t = { .port = k.dport, .svc = svc->id },
+				 .seen = now };
 
 	__builtin_memcpy(rk.saddr, fv.t.addr, 16);
 	__builtin_memcpy(rk.daddr, k.saddr, 16);
 	__builtin_memcpy(rv.t.addr, k.daddr, 16);
+	fv.t.svc = svc->id;
 	if (bpf_map_update_elem(&dlb_ct, &k, &fv, BPF_NOEXIST)) {
 		dlb_stat(DLB_STAT_FULL);
 		return VF_FAIL;
@@ -399,6 +441,7 @@ VF_FILTER(vf_dlb)
 		return VF_FAIL;
 	}
 	dlb_stat(DLB_STAT_NEW);
+	svc_count(skb, svc->id, 0);
 	__u64 *bf = bpf_map_lookup_elem(&dlb_backend_flows, &bidx);
 	if (bf)
 		(*bf)++;

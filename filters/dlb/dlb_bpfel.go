@@ -33,9 +33,12 @@ type dlbDlbCtVal struct {
 }
 
 type dlbDlbSvc struct {
-	_    structs.HostLayout
-	Base uint32
-	Size uint32
+	_     structs.HostLayout
+	Base  uint32
+	Size  uint32
+	Id    uint16
+	Flags uint8
+	Pad   uint8
 }
 
 type dlbDlbSvcKey struct {
@@ -54,7 +57,14 @@ type dlbDlbTarget struct {
 	Port  uint16
 	Mac   [6]uint8
 	Flags uint8
-	Pad   [3]uint8
+	Pad   uint8
+	Svc   uint16
+}
+
+type dlbDlbTraffic struct {
+	_       structs.HostLayout
+	Packets uint64
+	Bytes   uint64
 }
 
 type dlbVfCounter struct {
@@ -81,6 +91,7 @@ const (
 	dlbMapDlbMaglev       = "dlb_maglev"
 	dlbMapDlbServices     = "dlb_services"
 	dlbMapDlbStats        = "dlb_stats"
+	dlbMapDlbSvcStats     = "dlb_svc_stats"
 	dlbMapVfChain         = "vf_chain"
 	dlbMapVfSlots         = "vf_slots"
 	dlbMapVfStats         = "vf_stats"
@@ -145,6 +156,7 @@ type dlbMapSpecs struct {
 	DlbMaglev       *ebpf.MapSpec `ebpf:"dlb_maglev"`
 	DlbServices     *ebpf.MapSpec `ebpf:"dlb_services"`
 	DlbStats        *ebpf.MapSpec `ebpf:"dlb_stats"`
+	DlbSvcStats     *ebpf.MapSpec `ebpf:"dlb_svc_stats"`
 	VfChain         *ebpf.MapSpec `ebpf:"vf_chain"`
 	VfSlots         *ebpf.MapSpec `ebpf:"vf_slots"`
 	VfStats         *ebpf.MapSpec `ebpf:"vf_stats"`
@@ -185,6 +197,7 @@ type dlbMaps struct {
 	DlbMaglev       *ebpf.Map `ebpf:"dlb_maglev"`
 	DlbServices     *ebpf.Map `ebpf:"dlb_services"`
 	DlbStats        *ebpf.Map `ebpf:"dlb_stats"`
+	DlbSvcStats     *ebpf.Map `ebpf:"dlb_svc_stats"`
 	VfChain         *ebpf.Map `ebpf:"vf_chain"`
 	VfSlots         *ebpf.Map `ebpf:"vf_slots"`
 	VfStats         *ebpf.Map `ebpf:"vf_stats"`
@@ -199,6 +212,7 @@ func (m *dlbMaps) Close() error {
 		m.DlbMaglev,
 		m.DlbServices,
 		m.DlbStats,
+		m.DlbSvcStats,
 		m.VfChain,
 		m.VfSlots,
 		m.VfStats,

@@ -149,6 +149,33 @@ func TestDLBE2E(t *testing.T) {
 			o.c.Close()
 		}
 	}()
+	byAddr := map[string]string{}
+	for _, b := range backends {
+		byAddr[net.JoinHostPort(b.IPv4.IP.String(), "8080")] = b.Label
+	}
+	// webCounters reads a counter of service web per backend name.
+	webCounters := func(name string) map[string]int {
+		counters, err := fp.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]int{}
+		for _, c := range counters {
+			if c.Name == name && c.Labels["service"] == "web" {
+				out[byAddr[c.Labels["backend"]]] = int(c.Value)
+			}
+		}
+		return out
+	}
+	// Pinned flows: at least the open connections, at most the new flows
+	// (closed flows stay pinned until their close timeout).
+	newBefore, pinned := webCounters("backend_new_flows_total"), webCounters("backend_pinned_flows")
+	for _, b := range backends {
+		if p := pinned[b.Label]; p < per[b.Label] || p > newBefore[b.Label] {
+			t.Errorf("%s: %d pinned flows, want between %d open and %d new", b.Label, p, per[b.Label], newBefore[b.Label])
+		}
+	}
+	t.Logf("before the reload: pinned flows %v, new flows %v", pinned, newBefore)
 	if err := os.WriteFile(path, e2eServices(backends[1:], weights[1:]), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -176,6 +203,7 @@ func TestDLBE2E(t *testing.T) {
 		}
 	}
 	t.Logf("%d established connections (per backend %v) kept their backend across a reload removing b1", len(live), per)
+	before := webCounters("backend_new_flows_total")
 	after := map[string]int{}
 	for range 300 {
 		c, _, name, err := dial()
@@ -189,25 +217,37 @@ func TestDLBE2E(t *testing.T) {
 		t.Errorf("new connections reached removed backend b1: %v", after)
 	}
 	t.Logf("300 new connections after the reload: %v", after)
+	// New flows per backend count on across the reload: exactly the 300
+	// more, and 10,360 in all.
+	now := webCounters("backend_new_flows_total")
+	delta := map[string]int{}
+	total := 0
+	for name, n := range now {
+		if d := n - before[name]; d != 0 {
+			delta[name] = d
+		}
+		total += n
+	}
+	// b1 left the file with the reload: it is counted no more.
+	if fmt.Sprint(delta) != fmt.Sprint(after) || total+newBefore["b1"] != 10000+len(live)+300 {
+		t.Errorf("backend_new_flows_total went from %v to %v (%d in all, %d on b1 before), want +%v and %d", before, now, total, newBefore["b1"], after, 10000+len(live)+300)
+	}
 	counters, err := fp.Counters()
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Per-backend new flows restart with the reload: exactly the 300.
-	byAddr := map[string]string{}
-	for _, b := range backends {
-		byAddr[net.JoinHostPort(b.IPv4.IP.String(), "8080")] = b.Label
-	}
-	perBackend := map[string]int{}
+	traffic := map[string]float64{}
 	for _, c := range counters {
-		if c.Name == "backend_new_flows_total" && c.Labels["service"] == "web" {
-			perBackend[byAddr[c.Labels["backend"]]] = int(c.Value)
+		if c.Labels["service"] == "web" && c.Labels["direction"] != "" {
+			traffic[c.Name+" "+c.Labels["direction"]] = c.Value
 		}
 	}
-	if fmt.Sprint(perBackend) != fmt.Sprint(after) {
-		t.Errorf("backend_new_flows_total %v, want %v", perBackend, after)
+	conns := float64(total + newBefore["b1"])
+	if traffic["service_packets_total from-vm"] < 3*conns || traffic["service_packets_total to-vm"] < 2*conns ||
+		traffic["service_bytes_total from-vm"] < 54*traffic["service_packets_total from-vm"] {
+		t.Errorf("service web traffic %v for %v connections", traffic, conns)
 	}
-	t.Logf("counters %v", counters)
+	t.Logf("service web: %v; new flows %v", traffic, now)
 }
 
 // spread makes conns connections to vip and checks each backend's share

@@ -90,7 +90,7 @@ func TestGCExpiresIdleFlows(t *testing.T) {
 // restart) keeps its pinned flows and re-installs the services.
 func TestAdoptKeepsFlows(t *testing.T) {
 	testkit.Need(t, testkit.Root, testkit.BPF)
-	cfg := []byte(`{"services": [{"vip": "10.0.0.1", "port": 80, "protocol": "tcp", "table_size": 251, "backends": [{"addr": "10.1.0.1"}, {"addr": "10.1.0.2"}]}]}`)
+	cfg := []byte(`{"services": [{"name": "web", "vip": "10.0.0.1", "port": 80, "protocol": "tcp", "table_size": 251, "backends": [{"addr": "10.1.0.1"}, {"addr": "10.1.0.2"}]}]}`)
 	spec, err := dlbSpec()
 	if err != nil {
 		t.Fatal(err)
@@ -117,6 +117,14 @@ func TestAdoptKeepsFlows(t *testing.T) {
 	f := frame(rng, netip.MustParseAddr("10.9.0.1"), netip.MustParseAddr("10.0.0.1"), 40000, 80, ProtoTCP)
 	_, out1, _ := runFrame(t, a.Program(), f, 0)
 	a.Close()
+	// filterd comes back with a service added before the old one: the
+	// old one keeps its id (read back from dlb_services), so its pinned
+	// flow counts where it did.
+	cfg2 := []byte(`{"services": [{"name": "new", "vip": "10.0.0.2", "port": 80, "protocol": "tcp", "table_size": 251, "backends": [{"addr": "10.1.0.3"}]},
+	  {"name": "web", "vip": "10.0.0.1", "port": 80, "protocol": "tcp", "table_size": 251, "backends": [{"addr": "10.1.0.1"}, {"addr": "10.1.0.2"}]}]}`)
+	if err := os.WriteFile(path, cfg2, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	b, err := loadFastPath(sdk.NewFastPathContext(inst, true, nil, maps, pin))
 	if err != nil {
 		t.Fatal(err)
@@ -132,5 +140,12 @@ func TestAdoptKeepsFlows(t *testing.T) {
 	st, _ := b.(*fastPath).stats()
 	if st[1] != 1 {
 		t.Fatalf("second packet not seen as established: %v", st)
+	}
+	state, err := b.(*fastPath).state()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, w := state.Services[0], state.Services[1]; n.FromVM.Packets != 0 || w.FromVM.Packets != 2 || w.Backends[0].PinnedFlows+w.Backends[1].PinnedFlows != 1 {
+		t.Errorf("after adoption: new %+v, web %+v", n, w)
 	}
 }

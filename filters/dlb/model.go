@@ -28,12 +28,14 @@ type Model struct {
 	Stats    [5]uint64
 	// BackendFlows counts new flows per backend index.
 	BackendFlows map[uint32]uint64
+	// SvcTraffic counts packets and bytes per service id*2+direction.
+	SvcTraffic map[uint32][2]uint64
 }
 
 // NewModel returns an empty model with a connection table of capacity
 // entries.
 func NewModel(capacity int) *Model {
-	return &Model{Services: map[SvcKey]SvcVal{}, Maglev: map[uint32]uint32{}, Backends: map[uint32]Target{}, Capacity: capacity, CT: map[CtKey]Target{}, BackendFlows: map[uint32]uint64{}}
+	return &Model{Services: map[SvcKey]SvcVal{}, Maglev: map[uint32]uint32{}, Backends: map[uint32]Target{}, Capacity: capacity, CT: map[CtKey]Target{}, BackendFlows: map[uint32]uint64{}, SvcTraffic: map[uint32][2]uint64{}}
 }
 
 // SetTables installs a compiled generation and makes it live (as
@@ -44,7 +46,7 @@ func (m *Model) SetTables(t *Tables) {
 			delete(m.Services, k)
 		}
 	}
-	for i := range uint32(MaxBackends) {
+	for i := range uint32(len(t.Backends)) {
 		delete(m.BackendFlows, t.BackendBase+i)
 	}
 	for i, b := range t.Backends {
@@ -116,6 +118,7 @@ func (m *Model) Process(f []byte, dir int) int {
 		m.touch(k, f, l4)
 		t.Flags = 0
 		m.Stats[2]++
+		m.count(t.Svc, 1, len(f))
 		rewriteModel(f, v6, l4, proto, saddrOff, l4, t)
 		return VerdictContinue
 	}
@@ -130,6 +133,7 @@ func (m *Model) Process(f []byte, dir int) int {
 	if t, ok := m.CT[k]; ok {
 		m.touch(k, f, l4)
 		m.Stats[1]++
+		m.count(t.Svc, 0, len(f))
 		rewriteModel(f, v6, l4, proto, daddrOff, l4+2, t)
 		return VerdictContinue
 	}
@@ -141,11 +145,15 @@ func (m *Model) Process(f []byte, dir int) int {
 		m.Stats[4]++
 		return VerdictFail
 	}
+	hs := k.Sport
+	if svc.Flags&svcAffinity != 0 {
+		hs = 0
+	}
 	var h uint32
 	if v6 {
-		h = FlowHash6(k.Saddr, k.Daddr, k.Sport, k.Dport, proto)
+		h = FlowHash6(k.Saddr, k.Daddr, hs, k.Dport, proto)
 	} else {
-		h = FlowHash(k.Saddr[0], k.Daddr[0], k.Sport, k.Dport, proto)
+		h = FlowHash(k.Saddr[0], k.Daddr[0], hs, k.Dport, proto)
 	}
 	bi, ok := m.Maglev[svc.Base+h%svc.Size]
 	b := m.Backends[bi]
@@ -157,6 +165,7 @@ func (m *Model) Process(f []byte, dir int) int {
 		m.Stats[3]++
 		return VerdictFail
 	}
+	b.Svc = svc.ID
 	m.CT[k] = b
 	rk := CtKey{b.Addr, k.Saddr, b.Port, k.Sport, proto, 1, k.Family}
 	if _, exists := m.CT[rk]; !exists && len(m.CT) >= m.Capacity {
@@ -164,11 +173,20 @@ func (m *Model) Process(f []byte, dir int) int {
 		m.Stats[3]++
 		return VerdictFail
 	}
-	m.CT[rk] = Target{Addr: k.Daddr, Port: k.Dport}
+	m.CT[rk] = Target{Addr: k.Daddr, Port: k.Dport, Svc: svc.ID}
 	m.Stats[0]++
+	m.count(svc.ID, 0, len(f))
 	m.BackendFlows[bi]++
 	rewriteModel(f, v6, l4, proto, daddrOff, l4+2, b)
 	return VerdictContinue
+}
+
+func (m *Model) count(id uint16, dir, bytes int) {
+	i := uint32(id)*2 + uint32(dir)
+	c := m.SvcTraffic[i]
+	c[0]++
+	c[1] += uint64(bytes)
+	m.SvcTraffic[i] = c
 }
 
 // touch mirrors dlb.c's touch(): a TCP FIN or RST marks the entry closing.

@@ -32,7 +32,14 @@ type SvcKey struct {
 }
 
 // SvcVal mirrors struct dlb_svc.
-type SvcVal struct{ Base, Size uint32 }
+type SvcVal struct {
+	Base, Size uint32
+	ID         uint16
+	Flags      uint8
+}
+
+// dlb_svc flags (dlb.c DLB_SVC_AFFINITY).
+const svcAffinity = 1
 
 // Target mirrors struct dlb_target.
 type Target struct {
@@ -40,6 +47,8 @@ type Target struct {
 	Port  uint16
 	MAC   [6]byte
 	Flags uint8
+	// Svc is the service id of a connection-table entry.
+	Svc uint16
 }
 
 // Target flags (dlb.c DLB_HAS_MAC, DLB_CLOSING).
@@ -65,20 +74,36 @@ func Compile(cfg *Config, gen uint32, tableEntries int) (*Tables, error) {
 		}
 		names := make([]string, len(s.Backends))
 		weights := make([]uint32, len(s.Backends))
+		total := uint64(0)
 		for i, b := range s.Backends {
 			names[i], weights[i] = b.Key(), b.Weight
+			total += uint64(b.Weight)
 		}
 		first := t.BackendBase + uint32(len(t.Backends))
 		for _, b := range s.Backends {
 			t.Backends = append(t.Backends, targetOf(b))
 		}
+		key := SvcKey{VIP: addrWords(s.VIP), Port: portWord(s.Port), Proto: s.Proto, Gen: uint8(gen), Family: family(s.VIP)}
+		if total == 0 {
+			// Every backend is down (the parser refuses a pool without
+			// weight): size 0 makes new flows fail closed.
+			t.Services[key] = SvcVal{Base: t.MaglevBase + uint32(len(t.Maglev)), ID: s.ID, Flags: svcFlags(s)}
+			continue
+		}
 		base := t.MaglevBase + uint32(len(t.Maglev))
 		for _, bi := range Maglev(names, weights, s.TableSize) {
 			t.Maglev = append(t.Maglev, first+uint32(bi))
 		}
-		t.Services[SvcKey{VIP: addrWords(s.VIP), Port: portWord(s.Port), Proto: s.Proto, Gen: uint8(gen), Family: family(s.VIP)}] = SvcVal{Base: base, Size: uint32(s.TableSize)}
+		t.Services[key] = SvcVal{Base: base, Size: uint32(s.TableSize), ID: s.ID, Flags: svcFlags(s)}
 	}
 	return t, nil
+}
+
+func svcFlags(s Service) uint8 {
+	if s.Affinity == AffinityClient {
+		return svcAffinity
+	}
+	return 0
 }
 
 func targetOf(b Backend) Target {
@@ -105,6 +130,18 @@ func addrWords(a netip.Addr) [4]uint32 {
 	return w
 }
 
+// addrFromWords undoes addrWords.
+func addrFromWords(w [4]uint32, family uint8) netip.Addr {
+	var b [16]byte
+	for i := range w {
+		binary.LittleEndian.PutUint32(b[4*i:], w[i])
+	}
+	if family == 4 {
+		return netip.AddrFrom4([4]byte(b[:4]))
+	}
+	return netip.AddrFrom16(b)
+}
+
 func family(a netip.Addr) uint8 {
 	if a.Is4() {
 		return 4
@@ -116,6 +153,8 @@ func family(a netip.Addr) uint8 {
 // network-order bytes into a (little-endian) word.
 func addrWord(a [4]byte) uint32 { return binary.LittleEndian.Uint32(a[:]) }
 
+// portWord converts a port to and from the program's view; the swap is
+// its own inverse.
 func portWord(p uint16) uint16 {
 	var b [2]byte
 	binary.BigEndian.PutUint16(b[:], p)

@@ -153,6 +153,7 @@ Exit codes:
 		root.AddCommand(c)
 	}
 	root.AddCommand(a.fwCommand())
+	root.AddCommand(a.lbCommand())
 	root.AddCommand(a.filterCommand())
 	root.AddCommand(a.vnicCommand())
 	root.AddCommand(a.groupCommand())
