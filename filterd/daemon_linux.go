@@ -39,6 +39,8 @@ type vnic struct {
 	dp    *datapath.VNIC
 	owner string
 	slots [sdk.MaxSlots]*instance
+	// capture: the chain was created for a capture and goes with it.
+	capture bool
 }
 
 // instance is one filter in one slot.
@@ -49,6 +51,8 @@ type instance struct {
 	fast sdk.FastPath
 	slow sdk.SlowPath
 	punt *slowpath.Punt
+	// capture: a capture's temporary mirror (capture_linux.go).
+	capture bool
 }
 
 func (in *instance) close() {
@@ -106,11 +110,28 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	}
 	for _, name := range sortedKeys(st.VNICs) {
 		sv := st.VNICs[name]
+		if sv.Capture {
+			// A chain made only for a capture whose client went away
+			// with the old daemon.
+			d.log.Info("removing the chain of an interrupted capture", "vnic", name)
+			if err := d.dp.Remove(name); err != nil {
+				d.log.Error("remove capture chain", "vnic", name, "err", err)
+			}
+			continue
+		}
 		v, err := d.dp.Adopt(name)
 		switch {
 		case err == nil:
 			n := &vnic{dp: v, owner: sv.Owner}
 			for _, ss := range sv.Slots {
+				if ss.Capture {
+					d.log.Info("clearing the slot of an interrupted capture", "vnic", name, "slot", ss.Slot)
+					if err := v.ClearSlot(ss.Slot); err != nil {
+						d.log.Error("clear capture slot", "vnic", name, "slot", ss.Slot, "err", err)
+					}
+					_ = os.RemoveAll(v.SlotDir(ss.Slot))
+					continue
+				}
 				in, err := d.newInstance(ctx, v, ss.Slot, ss.Filter, true)
 				if err != nil {
 					// The old program stays in the slot and keeps
@@ -133,7 +154,9 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 			_ = d.dp.Remove(name)
 			req := api.ChainRequest{Owner: sv.Owner}
 			for _, ss := range sv.Slots {
-				req.Filters = append(req.Filters, ss.Filter)
+				if !ss.Capture { // captures are always the last slot
+					req.Filters = append(req.Filters, ss.Filter)
+				}
 			}
 			if _, err := d.setChainLocked(ctx, name, req); err != nil {
 				d.log.Error("rebuild chain", "vnic", name, "err", err)

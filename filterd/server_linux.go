@@ -85,6 +85,7 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("GET "+v+"/groups/{name}", d.handleGroup)
 	mux.HandleFunc("PUT "+v+"/groups/{name}", d.handleSetGroup)
 	mux.HandleFunc("DELETE "+v+"/groups/{name}", d.handleDeleteGroup)
+	mux.HandleFunc("GET "+v+"/vnics/{vnic}/capture", d.handleCapture)
 	mux.HandleFunc("GET "+v+"/vnics/{vnic}/state", d.handleExportState)
 	mux.HandleFunc("PUT "+v+"/vnics/{vnic}/state", d.handleImportState)
 	mux.Handle("GET /metrics", d.MetricsHandler())
@@ -144,7 +145,11 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		ln.Close()
 		return err
 	}
-	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	// Long-lived requests (captures) end when the server shuts down.
+	base, endRequests := context.WithCancel(context.WithoutCancel(ctx))
+	defer endRequests()
+	srv := &http.Server{Handler: d.Handler(), ReadHeaderTimeout: 10 * time.Second, BaseContext: func(net.Listener) context.Context { return base }}
+	srv.RegisterOnShutdown(endRequests)
 	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
 	var msrv *http.Server

@@ -30,11 +30,17 @@ type stateVNIC struct {
 	Ifindex int         `json:"ifindex"`
 	Owner   string      `json:"owner,omitempty"`
 	Slots   []stateSlot `json:"slots"`
+	// Capture: the chain exists only for a capture (vfctl capture); a
+	// restart removes it.
+	Capture bool `json:"capture,omitempty"`
 }
 
 type stateSlot struct {
 	Slot   int            `json:"slot"`
 	Filter api.FilterSpec `json:"filter"`
+	// Capture: a capture's temporary mirror; a restart clears it (its
+	// client is gone).
+	Capture bool `json:"capture,omitempty"`
 }
 
 func (d *Daemon) statePath() string { return filepath.Join(d.cfg.StateDir, "state.json") }
@@ -67,10 +73,10 @@ func (d *Daemon) saveLocked() error {
 	st.Groups, st.Labels = maps.Clone(d.groups.pushed), maps.Clone(d.groups.vnics)
 	d.groups.mu.RUnlock()
 	for name, n := range d.vnics {
-		sv := stateVNIC{Ifindex: n.dp.Ifindex, Owner: n.owner, Slots: []stateSlot{}}
+		sv := stateVNIC{Ifindex: n.dp.Ifindex, Owner: n.owner, Slots: []stateSlot{}, Capture: n.capture}
 		for i, in := range n.slots {
 			if in != nil {
-				sv.Slots = append(sv.Slots, stateSlot{Slot: i, Filter: in.spec})
+				sv.Slots = append(sv.Slots, stateSlot{Slot: i, Filter: in.spec, Capture: in.capture})
 			}
 		}
 		st.VNICs[name] = sv

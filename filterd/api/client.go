@@ -258,6 +258,42 @@ func (c *Client) DeleteGroup(ctx context.Context, name string) (*GroupChange, er
 	return &r, err
 }
 
+// Capture streams pcapng of vnic's traffic (query: direction, duration,
+// proto, port, cidr, snaplen, sample, rate) until ctx ends or filterd
+// stops; the caller reads and closes the body.
+func (c *Client) Capture(ctx context.Context, vnic string, query map[string]string) (io.ReadCloser, error) {
+	v := url.Values{}
+	for k, s := range query {
+		v.Set(k, s)
+	}
+	p := vnicPath(vnic) + "/capture"
+	if len(v) > 0 {
+		p += "?" + v.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://filterd"+p, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var ne *net.OpError
+		if errors.As(err, &ne) && ne.Op == "dial" && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)) {
+			return nil, fmt.Errorf("%w (no daemon on %s): %w", ErrDaemonNotRunning, c.socket, ne.Err)
+		}
+		return nil, err
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var e Error
+		if json.Unmarshal(data, &e) != nil || e.Message == "" {
+			e = Error{Code: CodeInternal, Message: "capture: " + resp.Status}
+		}
+		return nil, &e
+	}
+	return resp.Body, nil
+}
+
 // Metrics returns the Prometheus exposition text.
 func (c *Client) Metrics(ctx context.Context) (string, error) {
 	var s string

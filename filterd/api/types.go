@@ -18,6 +18,7 @@
 //	DELETE /v1/vnics/{vnic}/filters/{slot}  remove one filter
 //	POST   /v1/vnics/{vnic}/filters/{slot}/reload  ReloadResult: the filter re-reads its configuration (sdk.Reloader; 501 not_supported if it cannot)
 //	GET    /v1/vnics/{vnic}/filters/{slot}/inspect  InspectResult: the filter's live state (sdk.Inspector; 501 not_supported if it has none)
+//	GET    /v1/vnics/{vnic}/capture     pcapng stream (application/x-pcapng) until the client leaves; query: direction, duration, proto, port, cidr, snaplen, sample, rate
 //	GET    /v1/vnics/{vnic}/state       state bundle (application/octet-stream): the movable state of the chain (sdk.StateMover)
 //	PUT    /v1/vnics/{vnic}/state       state bundle -> ImportResult: add it to the same chain here (after a VM move)
 //	PUT    /v1/vnics/{vnic}/labels     Labels -> GroupChange: the VM's tags and addresses (tag:<t> groups)

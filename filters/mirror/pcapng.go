@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 
 	"github.com/vnicfilter/vnicfilter/sdk"
@@ -158,7 +159,14 @@ func openPcapng(path, vnic string, ifindex int, snaplen uint32) (*pcapngWriter, 
 	defer pcapngFiles.Unlock()
 	s := pcapngFiles.m[path]
 	if s == nil {
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		var f io.WriteCloser
+		var err error
+		if strings.HasPrefix(path, sdk.StreamPrefix) {
+			// An API stream (vfctl capture): the pcapng goes to the client.
+			f, err = sdk.OpenStream(path)
+		} else {
+			f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		}
 		if err != nil {
 			return nil, 0, nil, fmt.Errorf("%w: parameter \"sink\": %v", sdk.ErrInvalidParam, err)
 		}

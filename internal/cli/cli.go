@@ -144,7 +144,7 @@ Exit codes:
 		c.GroupID = "chain"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{a.listCommand(), a.showCommand(), a.statsCommand(), a.metricsCommand()} {
+	for _, c := range []*cobra.Command{a.listCommand(), a.showCommand(), a.statsCommand(), a.metricsCommand(), a.captureCommand()} {
 		c.GroupID = "observe"
 		root.AddCommand(c)
 	}
