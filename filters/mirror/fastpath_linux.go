@@ -1,11 +1,11 @@
 package mirror
 
 import (
-	"net"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"sync/atomic"
