@@ -67,6 +67,12 @@ func TestCapture(t *testing.T) {
 			}
 		}
 	}
+	// vfctl top sees a's traffic.
+	go func() { _ = a.Ping(t, b.IPv4.IP, 1) }()
+	if out, err := d.vfctl("top", "-n", "1", "--interval", "500ms"); err != nil || !strings.Contains(out, a.TapName) || !strings.Contains(out, "IN pps") {
+		t.Errorf("vfctl top: %v\n%s", err, out)
+	}
+
 	// Afterwards: a has its one filter again, b no chain at all.
 	if v, err := d.client.VNIC(ctx, a.TapName); err != nil || len(v.Slots) != 1 || v.Slots[0].Filter != "count" {
 		t.Errorf("a after its capture: %+v %v", v, err)

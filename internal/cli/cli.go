@@ -144,7 +144,7 @@ Exit codes:
 		c.GroupID = "chain"
 		root.AddCommand(c)
 	}
-	for _, c := range []*cobra.Command{a.listCommand(), a.showCommand(), a.statsCommand(), a.metricsCommand(), a.captureCommand()} {
+	for _, c := range []*cobra.Command{a.listCommand(), a.showCommand(), a.statsCommand(), a.metricsCommand(), a.captureCommand(), a.topCommand()} {
 		c.GroupID = "observe"
 		root.AddCommand(c)
 	}
