@@ -36,6 +36,9 @@ type Config struct {
 	// object) loaded at start; a missing directory holds none.
 	// DefaultFiltersDir if empty.
 	FiltersDir string
+	// Hidden, when Hidden.Bridge is set, makes filterd create the hidden
+	// bridge and serve the API there over mutual TLS (hidden_linux.go).
+	Hidden HiddenConfig
 	// Logger receives the daemon's logs; discarded if nil.
 	Logger *slog.Logger
 }

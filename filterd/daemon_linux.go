@@ -33,6 +33,7 @@ type Daemon struct {
 	vnics    map[string]*vnic
 	external map[string]*externalFilter // external_linux.go
 	groups   *groupTable                // host address groups (groups_linux.go)
+	hidden   *hidden                    // the hidden bridge, nil if not configured
 }
 
 type vnic struct {
@@ -76,6 +77,14 @@ func (in *instance) close() {
 // rebuilt.
 func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	cfg = cfg.withDefaults()
+	var hb *hidden
+	if cfg.Hidden.Bridge != "" {
+		hc := cfg.Hidden.withDefaults()
+		if err := hc.validate(); err != nil {
+			return nil, err
+		}
+		hb = &hidden{cfg: hc, log: cfg.Logger.With("component", "hidden-bridge")}
+	}
 	dp, err := datapath.New(datapath.Options{Root: cfg.BPFFSRoot, Mode: cfg.Mode})
 	if err != nil {
 		return nil, err
@@ -83,7 +92,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
-	d := &Daemon{cfg: cfg, log: cfg.Logger, dp: dp, vnics: map[string]*vnic{}, groups: newGroupTable()}
+	d := &Daemon{cfg: cfg, log: cfg.Logger, dp: dp, vnics: map[string]*vnic{}, groups: newGroupTable(), hidden: hb}
 	d.ctx, d.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	d.loadExternalFilters() // before reconcile: chains may use them
 	if err := d.reconcile(ctx); err != nil {

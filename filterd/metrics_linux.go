@@ -18,6 +18,7 @@ var (
 	descChainBytes = prometheus.NewDesc("vnicfilter_chain_bytes_total", "Bytes through a vNIC's chain by result (entered, passed, dropped).", []string{"vnic", "direction", "result"}, nil)
 	descSlotPkts   = prometheus.NewDesc("vnicfilter_slot_packets_total", "Frames per chain slot by verdict (continue, drop, punt, redirect, consumed, fail_closed, fail_open).", []string{"vnic", "direction", "slot", "filter", "verdict"}, nil)
 	descSlotBytes  = prometheus.NewDesc("vnicfilter_slot_bytes_total", "Bytes per chain slot by verdict.", []string{"vnic", "direction", "slot", "filter", "verdict"}, nil)
+	descIntrusions = prometheus.NewDesc("vnicfilter_hidden_bridge_intrusions_total", "Ports found on the hidden bridge that were not allowed there, and removed.", []string{"bridge"}, nil)
 	descSlowUp     = prometheus.NewDesc("vnicfilter_slowpath_up", "1 if the slot's slow path is running, 0 if its failure mode applies.", []string{"vnic", "slot", "filter"}, nil)
 )
 
@@ -33,6 +34,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	defer d.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(descBuild, prometheus.GaugeValue, 1, Version, strconv.Itoa(sdk.ABIVersion), d.dp.Mode().String())
 	ch <- prometheus.MustNewConstMetric(descVNICs, prometheus.GaugeValue, float64(len(d.vnics)))
+	if d.hidden != nil {
+		ch <- prometheus.MustNewConstMetric(descIntrusions, prometheus.CounterValue, float64(d.hidden.count.Load()), d.hidden.cfg.Bridge)
+	}
 	for _, name := range sortedKeys(d.vnics) {
 		n := d.vnics[name]
 		st, err := n.dp.Stats()

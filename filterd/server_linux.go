@@ -81,6 +81,13 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("POST "+v+"/vnics/{vnic}/filters/{slot}/reload", d.handleReload)
 	mux.HandleFunc("GET "+v+"/vnics/{vnic}/filters/{slot}/inspect", d.handleInspect)
 	mux.HandleFunc("PUT "+v+"/vnics/{vnic}/labels", d.handleSetLabels)
+	mux.HandleFunc("GET "+v+"/hidden", func(w http.ResponseWriter, r *http.Request) {
+		if d.hidden == nil {
+			replyErr(w, fmt.Errorf("%w: filterd runs without a hidden bridge (--hidden-bridge)", sdk.ErrNotSupported))
+			return
+		}
+		reply(w, http.StatusOK, d.hidden.status())
+	})
 	mux.HandleFunc("GET "+v+"/groups", func(w http.ResponseWriter, r *http.Request) { reply(w, http.StatusOK, d.Groups()) })
 	mux.HandleFunc("GET "+v+"/groups/{name}", d.handleGroup)
 	mux.HandleFunc("PUT "+v+"/groups/{name}", d.handleSetGroup)
@@ -144,6 +151,13 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	if err := os.Chmod(sock, 0o600); err != nil {
 		ln.Close()
 		return err
+	}
+	if d.hidden != nil {
+		stopHidden, err := d.serveHidden(ctx)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = stopHidden() }()
 	}
 	// Long-lived requests (captures) end when the server shuts down.
 	base, endRequests := context.WithCancel(context.WithoutCancel(ctx))

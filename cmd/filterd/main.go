@@ -9,11 +9,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/vnicfilter/vnicfilter/filterd"
 	"github.com/vnicfilter/vnicfilter/filterd/api"
@@ -23,6 +25,7 @@ import (
 
 const usage = `Usage: filterd [flags]
        filterd check [--output text|json] [--attach-mode MODE]
+       filterd issue-cert --name NAME --out DIR [--hidden-tls-dir DIR]
        filterd version
 
 filterd attaches vnicfilter chains in front of VM network interfaces (the
@@ -36,6 +39,16 @@ touching a single packet. Chains whose device is gone are removed.
 "filterd check" probes the kernel for the features vnicfilter needs and
 exits 1 if a required one is missing.
 
+With --hidden-bridge, filterd creates a bridge with no uplink for the host's
+control VM, takes --hidden-addr on it and serves the same API there over
+mutual TLS (client certificates of the host CA in --hidden-tls-dir). Only
+ports matching --hidden-allow may sit on it: any other is removed and an
+alarm raised (log, vnicfilter_hidden_bridge_intrusions_total, GET
+/v1/hidden). An nftables table keeps filterd's hidden address unreachable
+from anywhere else and the bridge unroutable. "filterd issue-cert" writes a
+client certificate of the host CA (for the control VM's agent or an
+operator's vfctl).
+
 Flags:
 `
 
@@ -45,6 +58,8 @@ Examples:
   filterd --log-level debug --metrics-addr 127.0.0.1:9617
   filterd --libvirt-uri qemu:///system     # libvirt hosts (docs/libvirt.md)
   filterd check
+  filterd --hidden-bridge vfhidden0        # control VM on the hidden bridge
+  filterd issue-cert --name agent --out /var/lib/vnicfilter/agent-tls
 
 Files:
   /run/vnicfilter/filterd.sock     API socket (mode 0600)
@@ -75,6 +90,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.FiltersDir, "filters-dir", filterd.DefaultFiltersDir, "`directory` of external fast-path filters (<name>.json + object) loaded at start")
 	fs.StringVar(&cfg.MetricsAddr, "metrics-addr", "", "also serve /metrics over TCP at `host:port` (off by default)")
 	fs.StringVar(&cfg.LibvirtURI, "libvirt-uri", "", "keep the chains of running libvirt domains as their XML says, watching libvirtd at `uri` (e.g. qemu:///system); off when empty")
+	fs.StringVar(&cfg.Hidden.Bridge, "hidden-bridge", "", "create the hidden `bridge` (e.g. vfhidden0) for the control VM and serve the API there over mutual TLS; off when empty")
+	hiddenAddr := fs.String("hidden-addr", "169.254.77.1/24", "filterd's `prefix` on the hidden bridge (link-local or private IPv4)")
+	fs.IntVar(&cfg.Hidden.Port, "hidden-port", 9443, "`port` of the mutual-TLS API on the hidden bridge")
+	fs.StringVar(&cfg.Hidden.TLSDir, "hidden-tls-dir", "/etc/vnicfilter/tls", "`directory` of the host CA and filterd's certificate (created 0700 at first start)")
+	hiddenAllow := fs.String("hidden-allow", "vfcvm*", "comma-separated name `patterns` of the only ports allowed on the hidden bridge (the control VM's vNIC)")
+	certName := fs.String("name", "", "issue-cert: the certificate's `name` (e.g. agent)")
+	certOut := fs.String("out", "", "issue-cert: `directory` to write NAME.pem, NAME-key.pem and ca.pem into")
 	mode := fs.String("attach-mode", "auto", "`mode` of attaching to tc: auto (tcx, else clsact), tcx or clsact")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log `format`: text or json")
@@ -95,7 +117,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Mode = m
+	if cfg.Hidden.Bridge != "" {
+		p, err := netip.ParsePrefix(*hiddenAddr)
+		if err != nil {
+			fmt.Fprintf(stderr, "filterd: --hidden-addr %q: want a prefix such as 169.254.77.1/24\n", *hiddenAddr)
+			return 2
+		}
+		cfg.Hidden.Addr = p
+		cfg.Hidden.Allow = strings.Split(*hiddenAllow, ",")
+	}
 	switch cmd {
+	case "issue-cert":
+		if *certName == "" || *certOut == "" {
+			fmt.Fprintln(stderr, "filterd issue-cert: --name and --out are required")
+			return 2
+		}
+		if err := filterd.IssueClientCert(cfg.Hidden.TLSDir, *certName, *certOut, 365*24*time.Hour); err != nil {
+			fmt.Fprintf(stderr, "filterd issue-cert: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "issued %s: %s/%s.pem, %s-key.pem, ca.pem (valid one year)\n", *certName, *certOut, *certName, *certName)
+		return 0
 	case "version":
 		fmt.Fprintln(stdout, "filterd", filterd.Version)
 		return 0

@@ -294,6 +294,13 @@ func (c *Client) Capture(ctx context.Context, vnic string, query map[string]stri
 	return resp.Body, nil
 }
 
+// Hidden describes the hidden bridge (GET /v1/hidden).
+func (c *Client) Hidden(ctx context.Context) (*HiddenStatus, error) {
+	var r HiddenStatus
+	err := c.do(ctx, http.MethodGet, "/"+Version+"/hidden", nil, &r)
+	return &r, err
+}
+
 // Metrics returns the Prometheus exposition text.
 func (c *Client) Metrics(ctx context.Context) (string, error) {
 	var s string

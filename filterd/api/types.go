@@ -26,6 +26,7 @@
 //	GET    /v1/groups/{name}           Group
 //	PUT    /v1/groups/{name}           GroupRequest -> GroupChange: set pushed members; users reload
 //	DELETE /v1/groups/{name}           GroupChange (409 filter_in_use while a policy uses it)
+//	GET    /v1/hidden                  HiddenStatus: the hidden bridge, its ports and intrusion alarms (404 if not configured)
 //	GET    /metrics                         Prometheus text format
 //
 // Errors are returned with a 4xx/5xx status and an Error body.
@@ -277,6 +278,28 @@ type Reloaded struct {
 	// Error is why the instance kept its live configuration ("" if it
 	// took the change).
 	Error string `json:"error,omitempty"`
+}
+
+// HiddenStatus answers GET /v1/hidden: the hidden bridge and its alarms.
+type HiddenStatus struct {
+	Bridge  string   `json:"bridge"`
+	Address string   `json:"address"`
+	Port    int      `json:"port"`
+	Allow   []string `json:"allow"`
+	// Ports are the bridge's ports now.
+	Ports []string `json:"ports"`
+	// Intrusions are the last (at most 100) ports removed from it.
+	Intrusions      []Intrusion `json:"intrusions"`
+	IntrusionsTotal uint64      `json:"intrusions_total"`
+}
+
+// Intrusion is a port found on the hidden bridge that had no business there.
+type Intrusion struct {
+	Port    string    `json:"port"`
+	MAC     string    `json:"mac"`
+	At      time.Time `json:"at"`
+	Removed bool      `json:"removed"`
+	Error   string    `json:"error,omitempty"`
 }
 
 // Error codes, stable for scripts.
