@@ -2,7 +2,6 @@ package filterd_test
 
 import (
 	"context"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -52,7 +51,7 @@ func TestCapture(t *testing.T) {
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("vfctl capture %s: %v\n%s", vm.TapName, err, out)
 		}
-		rows := tsharkRows(t, file, "frame.interface_name", "frame.packet_flags_direction", "eth.src", "icmp.type")
+		rows := testkit.TsharkFields(t, file, "frame.interface_name", "frame.packet_flags_direction", "eth.src", "icmp.type")
 		if len(rows) < 6 {
 			t.Fatalf("%s: %d packets captured, want the 3 echo requests and 3 replies\n%s", vm.TapName, len(rows), out)
 		}
@@ -113,24 +112,4 @@ func TestCapture(t *testing.T) {
 	if _, err := d.client.Capture(ctx, "nosuch0", nil); !api.IsCode(err, api.CodeNoSuchDevice) {
 		t.Errorf("capture of a missing device: %v", err)
 	}
-}
-
-func tsharkRows(t *testing.T, file string, fields ...string) [][]string {
-	t.Helper()
-	args := []string{"-r", file, "-T", "fields", "-E", "separator=/t"}
-	for _, f := range fields {
-		args = append(args, "-e", f)
-	}
-	out, err := exec.Command("tshark", args...).Output()
-	if err != nil {
-		b, _ := os.ReadFile(file)
-		t.Fatalf("tshark %v: %v (file of %d bytes)", args, err, len(b))
-	}
-	var rows [][]string
-	for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
-		if l != "" {
-			rows = append(rows, strings.Split(l, "\t"))
-		}
-	}
-	return rows
 }

@@ -154,7 +154,7 @@ func TestFastPathRateSampleMatch(t *testing.T) {
 		if _, err := exec.LookPath("tshark"); err != nil {
 			return
 		}
-		rows := tsharkFields(t, path, "frame.cap_len", "frame.len")
+		rows := testkit.TsharkFields(t, path, "frame.cap_len", "frame.len")
 		if len(rows) != 2 || rows[0][0] != "40" || rows[0][1] != "142" {
 			t.Errorf("truncation: %q, want 2 frames of 40 of 142 bytes", rows)
 		}
@@ -324,7 +324,7 @@ func TestPcapngMatchesVM(t *testing.T) {
 	if n := len(between(inVM, a.IPv4.IP, b.IPv4.IP)); n < 12 {
 		t.Errorf("only %d IPv4 frames between a and b captured in the VM", n)
 	}
-	rows := tsharkFields(t, path, "frame.interface_name", "frame.packet_flags_direction", "eth.src", "eth.dst")
+	rows := testkit.TsharkFields(t, path, "frame.interface_name", "frame.packet_flags_direction", "eth.src", "eth.dst")
 	if len(rows) != len(mirrored) {
 		t.Fatalf("tshark shows %d packets, file has %d", len(rows), len(mirrored))
 	}
@@ -429,7 +429,7 @@ func TestERSPAN(t *testing.T) {
 
 			file := filepath.Join(t.TempDir(), "collector.pcap")
 			writePcap(t, file, atColl)
-			rows := tsharkFields(t, file, "erspan.version", "erspan.spanid", "gre.sequence_number", "erspan.direction", "eth.src")
+			rows := testkit.TsharkFields(t, file, "erspan.version", "erspan.spanid", "gre.sequence_number", "erspan.direction", "eth.src")
 			var n int
 			for _, r := range rows {
 				if r[0] == "" {

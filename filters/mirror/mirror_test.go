@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
-	"strings"
 	"testing"
 
 	"github.com/vnicfilter/vnicfilter/sdk"
@@ -90,7 +89,7 @@ func TestPcapngReadBack(t *testing.T) {
 	if err := rel2(); err != nil {
 		t.Fatal(err)
 	}
-	out := tsharkFields(t, path, "frame.interface_name", "frame.packet_flags_direction", "frame.cap_len", "frame.len", "frame.time_epoch", "frame.comment")
+	out := testkit.TsharkFields(t, path, "frame.interface_name", "frame.packet_flags_direction", "frame.cap_len", "frame.len", "frame.time_epoch", "frame.comment")
 	want := [][]string{
 		{"vnet1", "0x00000001", "61", "61", "1700000000.123456789", "mirror seq 1 from-vm"},
 		{"vnet2", "0x00000002", "64", "1500", "1700000000.223456789", "mirror seq 1 to-vm"},
@@ -105,24 +104,6 @@ func TestPcapngReadBack(t *testing.T) {
 }
 
 // tsharkFields runs tshark -r file -T fields on the fields, one row a packet.
-func tsharkFields(t *testing.T, file string, fields ...string) [][]string {
-	t.Helper()
-	args := []string{"-r", file, "-T", "fields", "-E", "separator=/t"}
-	for _, f := range fields {
-		args = append(args, "-e", f)
-	}
-	out, err := exec.Command("tshark", args...).Output()
-	if err != nil {
-		t.Fatalf("tshark %v: %v", args, err)
-	}
-	var rows [][]string
-	for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
-		if l != "" {
-			rows = append(rows, strings.Split(l, "\t"))
-		}
-	}
-	return rows
-}
 
 // readPcapngFrames has tshark convert a pcapng file to pcap (so the bytes
 // are what tshark read, not what our writer meant) and returns the frames.

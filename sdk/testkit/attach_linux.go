@@ -35,39 +35,14 @@ func (v *VM) AttachFilter(t testing.TB, desc *sdk.Descriptor, params map[string]
 	if err != nil {
 		t.Fatalf("parameters of %s: %v", desc.Name, err)
 	}
-	name, err := nsutil.RandomName("vftest-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := filepath.Join("/sys/fs/bpf", name)
-	t.Cleanup(func() { _ = os.RemoveAll(root) })
-	c := &Chain{}
-	err = v.host.Do(func() error {
-		dp, err := datapath.New(datapath.Options{Root: root})
-		if err != nil {
+	return v.attachSlot0(t, desc.Name, func(c *Chain, vn *datapath.VNIC) error {
+		inst := sdk.Instance{VNIC: sdk.VNIC{Name: vn.Name, Ifindex: vn.Ifindex}, Directions: desc.Dirs(), FailMode: desc.FailMode, Params: p}
+		var err error
+		if c.FastPath, err = desc.FastPath(sdk.NewFastPathContext(inst, false, nil, vn.Maps(), vn.SlotDir(0))); err != nil {
 			return err
 		}
-		c.VNIC, err = dp.Create(v.TapName, func(vn *datapath.VNIC) error {
-			inst := sdk.Instance{VNIC: sdk.VNIC{Name: vn.Name, Ifindex: vn.Ifindex}, Directions: desc.Dirs(), FailMode: desc.FailMode, Params: p}
-			var err error
-			if c.FastPath, err = desc.FastPath(sdk.NewFastPathContext(inst, false, nil, vn.Maps(), vn.SlotDir(0))); err != nil {
-				return err
-			}
-			return vn.SetSlot(0, c.FastPath.Program(), datapath.Slot{FailOpen: desc.FailMode == sdk.FailOpen, Dirs: inst.Directions})
-		})
-		return err
+		return vn.SetSlot(0, c.FastPath.Program(), datapath.Slot{FailOpen: desc.FailMode == sdk.FailOpen, Dirs: inst.Directions})
 	})
-	if err != nil {
-		if c.FastPath != nil {
-			c.FastPath.Close()
-		}
-		t.Fatalf("attach %s to %s: %v", desc.Name, v.TapName, err)
-	}
-	t.Cleanup(func() {
-		_ = v.host.Do(c.VNIC.Detach)
-		c.FastPath.Close()
-	})
-	return c
 }
 
 // AttachSlowPath attaches a slow-path-only filter as the only slot of a
@@ -78,6 +53,29 @@ func (v *VM) AttachFilter(t testing.TB, desc *sdk.Descriptor, params map[string]
 // the taps and the pins are removed at cleanup; h is closed too.
 func (v *VM) AttachSlowPath(t testing.TB, h sdk.SlowPath, dirs sdk.Directions, mode sdk.FailMode) *Chain {
 	t.Helper()
+	t.Cleanup(func() { _ = h.Close() }) // runs after the chain's cleanup
+	return v.attachSlot0(t, "slow path", func(c *Chain, vn *datapath.VNIC) error {
+		inst := sdk.Instance{VNIC: sdk.VNIC{Name: vn.Name, Ifindex: vn.Ifindex}, Directions: dirs, FailMode: mode}
+		var err error
+		if c.FastPath, err = datapath.LoadPuntAll(sdk.NewFastPathContext(inst, false, nil, vn.Maps(), vn.SlotDir(0))); err != nil {
+			return err
+		}
+		if c.Punt, err = slowpath.Start(context.Background(), inst.VNIC, 0, dirs, h, vn, slowpath.Options{FailMode: mode}); err != nil {
+			return err
+		}
+		var punts [sdk.NumDirections]int
+		for _, d := range dirs.List() {
+			punts[d] = c.Punt.Ifindex(d)
+		}
+		return vn.SetSlot(0, c.FastPath.Program(), datapath.Slot{FailOpen: mode == sdk.FailOpen, Dirs: dirs, Punt: punts})
+	})
+}
+
+// attachSlot0 creates a chain on the VM's tap under a private bpffs root,
+// in the host namespace, with fill placing slot 0; everything is removed
+// at cleanup (or at once if fill fails).
+func (v *VM) attachSlot0(t testing.TB, what string, fill func(*Chain, *datapath.VNIC) error) *Chain {
+	t.Helper()
 	name, err := nsutil.RandomName("vftest-")
 	if err != nil {
 		t.Fatal(err)
@@ -85,41 +83,32 @@ func (v *VM) AttachSlowPath(t testing.TB, h sdk.SlowPath, dirs sdk.Directions, m
 	root := filepath.Join("/sys/fs/bpf", name)
 	t.Cleanup(func() { _ = os.RemoveAll(root) })
 	c := &Chain{}
-	err = v.host.Do(func() error {
-		dp, err := datapath.New(datapath.Options{Root: root})
-		if err != nil {
-			return err
-		}
-		c.VNIC, err = dp.Create(v.TapName, func(vn *datapath.VNIC) error {
-			inst := sdk.Instance{VNIC: sdk.VNIC{Name: vn.Name, Ifindex: vn.Ifindex}, Directions: dirs, FailMode: mode}
-			if c.FastPath, err = datapath.LoadPuntAll(sdk.NewFastPathContext(inst, false, nil, vn.Maps(), vn.SlotDir(0))); err != nil {
-				return err
-			}
-			if c.Punt, err = slowpath.Start(context.Background(), inst.VNIC, 0, dirs, h, vn, slowpath.Options{FailMode: mode}); err != nil {
-				return err
-			}
-			var punts [sdk.NumDirections]int
-			for _, d := range dirs.List() {
-				punts[d] = c.Punt.Ifindex(d)
-			}
-			return vn.SetSlot(0, c.FastPath.Program(), datapath.Slot{FailOpen: mode == sdk.FailOpen, Dirs: dirs, Punt: punts})
-		})
-		return err
-	})
-	if err != nil {
+	release := func() {
 		if c.Punt != nil {
 			_ = c.Punt.Stop()
 		}
 		if c.FastPath != nil {
 			c.FastPath.Close()
 		}
-		t.Fatalf("attach slow path to %s: %v", v.TapName, err)
+	}
+	err = v.host.Do(func() error {
+		dp, err := datapath.New(datapath.Options{Root: root})
+		if err != nil {
+			return err
+		}
+		c.VNIC, err = dp.Create(v.TapName, func(vn *datapath.VNIC) error { return fill(c, vn) })
+		return err
+	})
+	if err != nil {
+		release()
+		t.Fatalf("attach %s to %s: %v", what, v.TapName, err)
 	}
 	t.Cleanup(func() {
-		_ = c.Punt.Stop()
+		if c.Punt != nil {
+			_ = c.Punt.Stop()
+		}
 		_ = v.host.Do(c.VNIC.Detach)
 		c.FastPath.Close()
-		_ = h.Close()
 	})
 	return c
 }
