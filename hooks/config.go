@@ -35,6 +35,13 @@ type Config struct {
 	// hook pins drop-all guards while filterd is down; DefaultBPFFSRoot
 	// when empty.
 	BPFFSRoot string
+	// HiddenBridge is filterd's hidden bridge (filterd --hidden-bridge):
+	// a domain whose interface is on it is refused unless its tap name
+	// matches HiddenAllow (the control VM). Empty: no check.
+	HiddenBridge string
+	// HiddenAllow are the tap name patterns allowed on the hidden bridge;
+	// "vfcvm*" when empty.
+	HiddenAllow []string
 }
 
 // DefaultBPFFSRoot is filterd's default bpffs root (datapath.DefaultRoot).
@@ -55,7 +62,8 @@ func ConfigPath(hookPath string) string {
 // LoadConfig reads a configuration file of "key=value" lines; blank lines
 // and lines starting with # are ignored. A missing file gives the defaults.
 // Keys: socket (path), timeout (Go duration, e.g. 10s), network-dir (path),
-// bpffs-root (path; bpffs_root is accepted too).
+// bpffs-root (path; bpffs_root is accepted too), hidden-bridge (name),
+// hidden-allow (comma-separated glob patterns).
 func LoadConfig(path string) (Config, error) {
 	var c Config
 	b, err := os.ReadFile(path)
@@ -83,6 +91,15 @@ func LoadConfig(path string) (Config, error) {
 			c.NetworkDir = v
 		case "bpffs-root", "bpffs_root":
 			c.BPFFSRoot = v
+		case "hidden-bridge":
+			c.HiddenBridge = v
+		case "hidden-allow":
+			c.HiddenAllow = strings.Split(v, ",")
+			for _, p := range c.HiddenAllow {
+				if _, err := filepath.Match(p, "x"); err != nil || p == "" {
+					return c, fmt.Errorf("%s:%d: hidden-allow pattern %q is not a valid glob", path, n, p)
+				}
+			}
 		case "timeout":
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
@@ -90,7 +107,7 @@ func LoadConfig(path string) (Config, error) {
 			}
 			c.Timeout = d
 		default:
-			return c, fmt.Errorf("%s:%d: unknown key %q (known: socket, timeout, network-dir, bpffs-root)", path, n, k)
+			return c, fmt.Errorf("%s:%d: unknown key %q (known: socket, timeout, network-dir, bpffs-root, hidden-bridge, hidden-allow)", path, n, k)
 		}
 	}
 	return c, sc.Err()
@@ -109,6 +126,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.BPFFSRoot == "" {
 		c.BPFFSRoot = DefaultBPFFSRoot
+	}
+	if c.HiddenBridge != "" && len(c.HiddenAllow) == 0 {
+		c.HiddenAllow = []string{"vfcvm*"}
 	}
 	return c
 }

@@ -3,6 +3,7 @@ package hooks
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +34,8 @@ func TestLoadConfig(t *testing.T) {
 		{name: "unknown key", text: "sock=/x\n", err: `unknown key "sock"`},
 		{name: "no value", text: "socket=\n", err: "want key=value"},
 		{name: "bad timeout", text: "timeout=-1s\n", err: "positive duration"},
+		{name: "hidden", text: "hidden-bridge=vfhidden0\nhidden-allow=vfcvm*,ctl?\n", want: Config{HiddenBridge: "vfhidden0", HiddenAllow: []string{"vfcvm*", "ctl?"}}},
+		{name: "bad hidden pattern", text: "hidden-allow=[x\n", err: "not a valid glob"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := filepath.Join(dir, tc.name+".conf")
@@ -48,7 +51,7 @@ func TestLoadConfig(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got != tc.want {
+			if err != nil || !reflect.DeepEqual(got, tc.want) {
 				t.Fatalf("LoadConfig = %+v, %v; want %+v", got, err, tc.want)
 			}
 		})

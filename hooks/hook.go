@@ -95,6 +95,11 @@ type Hook struct {
 	// beside the running hook (ConfigPath(os.Args[0])), read when first
 	// needed: cmd/vnicfilter-hook does not set this field.
 	Guard Guard
+	// HiddenBridge and HiddenAllow: a domain with an interface on the
+	// hidden bridge whose tap name matches no HiddenAllow pattern is
+	// refused at prepare, start, migrate and restore (hidden.go).
+	HiddenBridge string
+	HiddenAllow  []string
 }
 
 // configuredGuard is the Guard of a Hook that names none.
@@ -148,6 +153,12 @@ func (h Hook) Run(ctx context.Context, args []string, stdin io.Reader) int {
 	xmlDoc, err := io.ReadAll(io.LimitReader(stdin, maxXML))
 	if err != nil {
 		return r.fail("read the domain XML from stdin: %v", err)
+	}
+	switch args[1] {
+	case "prepare", "start", "migrate", "restore":
+		if code := r.checkHidden(xmlDoc); code != 0 {
+			return code
+		}
 	}
 	switch args[1] {
 	case "prepare":

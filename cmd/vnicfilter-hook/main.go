@@ -33,12 +33,14 @@ func main() {
 	}
 	cfg = cfg.WithDefaults()
 	h := hooks.Hook{
-		Client:     api.NewClient(cfg.Socket),
-		Stdout:     os.Stdout,
-		Stderr:     os.Stderr,
-		Timeout:    cfg.Timeout,
-		NetworkXML: hooks.NetworkFiles(cfg.NetworkDir),
-		Guard:      hooks.BPFFSGuard{Root: cfg.BPFFSRoot},
+		Client:       api.NewClient(cfg.Socket),
+		Stdout:       os.Stdout,
+		Stderr:       os.Stderr,
+		Timeout:      cfg.Timeout,
+		NetworkXML:   hooks.NetworkFiles(cfg.NetworkDir),
+		Guard:        hooks.BPFFSGuard{Root: cfg.BPFFSRoot},
+		HiddenBridge: cfg.HiddenBridge,
+		HiddenAllow:  cfg.HiddenAllow,
 	}
 	os.Exit(h.Run(context.Background(), os.Args[1:], os.Stdin))
 }
