@@ -3,6 +3,8 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +12,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -21,6 +25,7 @@ var ErrDaemonNotRunning = errors.New("filterd is not running")
 // Client talks to filterd over its unix socket.
 type Client struct {
 	socket string
+	base   string // "http://filterd" on the unix socket, or https://host:port
 	http   *http.Client
 }
 
@@ -38,7 +43,35 @@ func NewClient(socket string) *Client {
 		MaxIdleConns:    4,
 		IdleConnTimeout: 30 * time.Second,
 	}
-	return &Client{socket: socket, http: &http.Client{Transport: tr}}
+	return &Client{socket: socket, base: "http://filterd", http: &http.Client{Transport: tr}}
+}
+
+// NewTLSClient returns a client for filterd's API on the hidden bridge
+// (server like https://169.254.77.1:9443), authenticating with the client
+// certificate in certFile/keyFile and trusting the host CA in caFile.
+func NewTLSClient(server, certFile, keyFile, caFile string) (*Client, error) {
+	u, err := url.Parse(server)
+	if err != nil || u.Scheme != "https" || u.Host == "" {
+		return nil, fmt.Errorf("server %q: want https://HOST:PORT (filterd's hidden bridge address)", server)
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("client certificate: %w", err)
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, fmt.Errorf("host CA: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("host CA %s: no certificate in it", caFile)
+	}
+	tr := &http.Transport{
+		TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots, MinVersion: tls.VersionTLS13},
+		MaxIdleConns:    4,
+		IdleConnTimeout: 30 * time.Second,
+	}
+	return &Client{socket: server, base: strings.TrimSuffix(server, "/"), http: &http.Client{Transport: tr}}, nil
 }
 
 // Socket is the socket path the client uses.
@@ -56,7 +89,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://filterd"+path, body)
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
 		return err
 	}
@@ -270,7 +303,7 @@ func (c *Client) Capture(ctx context.Context, vnic string, query map[string]stri
 	if len(v) > 0 {
 		p += "?" + v.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://filterd"+p, nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+p, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -39,6 +39,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 type app struct {
 	// socket, output and timeout are the global flags.
 	socket  string
+	// --server/--cert/--key/--ca: filterd's mutual-TLS API on the hidden
+	// bridge instead of the unix socket (the control VM's view).
+	server, cert, key, ca string
 	output  string
 	timeout time.Duration
 
@@ -118,6 +121,14 @@ Exit codes:
 			if a.timeout <= 0 {
 				return usagef("--timeout %s: want a positive duration (e.g. 10s)", a.timeout)
 			}
+			if a.server != "" {
+				c, err := api.NewTLSClient(a.server, a.cert, a.key, a.ca)
+				if err != nil {
+					return usagef("--server: %v", err)
+				}
+				a.client = c
+				return nil
+			}
 			a.client = api.NewClient(a.socket)
 			return nil
 		},
@@ -134,6 +145,10 @@ Exit codes:
 	pf.StringVar(&a.socket, "socket", socket, "filterd's API unix socket `path` (env "+SocketEnv+")")
 	pf.StringVarP(&a.output, "output", "o", "text", "output `format`: text or json (the API objects, for scripts)")
 	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "give up on each request to filterd after this `duration`")
+	pf.StringVar(&a.server, "server", os.Getenv("VNICFILTER_SERVER"), "talk to filterd's mutual-TLS API at `https://HOST:PORT` (the hidden bridge, from the control VM) instead of the socket (env VNICFILTER_SERVER)")
+	pf.StringVar(&a.cert, "cert", envOr("VNICFILTER_CERT", "/etc/vnicfilter/tls/agent.pem"), "with --server: client certificate `file` (filterd issue-cert)")
+	pf.StringVar(&a.key, "key", envOr("VNICFILTER_KEY", "/etc/vnicfilter/tls/agent-key.pem"), "with --server: its private key `file`")
+	pf.StringVar(&a.ca, "ca", envOr("VNICFILTER_CA", "/etc/vnicfilter/tls/ca.pem"), "with --server: the host CA `file` that signed filterd's certificate")
 
 	root.AddGroup(
 		&cobra.Group{ID: "chain", Title: "Chains:"},
@@ -240,4 +255,11 @@ func row(w io.Writer, cells ...any) {
 		fmt.Fprint(w, c)
 	}
 	fmt.Fprintln(w)
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }
