@@ -15,6 +15,9 @@ import (
 // fw_config[1+gen] flag: the generation holds a complete policy.
 const confValid = 1 << 24
 
+// fw_config indexes (firewall.c FW_CONF_*).
+const confRejectRate = 3
+
 type fastPath struct {
 	objs firewallObjects
 
@@ -85,6 +88,14 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 	fp := &fastPath{}
 	if err := ctx.Load(spec, &fp.objs); err != nil {
 		return nil, fmt.Errorf("firewall: %w", err)
+	}
+	rate := uint32(DefaultRejectRate)
+	if params.Has("reject_rate") {
+		rate = uint32(params.Int("reject_rate"))
+	}
+	if err := fp.objs.FwConfig.Put(uint32(confRejectRate), rate); err != nil {
+		fp.Close()
+		return nil, fmt.Errorf("firewall: write fw_config: %w", err)
 	}
 	fp.stopGC = sdk.Periodic(gcInterval, func() { _, _ = fp.gc(sdk.KtimeNow()) })
 	// Adopting a running instance swaps the (possibly edited) policy in

@@ -43,6 +43,12 @@ type firewallFwCtVal struct {
 	Pad     [5]uint8
 }
 
+type firewallFwLimit struct {
+	_      structs.HostLayout
+	Window uint64
+	Count  uint64
+}
+
 type firewallFwLpmKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -74,6 +80,7 @@ const (
 	firewallMapFwCross     = "fw_cross"
 	firewallMapFwDims      = "fw_dims"
 	firewallMapFwDst       = "fw_dst"
+	firewallMapFwLimits    = "fw_limits"
 	firewallMapFwRuleHits  = "fw_rule_hits"
 	firewallMapFwSrc       = "fw_src"
 	firewallMapFwStats     = "fw_stats"
@@ -139,6 +146,7 @@ type firewallMapSpecs struct {
 	FwCross     *ebpf.MapSpec `ebpf:"fw_cross"`
 	FwDims      *ebpf.MapSpec `ebpf:"fw_dims"`
 	FwDst       *ebpf.MapSpec `ebpf:"fw_dst"`
+	FwLimits    *ebpf.MapSpec `ebpf:"fw_limits"`
 	FwRuleHits  *ebpf.MapSpec `ebpf:"fw_rule_hits"`
 	FwSrc       *ebpf.MapSpec `ebpf:"fw_src"`
 	FwStats     *ebpf.MapSpec `ebpf:"fw_stats"`
@@ -180,6 +188,7 @@ type firewallMaps struct {
 	FwCross     *ebpf.Map `ebpf:"fw_cross"`
 	FwDims      *ebpf.Map `ebpf:"fw_dims"`
 	FwDst       *ebpf.Map `ebpf:"fw_dst"`
+	FwLimits    *ebpf.Map `ebpf:"fw_limits"`
 	FwRuleHits  *ebpf.Map `ebpf:"fw_rule_hits"`
 	FwSrc       *ebpf.Map `ebpf:"fw_src"`
 	FwStats     *ebpf.Map `ebpf:"fw_stats"`
@@ -195,6 +204,7 @@ func (m *firewallMaps) Close() error {
 		m.FwCross,
 		m.FwDims,
 		m.FwDst,
+		m.FwLimits,
 		m.FwRuleHits,
 		m.FwSrc,
 		m.FwStats,

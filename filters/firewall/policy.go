@@ -35,8 +35,10 @@ const (
 	Allow Action = iota
 	// Deny drops the packet.
 	Deny
-	// Reject drops the packet like Deny; no TCP RST or ICMP unreachable
-	// is sent (docs/firewall.md, "Reject", says why).
+	// Reject drops the packet and answers it: a TCP RST for TCP, an
+	// ICMP/ICMPv6 destination unreachable otherwise, sent back where the
+	// packet came from, at most reject_rate per second and vNIC
+	// (docs/firewall.md, "Reject").
 	Reject
 )
 

@@ -34,7 +34,7 @@ func TestFwOffline(t *testing.T) {
 		{[]string{"fw", "explain", fwExample, "to-vm tcp 10.0.99.3:1234 -> 10.0.0.1:22"}, ExitOK,
 			[]string{`verdict: allow by rule 2 "ssh-admins", line 12`, "src 10.0.99.3 in 10.0.99.0/24", "dst port 22 in [22]", `rule 1 "https-in"`}},
 		{[]string{"fw", "explain", fwExample, "--", "from-vm", "tcp", "10.0.0.1:1234", "->", "10.0.2.10:5433"}, ExitOK,
-			[]string{`verdict: reject by rule 0 "no-db-except-pg"`, "reject drops like deny"}},
+			[]string{`verdict: reject by rule 0 "no-db-except-pg"`, "answered with a TCP RST sent back to the VM"}},
 		{[]string{"fw", "explain", fwExample, "to-vm tcp 1.2.3.4:53 -> 10.0.0.1:5353"}, ExitOK,
 			[]string{"verdict: deny", "no rule matches: the to-vm default"}},
 		{[]string{"fw", "explain", fwExample, "to-vm udp 1.2.3.4 -> 10.0.0.1 fragment"}, ExitOK,
