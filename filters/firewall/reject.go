@@ -8,15 +8,15 @@ import "encoding/binary"
 // can compare them. docs/firewall.md, "Reject", describes the answers.
 
 const (
-	answerTTL         = 64
-	icmpUnreach       = 3
-	icmpPortUnreach   = 3
-	icmpAdminProhib   = 13
-	icmp6Unreach      = 1
-	icmp6AdminProhib  = 1
-	icmp6PortUnreach  = 4
-	quote6            = 48 // IPv6 header + 64 bits
-	ethHeaderLen      = 14
+	answerTTL        = 64
+	icmpUnreach      = 3
+	icmpPortUnreach  = 3
+	icmpAdminProhib  = 13
+	icmp6Unreach     = 1
+	icmp6AdminProhib = 1
+	icmp6PortUnreach = 4
+	quote6           = 48 // IPv6 header + 64 bits
+	ethHeaderLen     = 14
 )
 
 // frameOffsets finds the IP header, L4 header and IP length of a frame
