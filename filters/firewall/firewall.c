@@ -22,7 +22,10 @@
  *   fw_cross      HASH      {gen<<2|table, class, class} -> class / verdict
  *   fw_config     ARRAY     [0] policy epoch (its low bit: live generation),
  *                           [1+gen] defaults, [3] reject replies per second
+ *                           [4] flow-log events per second (0: flow log off),
+ *                           [5] FW_LOG_* flags
  *   fw_limits     ARRAY     [FW_LIMIT_*] -> per-second window of a rate limit
+ *   fw_events     RINGBUF   struct fw_event: the flow log, read by Go
  *   fw_rule_hits  ARRAY     [rule] -> hits (atomic adds: one copy, not per CPU)
  *   fw_stats      PERCPU_ARRAY [FW_STAT_*] -> count
  *
@@ -70,10 +73,25 @@
 /* fw_config indexes. */
 #define FW_CONF_EPOCH 0
 #define FW_CONF_REJECT_RATE 3
-#define FW_CONF_ENTRIES 4
+#define FW_CONF_LOG_RATE 4
+#define FW_CONF_LOG_FLAGS 5
+#define FW_CONF_ENTRIES 6
+
+/* fw_config[FW_CONF_LOG_FLAGS] */
+#define FW_LOG_ALL_FLOWS 1 /* log every new flow, not only log-rule ones */
+
+/* fw_event.kind (flowlog.go) */
+#define FW_EV_ALLOW 1
+#define FW_EV_DENY 2
+#define FW_EV_REJECT 3
+#define FW_EV_CUT 4
+
+/* fw_ct_val.flags */
+#define FW_CT_LOGGED 1 /* its opening was logged: the sweep logs its end */
 
 /* fw_limits indexes. */
 #define FW_LIMIT_REJECT 0
+#define FW_LIMIT_LOG 1
 #define FW_NUM_LIMITS 2
 
 /* Parse results (packet.go Kind). */
@@ -119,7 +137,10 @@
 #define FW_STAT_REJECTED 13 /* answers sent */
 #define FW_STAT_REJECT_LIMITED 14 /* rejects over reject_rate: dropped */
 #define FW_STAT_REJECT_SKIPPED 15 /* rejects that get no answer: dropped */
-#define FW_NUM_STATS 16
+#define FW_STAT_LOG_EVENTS 16	  /* flow-log events written to fw_events */
+#define FW_STAT_LOG_LIMITED 17	  /* not logged: over the flow-log rate */
+#define FW_STAT_LOG_LOST 18	  /* not logged: fw_events full */
+#define FW_NUM_STATS 19
 
 struct fw_lpm_key {
 	__u32 prefixlen; /* 16 + prefix length: gen and family always match */
@@ -147,12 +168,29 @@ struct fw_ct_key {
 
 struct fw_ct_val {
 	__u64 expires; /* bpf_ktime_get_ns() */
+	__u64 created; /* bpf_ktime_get_ns() of the first packet */
+	__u64 packets, bytes; /* both ways; plain adds (CPUs may race: approximate) */
 	__u32 gen; /* policy epoch that last allowed the flow */
 	__u16 p1, p2; /* of the packet that opened the flow */
 	__u8 state;
 	__u8 orig_dir;
 	__u8 fins; /* bit 0: originator sent FIN, bit 1: responder */
-	__u8 pad[5];
+	__u8 flags; /* FW_CT_* */
+	__u32 rule; /* rule + 1 that allowed it (in generation gen), 0: default */
+};
+
+/* A flow-log event (flowlog.go decodes it). */
+struct fw_event {
+	__u64 ts; /* bpf_ktime_get_ns() */
+	__u8 src[16];
+	__u8 dst[16];
+	__u16 p1, p2; /* ports, or ICMP type and code */
+	__u8 family, proto, dir, kind; /* kind: FW_EV_* */
+	__u32 rule; /* rule + 1, 0: the default */
+	__u32 len; /* frame length */
+	__u8 tcp_flags;
+	__u8 answered; /* reject: an answer was sent */
+	__u8 pad[2];
 };
 
 struct fw_pkt {
@@ -206,6 +244,11 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } fw_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 18); /* set at load: 4096 when the log is off */
+} fw_events SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -577,9 +620,11 @@ static __always_inline void advance(struct fw_ct_val *v, const struct fw_pkt *p,
 /* revalidate checks a flow allowed by an older generation against the
  * current one, rebuilding its first packet from the key. */
 static __always_inline int revalidate(const struct fw_ct_key *k,
-				      const struct fw_ct_val *v, __u32 gen,
+				      struct fw_ct_val *v, __u32 gen,
 				      __u32 conf)
 {
+	__u32 fv;
+
 	struct fw_pkt op = {.proto = k->proto, .family = k->family,
 			    .p1 = v->p1, .p2 = v->p2};
 
@@ -590,8 +635,9 @@ static __always_inline int revalidate(const struct fw_ct_key *k,
 		__builtin_memcpy(op.src, k->remote, 16);
 		__builtin_memcpy(op.dst, k->local, 16);
 	}
-	return action_of(fw_classify(&op, v->orig_dir & 1, gen), conf,
-			 v->orig_dir & 1) == FW_ALLOW;
+	fv = fw_classify(&op, v->orig_dir & 1, gen);
+	v->rule = fv & FW_FINAL_RULE_MASK;
+	return action_of(fv, conf, v->orig_dir & 1) == FW_ALLOW;
 }
 
 /*
@@ -941,6 +987,60 @@ static __always_inline int fw_reject(struct __sk_buff *skb,
 	return VF_REDIRECT;
 }
 
+/* fw_log_on returns the flow-log flags + 1 when the flow log is on, else 0
+ * (read on the new-flow path only). */
+static __always_inline __u32 fw_log_on(void)
+{
+	__u32 k = FW_CONF_LOG_RATE, *rate, *flags;
+
+	rate = bpf_map_lookup_elem(&fw_config, &k);
+	if (!rate || !*rate)
+		return 0;
+	k = FW_CONF_LOG_FLAGS;
+	flags = bpf_map_lookup_elem(&fw_config, &k);
+	return (flags ? *flags : 0) + 1;
+}
+
+/* fw_log writes one flow-log event, within the flow-log rate; 1 if
+ * written. */
+static __always_inline int fw_log(struct __sk_buff *skb, const struct fw_pkt *p,
+				  __u32 dir, __u32 kind, __u32 rule,
+				  __u32 answered, __u64 now)
+{
+	__u32 k = FW_CONF_LOG_RATE, *rate;
+	struct fw_event *e;
+
+	rate = bpf_map_lookup_elem(&fw_config, &k);
+	if (!rate || !*rate)
+		return 0;
+	if (!fw_rate_ok(FW_LIMIT_LOG, *rate, now)) {
+		fw_count(FW_STAT_LOG_LIMITED);
+		return 0;
+	}
+	e = bpf_ringbuf_reserve(&fw_events, sizeof(*e), 0);
+	if (!e) {
+		fw_count(FW_STAT_LOG_LOST);
+		return 0;
+	}
+	e->ts = now;
+	__builtin_memcpy(e->src, p->src, 16);
+	__builtin_memcpy(e->dst, p->dst, 16);
+	e->p1 = p->p1;
+	e->p2 = p->p2;
+	e->family = p->family;
+	e->proto = p->proto;
+	e->dir = dir;
+	e->kind = kind;
+	e->rule = rule;
+	e->len = skb->len;
+	e->tcp_flags = p->tcp_flags;
+	e->answered = answered;
+	e->pad[0] = e->pad[1] = 0;
+	bpf_ringbuf_submit(e, 0);
+	fw_count(FW_STAT_LOG_EVENTS);
+	return 1;
+}
+
 VF_FILTER(vf_firewall)
 {
 	struct fw_pkt p = {};
@@ -1020,6 +1120,8 @@ VF_FILTER(vf_firewall)
 				fw_count(FW_STAT_REVALIDATED);
 				if (!revalidate(&key, v, gen, conf)) {
 					fw_count(FW_STAT_CUT);
+					if (v->flags & FW_CT_LOGGED)
+						fw_log(skb, &p, dir, FW_EV_CUT, v->rule, 0, now);
 					bpf_map_delete_elem(&fw_conntrack, &key);
 					return VF_DROP;
 				}
@@ -1027,6 +1129,8 @@ VF_FILTER(vf_firewall)
 			}
 			advance(v, &p, dir);
 			v->expires = now + ct_timeout(v->state);
+			v->packets++;
+			v->bytes += skb->len;
 			fw_count(FW_STAT_ESTABLISHED);
 			return VF_CONTINUE;
 		}
@@ -1048,13 +1152,22 @@ VF_FILTER(vf_firewall)
 		fw_count(FW_STAT_DEFAULT_FROM_VM + dir);
 	}
 	action = action_of(fv, conf, dir);
-	if (action == FW_REJECT)
-		return fw_reject(skb, &p, dir, now, redirect_ret);
-	if (action != FW_ALLOW)
-		return VF_DROP;
+	if (action != FW_ALLOW) {
+		int verdict = VF_DROP;
+
+		if (action == FW_REJECT)
+			verdict = fw_reject(skb, &p, dir, now, redirect_ret);
+		if (fw_log_on())
+			fw_log(skb, &p, dir, action == FW_REJECT ? FW_EV_REJECT : FW_EV_DENY,
+			       fv & FW_FINAL_RULE_MASK, verdict == VF_REDIRECT, now);
+		return verdict;
+	}
 	if (tracked) {
 		struct fw_ct_val nv = {.gen = epoch, .p1 = p.p1, .p2 = p.p2,
-				       .orig_dir = dir};
+				       .orig_dir = dir, .created = now,
+				       .packets = 1, .bytes = skb->len,
+				       .rule = fv & FW_FINAL_RULE_MASK};
+		__u32 log = fw_log_on();
 
 		if (p.proto == PROTO_TCP) {
 			if (p.tcp_flags & TCP_RST)
@@ -1065,6 +1178,8 @@ VF_FILTER(vf_firewall)
 			nv.state = p.proto == PROTO_UDP ? CT_UDP : CT_OTHER;
 		}
 		nv.expires = now + ct_timeout(nv.state);
+		if (log && ((fv & FW_FINAL_LOG) || ((log - 1) & FW_LOG_ALL_FLOWS)))
+			nv.flags = FW_CT_LOGGED;
 		/* An expired or closed entry of the same key is reused in
 		 * place; a new key must find a free slot (BPF_NOEXIST never
 		 * evicts anything). A full table sends the flow to the
@@ -1082,6 +1197,8 @@ VF_FILTER(vf_firewall)
 			}
 		}
 		fw_count(FW_STAT_NEW_FLOWS);
+		if (nv.flags & FW_CT_LOGGED)
+			fw_log(skb, &p, dir, FW_EV_ALLOW, nv.rule, 0, now);
 	}
 	return VF_CONTINUE;
 }

@@ -34,13 +34,17 @@ type firewallFwCtKey struct {
 type firewallFwCtVal struct {
 	_       structs.HostLayout
 	Expires uint64
+	Created uint64
+	Packets uint64
+	Bytes   uint64
 	Gen     uint32
 	P1      uint16
 	P2      uint16
 	State   uint8
 	OrigDir uint8
 	Fins    uint8
-	Pad     [5]uint8
+	Flags   uint8
+	Rule    uint32
 }
 
 type firewallFwLimit struct {
@@ -80,6 +84,7 @@ const (
 	firewallMapFwCross     = "fw_cross"
 	firewallMapFwDims      = "fw_dims"
 	firewallMapFwDst       = "fw_dst"
+	firewallMapFwEvents    = "fw_events"
 	firewallMapFwLimits    = "fw_limits"
 	firewallMapFwRuleHits  = "fw_rule_hits"
 	firewallMapFwSrc       = "fw_src"
@@ -146,6 +151,7 @@ type firewallMapSpecs struct {
 	FwCross     *ebpf.MapSpec `ebpf:"fw_cross"`
 	FwDims      *ebpf.MapSpec `ebpf:"fw_dims"`
 	FwDst       *ebpf.MapSpec `ebpf:"fw_dst"`
+	FwEvents    *ebpf.MapSpec `ebpf:"fw_events"`
 	FwLimits    *ebpf.MapSpec `ebpf:"fw_limits"`
 	FwRuleHits  *ebpf.MapSpec `ebpf:"fw_rule_hits"`
 	FwSrc       *ebpf.MapSpec `ebpf:"fw_src"`
@@ -188,6 +194,7 @@ type firewallMaps struct {
 	FwCross     *ebpf.Map `ebpf:"fw_cross"`
 	FwDims      *ebpf.Map `ebpf:"fw_dims"`
 	FwDst       *ebpf.Map `ebpf:"fw_dst"`
+	FwEvents    *ebpf.Map `ebpf:"fw_events"`
 	FwLimits    *ebpf.Map `ebpf:"fw_limits"`
 	FwRuleHits  *ebpf.Map `ebpf:"fw_rule_hits"`
 	FwSrc       *ebpf.Map `ebpf:"fw_src"`
@@ -204,6 +211,7 @@ func (m *firewallMaps) Close() error {
 		m.FwCross,
 		m.FwDims,
 		m.FwDst,
+		m.FwEvents,
 		m.FwLimits,
 		m.FwRuleHits,
 		m.FwSrc,

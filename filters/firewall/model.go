@@ -27,10 +27,13 @@ const (
 	StatRejected                  // rejected packets answered (TCP RST, ICMP unreachable)
 	StatRejectLimited             // rejected packets not answered: over reject_rate
 	StatRejectSkipped             // rejected packets that get no answer (docs/firewall.md)
+	StatLogEvents                 // flow-log events written to the ring buffer
+	StatLogLimited                // flow-log events not written: over flow_log_rate
+	StatLogLost                   // flow-log events not written: ring buffer full
 	NumStats
 )
 
-var statNames = [...]string{"established_packets_total", "new_flows_total", "default_from_vm_total", "default_to_vm_total", "invalid_total", "fragment_drops_total", "non_ip_total", "logged_total", "revalidated_flows_total", "cut_flows_total", "conntrack_full_total", "nd_total", "related_total", "rejected_total", "reject_limited_total", "reject_skipped_total"}
+var statNames = [...]string{"established_packets_total", "new_flows_total", "default_from_vm_total", "default_to_vm_total", "invalid_total", "fragment_drops_total", "non_ip_total", "logged_total", "revalidated_flows_total", "cut_flows_total", "conntrack_full_total", "nd_total", "related_total", "rejected_total", "reject_limited_total", "reject_skipped_total", "flow_log_events_total", "flow_log_limited_total", "flow_log_lost_total"}
 
 func (s Stat) String() string {
 	if int(s) < len(statNames) {
