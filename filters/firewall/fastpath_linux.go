@@ -50,7 +50,6 @@ type fastPath struct {
 	vnic     string
 	log      *slog.Logger
 	loadedAt time.Time // of the live policy
-	file     string    // the policy file
 
 	// The flow log (nil when off): the ring buffer reader and the file.
 	events      *ringbuf.Reader
@@ -117,7 +116,7 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 		size = uint32(params.Int("conntrack_size"))
 	}
 	spec.Maps["fw_conntrack"].MaxEntries = size
-	fp := &fastPath{vnic: ctx.Instance.VNIC.Name, log: ctx.Logger, file: params.String("policy")}
+	fp := &fastPath{vnic: ctx.Instance.VNIC.Name, log: ctx.Logger}
 	if fp.log == nil {
 		fp.log = slog.Default()
 	}
@@ -439,6 +438,7 @@ func (f *fastPath) UpdatePolicy(p *Policy) (time.Duration, error) {
 		}
 	}
 	f.policy = p
+	f.loadedAt = time.Now()
 	return time.Since(start), nil
 }
 
