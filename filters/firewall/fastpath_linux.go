@@ -23,9 +23,9 @@ const confValid = 1 << 24
 const (
 	confRejectRate = 3
 	confLogRate    = 4
-	confLogFlags   = 5
-	logAllFlows    = 1 // FW_LOG_ALL_FLOWS
-	ctLogged       = 1 // FW_CT_LOGGED
+	confLog        = 1 << 25 // FW_CONF_LOG, in fw_config[1+gen]
+	confLogAll     = 1 << 26 // FW_CONF_LOG_ALL
+	ctLogged       = 1       // FW_CT_LOGGED
 )
 
 // Ring buffer sizes: fw_events holds ~4,000 events when the flow log is
@@ -46,6 +46,9 @@ type fastPath struct {
 	written [2]*genKeys
 
 	stopGC func() // ends the connection-table sweep; called by Close
+	// logBits go into every generation's fw_config word (flow log on,
+	// all flows); fixed at load.
+	logBits uint32
 
 	vnic     string
 	log      *slog.Logger
@@ -200,21 +203,21 @@ func (f *fastPath) Close() error {
 }
 
 // startFlowLog writes the flow-log settings into fw_config and, when the
-// log is on, starts the ring buffer reader. Off, the datapath's only cost
-// is one fw_config read per new packet.
+// log is on, starts the ring buffer reader. The on/off bits travel in the
+// generation word each packet reads anyway (UpdatePolicy writes them): off,
+// the log costs the datapath nothing. Must run before the first
+// UpdatePolicy.
 func (f *fastPath) startFlowLog(params sdk.Params) error {
-	var rate, flags uint32
+	var rate uint32
 	if f.flowLog != nil {
 		rate = 1000
 		if params.Has("flow_log_rate") {
 			rate = uint32(params.Int("flow_log_rate"))
 		}
+		f.logBits = confLog
 		if params.Bool("flow_log_all") {
-			flags |= logAllFlows
+			f.logBits |= confLogAll
 		}
-	}
-	if err := f.objs.FwConfig.Put(uint32(confLogFlags), flags); err != nil {
-		return fmt.Errorf("write fw_config: %w", err)
 	}
 	if err := f.objs.FwConfig.Put(uint32(confLogRate), rate); err != nil {
 		return fmt.Errorf("write fw_config: %w", err)
@@ -414,7 +417,7 @@ func (f *fastPath) UpdatePolicy(p *Policy) (time.Duration, error) {
 			return 0, fmt.Errorf("write fw_cross: %w", err)
 		}
 	}
-	conf := uint32(p.Defaults[sdk.FromVM]) | uint32(p.Defaults[sdk.ToVM])<<8 | uint32(p.NonIP)<<16 | confValid
+	conf := uint32(p.Defaults[sdk.FromVM]) | uint32(p.Defaults[sdk.ToVM])<<8 | uint32(p.NonIP)<<16 | confValid | f.logBits
 	if err := f.objs.FwConfig.Put(1+next, conf); err != nil {
 		return 0, fmt.Errorf("write fw_config: %w", err)
 	}

@@ -22,8 +22,7 @@
  *   fw_cross      HASH      {gen<<2|table, class, class} -> class / verdict
  *   fw_config     ARRAY     [0] policy epoch (its low bit: live generation),
  *                           [1+gen] defaults, [3] reject replies per second
- *                           [4] flow-log events per second (0: flow log off),
- *                           [5] FW_LOG_* flags
+ *                           [4] flow-log events per second
  *   fw_limits     ARRAY     [FW_LIMIT_*] -> per-second window of a rate limit
  *   fw_events     RINGBUF   struct fw_event: the flow log, read by Go
  *   fw_rule_hits  ARRAY     [rule] -> hits (atomic adds: one copy, not per CPU)
@@ -66,6 +65,8 @@
 
 /* fw_config[1 + gen]: default from-vm | to-vm << 8 | non-ip << 16 | valid */
 #define FW_CONF_VALID (1 << 24)
+#define FW_CONF_LOG (1 << 25)     /* flow log on */
+#define FW_CONF_LOG_ALL (1 << 26) /* log every new flow */
 
 #define FW_ALLOW 0
 #define FW_REJECT 2
@@ -74,11 +75,7 @@
 #define FW_CONF_EPOCH 0
 #define FW_CONF_REJECT_RATE 3
 #define FW_CONF_LOG_RATE 4
-#define FW_CONF_LOG_FLAGS 5
-#define FW_CONF_ENTRIES 6
-
-/* fw_config[FW_CONF_LOG_FLAGS] */
-#define FW_LOG_ALL_FLOWS 1 /* log every new flow, not only log-rule ones */
+#define FW_CONF_ENTRIES 5
 
 /* fw_event.kind (flowlog.go) */
 #define FW_EV_ALLOW 1
@@ -987,20 +984,6 @@ static __always_inline int fw_reject(struct __sk_buff *skb,
 	return VF_REDIRECT;
 }
 
-/* fw_log_on returns the flow-log flags + 1 when the flow log is on, else 0
- * (read on the new-flow path only). */
-static __always_inline __u32 fw_log_on(void)
-{
-	__u32 k = FW_CONF_LOG_RATE, *rate, *flags;
-
-	rate = bpf_map_lookup_elem(&fw_config, &k);
-	if (!rate || !*rate)
-		return 0;
-	k = FW_CONF_LOG_FLAGS;
-	flags = bpf_map_lookup_elem(&fw_config, &k);
-	return (flags ? *flags : 0) + 1;
-}
-
 /* fw_log writes one flow-log event, within the flow-log rate; 1 if
  * written. */
 static __always_inline int fw_log(struct __sk_buff *skb, const struct fw_pkt *p,
@@ -1011,9 +994,7 @@ static __always_inline int fw_log(struct __sk_buff *skb, const struct fw_pkt *p,
 	struct fw_event *e;
 
 	rate = bpf_map_lookup_elem(&fw_config, &k);
-	if (!rate || !*rate)
-		return 0;
-	if (!fw_rate_ok(FW_LIMIT_LOG, *rate, now)) {
+	if (!rate || !fw_rate_ok(FW_LIMIT_LOG, *rate, now)) {
 		fw_count(FW_STAT_LOG_LIMITED);
 		return 0;
 	}
@@ -1157,7 +1138,7 @@ VF_FILTER(vf_firewall)
 
 		if (action == FW_REJECT)
 			verdict = fw_reject(skb, &p, dir, now, redirect_ret);
-		if (fw_log_on())
+		if (conf & FW_CONF_LOG)
 			fw_log(skb, &p, dir, action == FW_REJECT ? FW_EV_REJECT : FW_EV_DENY,
 			       fv & FW_FINAL_RULE_MASK, verdict == VF_REDIRECT, now);
 		return verdict;
@@ -1167,7 +1148,6 @@ VF_FILTER(vf_firewall)
 				       .orig_dir = dir, .created = now,
 				       .packets = 1, .bytes = skb->len,
 				       .rule = fv & FW_FINAL_RULE_MASK};
-		__u32 log = fw_log_on();
 
 		if (p.proto == PROTO_TCP) {
 			if (p.tcp_flags & TCP_RST)
@@ -1178,7 +1158,7 @@ VF_FILTER(vf_firewall)
 			nv.state = p.proto == PROTO_UDP ? CT_UDP : CT_OTHER;
 		}
 		nv.expires = now + ct_timeout(nv.state);
-		if (log && ((fv & FW_FINAL_LOG) || ((log - 1) & FW_LOG_ALL_FLOWS)))
+		if ((conf & FW_CONF_LOG) && ((fv & FW_FINAL_LOG) || (conf & FW_CONF_LOG_ALL)))
 			nv.flags = FW_CT_LOGGED;
 		/* An expired or closed entry of the same key is reused in
 		 * place; a new key must find a free slot (BPF_NOEXIST never
