@@ -151,7 +151,7 @@ With -o json the answer is the filter's view=top state.`,
 	}
 	cmd.Flags().Var(&slot, "slot", "the firewall in slot `N` (default: the first firewall of the chain)")
 	cmd.Flags().IntVar(&limit, "limit", firewall.DefaultTopLimit, "show at most `N` flows or rules")
-	cmd.Flags().StringVar(&by, "by", "bytes", "rank flows by `bytes` or packets, or rank rules (rules)")
+	cmd.Flags().StringVar(&by, "by", "bytes", "rank by `KEY`: bytes or packets (flows), or rules (hits)")
 	return cmd
 }
 
