@@ -196,6 +196,7 @@ struct fw_pkt {
 	__u16 p1, p2, echo_id;
 	__u8 proto, family, frag, tcp_flags;
 	__u8 related; /* an ICMP error whose embedded header parsed into rk */
+	__u8 l2group; /* sent to an Ethernet multicast or broadcast address */
 	__u16 l3off, l4off; /* of the IP and (not for fragments) L4 headers */
 	__u32 iplen; /* IPv4 total length, IPv6 40 + payload length */
 };
@@ -378,6 +379,7 @@ static __always_inline int fw_parse(struct __sk_buff *skb, struct fw_pkt *p,
 
 	if (bpf_skb_load_bytes(skb, 0, b, ETH_HLEN) < 0)
 		return FW_KIND_INVALID;
+	p->l2group = b[0] & 1;
 	et = ld16(b + 12);
 #pragma unroll
 	for (i = 0; i < FW_MAX_VLANS; i++) {
@@ -734,15 +736,16 @@ static __always_inline int fw_rate_ok(__u32 idx, __u32 rate, __u64 now)
 }
 
 /* fw_can_answer: never answer a non-first fragment, an ICMP error, a RST,
- * a packet from an unspecified, multicast or broadcast source or to a
- * multicast or broadcast destination (IPv4: 224/3 covers multicast,
- * reserved and the limited broadcast), or an IPv6 packet with extension
- * headers. Mirrors reject.go canAnswer. */
+ * a frame sent to an Ethernet multicast or broadcast address, a packet
+ * from an unspecified, multicast or broadcast source or to a multicast or
+ * broadcast destination (IPv4: 224/3 covers multicast, reserved and the
+ * limited broadcast), or an IPv6 packet with extension headers. Mirrors
+ * reject.go canAnswer. */
 static __always_inline int fw_can_answer(const struct fw_pkt *p)
 {
 	__u64 s0, s1;
 
-	if (p->frag || is_icmp_error(p))
+	if (p->frag || p->l2group || is_icmp_error(p))
 		return 0;
 	if (p->proto == PROTO_TCP && (p->tcp_flags & TCP_RST))
 		return 0;

@@ -215,7 +215,7 @@ func (m *Model) Process(frame []byte, dir sdk.Direction) Verdict {
 // reject answers a rejected frame when firewall.c would (fw_reject).
 func (m *Model) reject(frame []byte, p *Packet, r int, why string) Verdict {
 	l3, l4, _ := frameOffsets(frame, p)
-	if !canAnswer(p, l3, l4) {
+	if !canAnswer(frame, p, l3, l4) {
 		m.Stats[StatRejectSkipped]++
 		return Verdict{Drop: true, Rule: r, Why: why + ", reject: no answer"}
 	}

@@ -47,8 +47,8 @@ func isExtHeader(nh byte) bool {
 }
 
 // canAnswer mirrors fw_can_answer.
-func canAnswer(p *Packet, l3, l4 int) bool {
-	if p.Fragment || p.isICMPError() {
+func canAnswer(frame []byte, p *Packet, l3, l4 int) bool {
+	if p.Fragment || frame[0]&1 != 0 || p.isICMPError() {
 		return false
 	}
 	if p.Proto == ProtoTCP && p.TCPFlags&tcpRST != 0 {
