@@ -9,8 +9,9 @@
  * all through bpf_skb_load_bytes so every read is bounds-checked); look the
  * flow up in the connection table (one lookup for an established flow);
  * otherwise classify it against the compiled policy with a fixed number of
- * lookups (2 LPM, 3 array, 4 hash) whatever the rule count, and remember
- * allowed flows.
+ * lookups (2 LPM, 3 array, 4 hash) whatever the rule count, remember
+ * allowed flows, answer rejected packets (RST / ICMP unreachable, rate
+ * limited) and write denials and logged flows to the flow-log ring buffer.
  *
  * Maps (all private to the instance, pinned by the SDK):
  *   fw_conntrack  HASH      fw_ct_key -> fw_ct_val (size: param conntrack_size;
@@ -21,7 +22,8 @@
  *   fw_dims       ARRAY     [gen][proto | p1 | p2] -> class
  *   fw_cross      HASH      {gen<<2|table, class, class} -> class / verdict
  *   fw_config     ARRAY     [0] policy epoch (its low bit: live generation),
- *                           [1+gen] defaults, [3] reject replies per second
+ *                           [1+gen] defaults and flow-log bits,
+ *                           [3] reject answers per second,
  *                           [4] flow-log events per second
  *   fw_limits     ARRAY     [FW_LIMIT_*] -> per-second window of a rate limit
  *   fw_events     RINGBUF   struct fw_event: the flow log, read by Go
