@@ -204,10 +204,10 @@ func TestStateMove100k(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ct.Close()
-	if ct.KeySize() != 40 || ct.ValueSize() != 24 {
-		t.Fatalf("fw_conntrack entries are %d+%d bytes; this test writes 40+24", ct.KeySize(), ct.ValueSize())
+	if ct.KeySize() != 40 || ct.ValueSize() != 48 {
+		t.Fatalf("fw_conntrack entries are %d+%d bytes; this test writes 40+48", ct.KeySize(), ct.ValueSize())
 	}
-	keys, vals := make([][40]byte, n), make([][24]byte, n)
+	keys, vals := make([][40]byte, n), make([][48]byte, n)
 	for i := range n {
 		k := keys[i][:]
 		k[0], k[3] = 10, 1 // local 10.0.0.1
@@ -217,7 +217,7 @@ func TestStateMove100k(t *testing.T) {
 		k[36], k[37] = 6, 4
 		v := vals[i][:]
 		binary.LittleEndian.PutUint64(v, 1<<62) // expires: far in the future
-		v[16] = 3                               // established
+		v[40] = 3                               // established
 	}
 	for done := 0; done < n; {
 		end := min(done+4096, n)

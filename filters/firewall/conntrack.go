@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/vnicfilter/vnicfilter/sdk"
@@ -29,6 +30,26 @@ var ctTimeouts = [...]time.Duration{
 	ctClosed:      10 * time.Second,
 	ctUDP:         60 * time.Second,
 	ctOther:       30 * time.Second,
+}
+
+var ctStateNames = [...]string{ctSynSent: "syn_sent", ctSynRecv: "syn_recv", ctEstablished: "established",
+	ctFinWait: "fin_wait", ctTimeWait: "time_wait", ctClosed: "closed", ctUDP: "udp", ctOther: "other"}
+
+// ctStateName names a flow state as flow logs and `vfctl fw conns` do.
+func ctStateName(s uint8) string {
+	if int(s) < len(ctStateNames) && ctStateNames[s] != "" {
+		return ctStateNames[s]
+	}
+	return "state(" + strconv.Itoa(int(s)) + ")"
+}
+
+// ctLastSeen is when a flow expiring at expires (in state) last saw a
+// packet.
+func ctLastSeen(expires uint64, state uint8) uint64 {
+	if int(state) < len(ctTimeouts) {
+		return expires - uint64(ctTimeouts[state])
+	}
+	return expires
 }
 
 // ctKey is a flow seen from the VM: its own address and port first, the

@@ -3,6 +3,7 @@ package firewall
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -192,11 +193,12 @@ func TestDifferentialConntrackFull(t *testing.T) {
 				}
 			}
 			frame, dir, what := g.next()
-			got, ok := run(t, prog, frame, dir)
+			got, ans, ok := runAnswer(t, prog, frame, dir)
 			if !ok {
 				continue
 			}
 			want := model.Process(frame, dir)
+			sameAnswer(t, ans, want.Answer, fmt.Sprintf("seed %d ruleset %d packet %d (%s, %s)", seed, rs, i, what, dir))
 			total++
 			wantPass := !want.Drop && (!want.Fail || open)
 			if want.Fail {

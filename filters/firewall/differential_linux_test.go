@@ -3,6 +3,7 @@ package firewall
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -18,8 +19,9 @@ import (
 
 // TC actions the program returns under BPF_PROG_TEST_RUN.
 const (
-	tcActOK   = 0
-	tcActShot = 2
+	tcActOK       = 0
+	tcActShot     = 2
+	tcActRedirect = 7
 )
 
 // diffSize: rulesets × packets each. make soak (VNICFILTER_SOAK=1) runs
@@ -42,6 +44,18 @@ func testInstance(t *testing.T, policyJSON []byte, conntrack string) *fastPath {
 // maps (vf_slots sets the failure mode, vf_stats counts it).
 func testInstanceMaps(t *testing.T, policyJSON []byte, conntrack string) (*fastPath, map[string]*ebpf.Map) {
 	t.Helper()
+	// Answers to rejects are compared with the model, which has no rate
+	// limit: one the tests never reach.
+	raw := map[string]string{"reject_rate": "16777216"}
+	if conntrack != "" {
+		raw["conntrack_size"] = conntrack
+	}
+	return testInstanceParams(t, policyJSON, raw)
+}
+
+// testInstanceParams loads the firewall with the policy and parameters.
+func testInstanceParams(t *testing.T, policyJSON []byte, raw map[string]string) (*fastPath, map[string]*ebpf.Map) {
+	t.Helper()
 	testkit.Need(t, testkit.Root, testkit.BPF)
 	spec, err := firewallSpec()
 	if err != nil {
@@ -52,10 +66,7 @@ func testInstanceMaps(t *testing.T, policyJSON []byte, conntrack string) (*fastP
 	if err := os.WriteFile(path, policyJSON, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	raw := map[string]string{"policy": path}
-	if conntrack != "" {
-		raw["conntrack_size"] = conntrack
-	}
+	raw["policy"] = path
 	params, err := sdk.ValidateParams(Descriptor.Params, raw)
 	if err != nil {
 		t.Fatal(err)
@@ -72,25 +83,45 @@ func testInstanceMaps(t *testing.T, policyJSON []byte, conntrack string) (*fastP
 // run passes frame through the program in dir: pass is true when it
 // passes; ok is false when the test harness itself refuses the frame
 // (BPF_PROG_TEST_RUN wants a whole IPv4/IPv6 header behind those
-// ethertypes), so the program never saw it.
+// ethertypes), so the program never saw it. A frame turned into a reject
+// answer does not pass.
 func run(t testing.TB, prog *ebpf.Program, frame []byte, dir sdk.Direction) (pass, ok bool) {
+	pass, _, ok = runAnswer(t, prog, frame, dir)
+	return pass, ok
+}
+
+// runAnswer is run that also returns the frame the program redirected
+// (a reject answer), nil if none.
+func runAnswer(t testing.TB, prog *ebpf.Program, frame []byte, dir sdk.Direction) (pass bool, answer []byte, ok bool) {
 	ctx := make([]byte, 192)                                // struct __sk_buff
 	binary.NativeEndian.PutUint32(ctx[48:], uint32(dir)<<8) // cb[0] = dir << 8 | slot 0
-	ret, err := prog.Run(&ebpf.RunOptions{Data: frame, Context: ctx})
+	opts := &ebpf.RunOptions{Data: frame, DataOut: make([]byte, len(frame)+256), Context: ctx}
+	ret, err := prog.Run(opts)
 	if errors.Is(err, unix.EINVAL) && len(frame) < 14+40 {
-		return false, false
+		return false, nil, false
 	}
 	if err != nil {
 		t.Fatalf("test run of %x: %v", frame, err)
 	}
 	switch ret {
 	case tcActOK:
-		return true, true
+		return true, nil, true
 	case tcActShot:
-		return false, true
+		return false, nil, true
+	case tcActRedirect:
+		return false, opts.DataOut, true // cut to the output's size
 	}
 	t.Fatalf("unexpected tc action %d", ret)
-	return false, false
+	return false, nil, false
+}
+
+// sameAnswer fails the test when the kernel's answer to a reject (nil:
+// none) differs from the model's.
+func sameAnswer(t testing.TB, got, want []byte, context string) {
+	t.Helper()
+	if (got == nil) != (want == nil) || string(got) != string(want) {
+		t.Fatalf("%s: reject answer differs\nkernel %x\nmodel  %x", context, got, want)
+	}
 }
 
 func (f *fastPath) statsForTest(t testing.TB) [NumStats]uint64 {
@@ -136,7 +167,7 @@ func TestDifferentialFirewall(t *testing.T) {
 	model.Now = func() uint64 { return 1 }
 	prog := fp.Program()
 	lastFlush := time.Now()
-	total, drops, refused, tooComplex := 0, 0, 0, 0
+	total, drops, refused, tooComplex, answered := 0, 0, 0, 0, 0
 	start := time.Now()
 	for rs := range rulesets {
 		n := 1 + rng.IntN(80)
@@ -169,7 +200,7 @@ func TestDifferentialFirewall(t *testing.T) {
 		g := &trafficGen{rng: rng}
 		for i := range per {
 			frame, dir, what := g.next()
-			got, ok := run(t, prog, frame, dir)
+			got, ans, ok := runAnswer(t, prog, frame, dir)
 			if !ok {
 				refused++
 				continue
@@ -183,6 +214,10 @@ func TestDifferentialFirewall(t *testing.T) {
 				pkt := ParseFrame(frame, dir)
 				t.Fatalf("seed %d ruleset %d packet %d (%s, %s): kernel passes=%v, model %v\npacket %+v\nframe %x", seed, rs, i, what, dir, got, want, pkt, frame)
 			}
+			if want.Answer != nil {
+				answered++
+			}
+			sameAnswer(t, ans, want.Answer, fmt.Sprintf("seed %d ruleset %d packet %d (%s, %s, %v) frame %x", seed, rs, i, what, dir, want, frame))
 		}
 		if got := fp.statsForTest(t); got != model.Stats {
 			t.Fatalf("seed %d ruleset %d: kernel counters %v, model %v", seed, rs, got, model.Stats)
@@ -197,7 +232,7 @@ func TestDifferentialFirewall(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d packets over %d rulesets in %v: identical verdicts (%d dropped), counters and rule hits; %d runts refused by the harness; %d rulesets too complex; stats %v", total, rulesets, time.Since(start).Round(time.Millisecond), drops, refused, tooComplex, model.Stats)
+	t.Logf("%d packets over %d rulesets in %v: identical verdicts (%d dropped, %d answered with identical bytes), counters and rule hits; %d runts refused by the harness; %d rulesets too complex; stats %v", total, rulesets, time.Since(start).Round(time.Millisecond), drops, answered, refused, tooComplex, model.Stats)
 }
 
 func parseUint(s string) (uint64, error) {

@@ -16,5 +16,8 @@
 //     reference semantics) or Compiled.Classify (the tables the kernel
 //     uses, constant cost);
 //   - the matching rule's action (or the direction's default) decides, and
-//     an allowed new flow is remembered.
+//     an allowed new flow is remembered; a rejected packet is rewritten
+//     into its answer (reject.go) and sent back where it came from;
+//   - denials and logged flows go to the flow log (flowlog.go) through a
+//     ring buffer; Inspect (inspect_linux.go) reads the table for vfctl.
 package firewall

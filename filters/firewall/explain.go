@@ -192,7 +192,7 @@ func (p *Policy) Explain(pkt *Packet) *Explanation {
 		e.Notes = append(e.Notes, "an ICMP error quoting a packet of a tracked flow passes as related, before any rule; this verdict is for one that quotes no tracked flow")
 	}
 	if e.Verdict == "reject" {
-		e.Notes = append(e.Notes, "reject drops like deny (no TCP RST / ICMP unreachable is sent yet)")
+		e.Notes = append(e.Notes, rejectNote(pkt))
 	}
 	if e.Verdict == "allow" && !pkt.Fragment && (pkt.tracked()) {
 		e.Notes = append(e.Notes, "the flow is entered in the connection table: its later packets and the replies pass without classification (if the table is full, the slot's failure mode decides instead)")
@@ -499,4 +499,23 @@ func lis(seq []int) []int {
 		out[k] = i
 	}
 	return out
+}
+
+// rejectNote says what answers a rejected packet (docs/firewall.md,
+// "Reject"); the checks on the frame itself (VLAN tags, extension
+// headers) are not visible in an explained packet.
+func rejectNote(p *Packet) string {
+	back := "back to the VM"
+	if p.Dir == sdk.ToVM {
+		back = "back to the sender"
+	}
+	switch {
+	case p.Fragment || p.isICMPError() || (p.Proto == ProtoTCP && p.TCPFlags&tcpRST != 0):
+		return "reject: this packet gets no answer (a non-first fragment, an ICMP error or a RST): dropped like deny"
+	case p.Proto == ProtoTCP:
+		return "reject: the packet is dropped and answered with a TCP RST sent " + back + " (at most reject_rate answers per second)"
+	case p.Proto == ProtoUDP:
+		return "reject: the packet is dropped and answered with an ICMP port unreachable sent " + back + " (at most reject_rate per second)"
+	}
+	return "reject: the packet is dropped and answered with an ICMP administratively prohibited sent " + back + " (at most reject_rate per second)"
 }

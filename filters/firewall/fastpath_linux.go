@@ -3,17 +3,37 @@ package firewall
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/vnicfilter/vnicfilter/sdk"
 )
 
 // fw_config[1+gen] flag: the generation holds a complete policy.
 const confValid = 1 << 24
+
+// fw_config indexes (firewall.c FW_CONF_*) and flags.
+const (
+	confRejectRate = 3
+	confLogRate    = 4
+	confLog        = 1 << 25 // FW_CONF_LOG, in fw_config[1+gen]
+	confLogAll     = 1 << 26 // FW_CONF_LOG_ALL
+	ctLogged       = 1       // FW_CT_LOGGED
+)
+
+// Ring buffer sizes: fw_events holds ~4,000 events when the flow log is
+// on (4 s at the default rate if the reader stalls); one page when off.
+const (
+	eventsSize    = 1 << 18
+	eventsSizeOff = 4096
+)
 
 type fastPath struct {
 	objs firewallObjects
@@ -32,6 +52,24 @@ type fastPath struct {
 	// it (guarded by mu).
 	hostGroups sdk.Groups
 	usedGroups []string
+
+	// logBits go into every generation's fw_config word (flow log on,
+	// all flows); fixed at load.
+	logBits uint32
+
+	vnic     string
+	log      *slog.Logger
+	loadedAt time.Time // of the live policy
+
+	// The flow log (nil when off): the ring buffer reader and the file.
+	events      *ringbuf.Reader
+	flowLog     *flowLog
+	eventsDone  chan struct{}
+	monoToUnix  int64 // bpf_ktime_get_ns() + monoToUnix = Unix ns
+	logged      atomic.Uint64
+	logErrors   atomic.Uint64
+	closeOnce   sync.Once
+	closeResult error
 }
 
 // gcInterval is how often the connection table is swept for expired
@@ -94,9 +132,35 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 		size = uint32(params.Int("conntrack_size"))
 	}
 	spec.Maps["fw_conntrack"].MaxEntries = size
-	fp := &fastPath{hostGroups: ctx.Groups, usedGroups: rec.names()}
+	fp := &fastPath{hostGroups: ctx.Groups, usedGroups: rec.names(), vnic: ctx.Instance.VNIC.Name, log: ctx.Logger}
+	if fp.log == nil {
+		fp.log = slog.Default()
+	}
+	logPath := params.String("flow_log")
+	spec.Maps["fw_events"].MaxEntries = eventsSizeOff
+	if logPath != "" {
+		spec.Maps["fw_events"].MaxEntries = eventsSize
+		if fp.flowLog, err = openFlowLog(logPath); err != nil {
+			return nil, fmt.Errorf("%w: firewall: %w", sdk.ErrInvalidParam, err)
+		}
+	}
 	if err := ctx.Load(spec, &fp.objs); err != nil {
+		if fp.flowLog != nil {
+			fp.flowLog.close()
+		}
 		return nil, fmt.Errorf("firewall: %w", err)
+	}
+	if err := fp.startFlowLog(params); err != nil {
+		fp.Close()
+		return nil, fmt.Errorf("firewall: %w", err)
+	}
+	rate := uint32(DefaultRejectRate)
+	if params.Has("reject_rate") {
+		rate = uint32(params.Int("reject_rate"))
+	}
+	if err := fp.objs.FwConfig.Put(uint32(confRejectRate), rate); err != nil {
+		fp.Close()
+		return nil, fmt.Errorf("firewall: write fw_config: %w", err)
 	}
 	fp.stopGC = sdk.Periodic(gcInterval, func() { _, _ = fp.gc(sdk.KtimeNow()) })
 	// Adopting a running instance swaps the (possibly edited) policy in
@@ -130,12 +194,134 @@ func (f *fastPath) flushFlows() error {
 
 func (f *fastPath) Program() *ebpf.Program { return f.objs.VfFirewall }
 
+// Close stops the sweep and the flow-log reader, flushes the flow log and
+// closes the objects. Later calls return the first call's result.
 func (f *fastPath) Close() error {
-	if f.stopGC != nil {
-		f.stopGC()
-		f.stopGC = nil
+	f.closeOnce.Do(func() {
+		if f.stopGC != nil {
+			f.stopGC()
+		}
+		var errs []error
+		if f.events != nil {
+			errs = append(errs, f.events.Close())
+			<-f.eventsDone
+		}
+		if f.flowLog != nil {
+			errs = append(errs, f.flowLog.close())
+		}
+		errs = append(errs, f.objs.Close())
+		f.closeResult = errors.Join(errs...)
+	})
+	return f.closeResult
+}
+
+// startFlowLog writes the flow-log settings into fw_config and, when the
+// log is on, starts the ring buffer reader. The on/off bits travel in the
+// generation word each packet reads anyway (UpdatePolicy writes them): off,
+// the log costs the datapath nothing. Must run before the first
+// UpdatePolicy.
+func (f *fastPath) startFlowLog(params sdk.Params) error {
+	var rate uint32
+	if f.flowLog != nil {
+		rate = 1000
+		if params.Has("flow_log_rate") {
+			rate = uint32(params.Int("flow_log_rate"))
+		}
+		f.logBits = confLog
+		if params.Bool("flow_log_all") {
+			f.logBits |= confLogAll
+		}
 	}
-	return f.objs.Close()
+	if err := f.objs.FwConfig.Put(uint32(confLogRate), rate); err != nil {
+		return fmt.Errorf("write fw_config: %w", err)
+	}
+	if f.flowLog == nil {
+		return nil
+	}
+	rd, err := ringbuf.NewReader(f.objs.FwEvents)
+	if err != nil {
+		return fmt.Errorf("flow log: ring buffer reader: %w", err)
+	}
+	f.events = rd
+	f.eventsDone = make(chan struct{})
+	f.monoToUnix = time.Now().UnixNano() - int64(sdk.KtimeNow())
+	go f.readEvents()
+	return nil
+}
+
+// readEvents writes flow-log events as JSON lines until the reader is
+// closed, flushing whenever the ring buffer is drained.
+func (f *fastPath) readEvents() {
+	defer close(f.eventsDone)
+	var rec ringbuf.Record
+	for {
+		if err := f.events.ReadInto(&rec); err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return
+			}
+			f.logError("read ring buffer", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		e, err := decodeEvent(rec.RawSample, f.vnic, f.monoToUnix, f.ruleName)
+		if err == nil {
+			err = f.flowLog.write(&e)
+		}
+		if err != nil {
+			f.logError("write", err)
+			continue
+		}
+		f.logged.Add(1)
+		if rec.Remaining == 0 {
+			if err := f.flowLog.flush(); err != nil {
+				f.logError("flush", err)
+			}
+		}
+	}
+}
+
+// logError counts a flow-log error and reports the first.
+func (f *fastPath) logError(what string, err error) {
+	if f.logErrors.Add(1) == 1 {
+		f.log.Warn("firewall: flow log: "+what, "vnic", f.vnic, "err", err)
+	}
+}
+
+// ruleName names rule i of the live policy ("" if it has none).
+func (f *fastPath) ruleName(i int) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.policy == nil || i < 0 || i >= len(f.policy.Rules) {
+		return ""
+	}
+	return f.policy.Rules[i].Name
+}
+
+// logEnd writes the "end" line of a logged flow the sweep deletes.
+func (f *fastPath) logEnd(k *firewallFwCtKey, v *firewallFwCtVal, now uint64) {
+	local, remote := addrOf(k.Family, k.Local[:]), addrOf(k.Family, k.Remote[:])
+	src, dst, sp, dp := local, remote, k.LocalPort, k.RemotePort
+	if sdk.Direction(v.OrigDir&1) == sdk.ToVM {
+		src, dst, sp, dp = remote, local, k.RemotePort, k.LocalPort
+	}
+	e := FlowEvent{
+		Time: time.Unix(0, int64(now)+f.monoToUnix).UTC(), VNIC: f.vnic, Event: "end",
+		Dir: sdk.Direction(v.OrigDir & 1).String(), Proto: protoName(int(k.Proto)), Src: src.String(), Dst: dst.String(),
+		Packets: v.Packets, Bytes: v.Bytes, Seconds: float64(ctLastSeen(v.Expires, v.State)-v.Created) / 1e9, State: ctStateName(v.State),
+	}
+	switch k.Proto {
+	case ProtoTCP, ProtoUDP:
+		e.setPorts(k.Proto, sp, dp)
+	}
+	if v.Rule > 0 {
+		r := int(v.Rule) - 1
+		e.RuleIndex, e.Rule = &r, f.ruleName(r)
+	}
+	if err := f.flowLog.write(&e); err != nil {
+		f.logError("write", err)
+		return
+	}
+	f.logged.Add(1)
 }
 
 // gc deletes the flows expired at now (monotonic ns) and returns how many.
@@ -171,6 +357,14 @@ func (f *fastPath) gc(now uint64) (int, error) {
 		}
 		if err := f.objs.FwConntrack.Delete(&k); err == nil {
 			deleted++
+			if f.flowLog != nil && v.Flags&ctLogged != 0 {
+				f.logEnd(&k, &v, now)
+			}
+		}
+	}
+	if f.flowLog != nil && deleted > 0 {
+		if err := f.flowLog.flush(); err != nil {
+			f.logError("flush", err)
 		}
 	}
 	return deleted, nil
@@ -236,7 +430,7 @@ func (f *fastPath) UpdatePolicy(p *Policy) (time.Duration, error) {
 			return 0, fmt.Errorf("write fw_cross: %w", err)
 		}
 	}
-	conf := uint32(p.Defaults[sdk.FromVM]) | uint32(p.Defaults[sdk.ToVM])<<8 | uint32(p.NonIP)<<16 | confValid
+	conf := uint32(p.Defaults[sdk.FromVM]) | uint32(p.Defaults[sdk.ToVM])<<8 | uint32(p.NonIP)<<16 | confValid | f.logBits
 	if err := f.objs.FwConfig.Put(1+next, conf); err != nil {
 		return 0, fmt.Errorf("write fw_config: %w", err)
 	}
@@ -260,6 +454,7 @@ func (f *fastPath) UpdatePolicy(p *Policy) (time.Duration, error) {
 		}
 	}
 	f.policy = p
+	f.loadedAt = time.Now()
 	return time.Since(start), nil
 }
 
@@ -351,6 +546,11 @@ func (f *fastPath) Counters() ([]sdk.Counter, error) {
 			sum += v
 		}
 		out = append(out, sdk.Counter{Name: s.String(), Help: "Firewall " + s.String() + ".", Value: float64(sum)})
+	}
+	if f.flowLog != nil {
+		out = append(out,
+			sdk.Counter{Name: "flow_log_written_total", Help: "Flow-log lines written (events read from the ring buffer, and flow ends).", Value: float64(f.logged.Load())},
+			sdk.Counter{Name: "flow_log_errors_total", Help: "Flow-log events that could not be read, decoded or written.", Value: float64(f.logErrors.Load())})
 	}
 	f.mu.Lock()
 	p := f.policy

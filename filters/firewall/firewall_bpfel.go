@@ -34,13 +34,23 @@ type firewallFwCtKey struct {
 type firewallFwCtVal struct {
 	_       structs.HostLayout
 	Expires uint64
+	Created uint64
+	Packets uint64
+	Bytes   uint64
 	Gen     uint32
 	P1      uint16
 	P2      uint16
 	State   uint8
 	OrigDir uint8
 	Fins    uint8
-	Pad     [5]uint8
+	Flags   uint8
+	Rule    uint32
+}
+
+type firewallFwLimit struct {
+	_      structs.HostLayout
+	Window uint64
+	Count  uint64
 }
 
 type firewallFwLpmKey struct {
@@ -74,6 +84,8 @@ const (
 	firewallMapFwCross     = "fw_cross"
 	firewallMapFwDims      = "fw_dims"
 	firewallMapFwDst       = "fw_dst"
+	firewallMapFwEvents    = "fw_events"
+	firewallMapFwLimits    = "fw_limits"
 	firewallMapFwRuleHits  = "fw_rule_hits"
 	firewallMapFwSrc       = "fw_src"
 	firewallMapFwStats     = "fw_stats"
@@ -139,6 +151,8 @@ type firewallMapSpecs struct {
 	FwCross     *ebpf.MapSpec `ebpf:"fw_cross"`
 	FwDims      *ebpf.MapSpec `ebpf:"fw_dims"`
 	FwDst       *ebpf.MapSpec `ebpf:"fw_dst"`
+	FwEvents    *ebpf.MapSpec `ebpf:"fw_events"`
+	FwLimits    *ebpf.MapSpec `ebpf:"fw_limits"`
 	FwRuleHits  *ebpf.MapSpec `ebpf:"fw_rule_hits"`
 	FwSrc       *ebpf.MapSpec `ebpf:"fw_src"`
 	FwStats     *ebpf.MapSpec `ebpf:"fw_stats"`
@@ -180,6 +194,8 @@ type firewallMaps struct {
 	FwCross     *ebpf.Map `ebpf:"fw_cross"`
 	FwDims      *ebpf.Map `ebpf:"fw_dims"`
 	FwDst       *ebpf.Map `ebpf:"fw_dst"`
+	FwEvents    *ebpf.Map `ebpf:"fw_events"`
+	FwLimits    *ebpf.Map `ebpf:"fw_limits"`
 	FwRuleHits  *ebpf.Map `ebpf:"fw_rule_hits"`
 	FwSrc       *ebpf.Map `ebpf:"fw_src"`
 	FwStats     *ebpf.Map `ebpf:"fw_stats"`
@@ -195,6 +211,8 @@ func (m *firewallMaps) Close() error {
 		m.FwCross,
 		m.FwDims,
 		m.FwDst,
+		m.FwEvents,
+		m.FwLimits,
 		m.FwRuleHits,
 		m.FwSrc,
 		m.FwStats,

@@ -184,6 +184,7 @@ type pktSpec struct {
 	truncateTo int // 0: no truncation
 	payload    int
 	quote      []byte // ICMP: the quoted packet (replaces the payload)
+	l2group    bool   // to the Ethernet broadcast address
 }
 
 func (f flow) spec(dir sdk.Direction) pktSpec {
@@ -273,6 +274,9 @@ func (s pktSpec) build() []byte {
 	}
 	frame := make([]byte, 12, 14+4*s.vlans+len(ip)+len(l4))
 	copy(frame, []byte{2, 0x76, 0x66, 0, 0, 1, 2, 0x76, 0x66, 0, 0, 2})
+	if s.l2group {
+		copy(frame, []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	}
 	for range s.vlans {
 		frame = append(frame, 0x81, 0x00, 0, byte(1+len(frame)))
 	}
@@ -340,6 +344,7 @@ func (g *trafficGen) next() ([]byte, sdk.Direction, string) {
 		s.icmpCode = uint8(rng.IntN(3))
 	}
 	s.payload = rng.IntN(64)
+	s.l2group = rng.IntN(50) == 0 // never answered when rejected
 	what := "flow"
 	if len(g.flows) > 0 && rng.IntN(12) == 0 {
 		return g.icmpError()

@@ -24,10 +24,16 @@ const (
 	StatCTFull                    // flows the table could not take
 	StatND                        // IPv6 neighbour discovery, always allowed
 	StatRelated                   // ICMP errors about a tracked flow, allowed
+	StatRejected                  // rejected packets answered (TCP RST, ICMP unreachable)
+	StatRejectLimited             // rejected packets not answered: over reject_rate
+	StatRejectSkipped             // rejected packets that get no answer (docs/firewall.md)
+	StatLogEvents                 // flow-log events written to the ring buffer
+	StatLogLimited                // flow-log events not written: over flow_log_rate
+	StatLogLost                   // flow-log events not written: ring buffer full
 	NumStats
 )
 
-var statNames = [...]string{"established_packets_total", "new_flows_total", "default_from_vm_total", "default_to_vm_total", "invalid_total", "fragment_drops_total", "non_ip_total", "logged_total", "revalidated_flows_total", "cut_flows_total", "conntrack_full_total", "nd_total", "related_total"}
+var statNames = [...]string{"established_packets_total", "new_flows_total", "default_from_vm_total", "default_to_vm_total", "invalid_total", "fragment_drops_total", "non_ip_total", "logged_total", "revalidated_flows_total", "cut_flows_total", "conntrack_full_total", "nd_total", "related_total", "rejected_total", "reject_limited_total", "reject_skipped_total", "flow_log_events_total", "flow_log_limited_total", "flow_log_lost_total"}
 
 func (s Stat) String() string {
 	if int(s) < len(statNames) {
@@ -48,6 +54,10 @@ type Verdict struct {
 	Rule int
 	// Why names the path taken, for test failures and `explain`.
 	Why string
+	// Answer is, for a rejected frame that is answered, the TCP RST or
+	// ICMP unreachable the frame becomes (sent back the way it came;
+	// Drop is true). nil otherwise.
+	Answer []byte
 }
 
 func (v Verdict) String() string {
@@ -57,6 +67,9 @@ func (v Verdict) String() string {
 	}
 	if v.Fail {
 		act = "fail"
+	}
+	if v.Answer != nil {
+		act = "answered"
 	}
 	return fmt.Sprintf("%s (%s, rule %d)", act, v.Why, v.Rule)
 }
@@ -75,6 +88,10 @@ type Model struct {
 	// Now returns monotonic nanoseconds (default: time since the model
 	// was made); tests stop the clock to keep timeouts out of comparisons.
 	Now func() uint64
+	// NoAnswers makes reject drop like deny, as reject_rate=0 does
+	// (counted as reject_limited_total). The model has no rate limit
+	// otherwise: compare it with a kernel whose limit is never reached.
+	NoAnswers bool
 	// Stats and RuleHits count as fw_stats and fw_rule_hits do.
 	Stats    [NumStats]uint64
 	RuleHits []uint64
@@ -176,6 +193,9 @@ func (m *Model) Process(frame []byte, dir sdk.Direction) Verdict {
 	if r < 0 {
 		why = "default"
 	}
+	if a == Reject {
+		return m.reject(frame, &p, r, why)
+	}
 	if a.Drops() {
 		return Verdict{Drop: true, Rule: r, Why: why}
 	}
@@ -190,6 +210,26 @@ func (m *Model) Process(frame []byte, dir sdk.Direction) Verdict {
 		}
 	}
 	return Verdict{Rule: r, Why: why}
+}
+
+// reject answers a rejected frame when firewall.c would (fw_reject).
+func (m *Model) reject(frame []byte, p *Packet, r int, why string) Verdict {
+	l3, l4, _ := frameOffsets(frame, p)
+	if !canAnswer(frame, p, l3, l4) {
+		m.Stats[StatRejectSkipped]++
+		return Verdict{Drop: true, Rule: r, Why: why + ", reject: no answer"}
+	}
+	if m.NoAnswers {
+		m.Stats[StatRejectLimited]++
+		return Verdict{Drop: true, Rule: r, Why: why + ", reject: limited"}
+	}
+	a := answer(frame, p)
+	if a == nil {
+		m.Stats[StatRejectSkipped]++
+		return Verdict{Drop: true, Rule: r, Why: why + ", reject: no answer"}
+	}
+	m.Stats[StatRejected]++
+	return Verdict{Drop: true, Rule: r, Why: why + ", reject", Answer: a}
 }
 
 // Flows is the number of tracked flows (expired ones included until

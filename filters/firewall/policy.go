@@ -35,8 +35,10 @@ const (
 	Allow Action = iota
 	// Deny drops the packet.
 	Deny
-	// Reject drops the packet like Deny; no TCP RST or ICMP unreachable
-	// is sent (docs/firewall.md, "Reject", says why).
+	// Reject drops the packet and answers it: a TCP RST for TCP, an
+	// ICMP/ICMPv6 destination unreachable otherwise, sent back where the
+	// packet came from, at most reject_rate per second and vNIC
+	// (docs/firewall.md, "Reject").
 	Reject
 )
 
@@ -133,6 +135,12 @@ type Policy struct {
 	NonIP Action
 	// Rules in evaluation order.
 	Rules []Rule
+	// File and Source are the file name and the bytes the policy was
+	// parsed from (empty for a policy built in code): the firewall's
+	// Inspect hands them out, so `vfctl fw explain VNIC` explains the
+	// policy that runs, not the file as it is now.
+	File   string
+	Source []byte
 }
 
 // GroupResolver supplies the members of address groups a policy names but
@@ -350,6 +358,7 @@ func ParsePolicy(data []byte, opts ParseOptions) (*Policy, error) {
 		p.Rules = append(p.Rules, r)
 	}
 	sort.SliceStable(p.Rules, func(i, j int) bool { return p.Rules[i].Priority < p.Rules[j].Priority })
+	p.File, p.Source = opts.File, data
 	return p, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -278,6 +279,38 @@ func TestReloadE2E(t *testing.T) {
 	if cut < 1 {
 		t.Errorf("cut_flows_total = %v, want >= 1", cut)
 	}
+
+	// Inspect through the daemon: the table, the rules, the running policy.
+	out, code := vfctl("fw", "conns", b.TapName)
+	if code != 0 || !strings.Contains(out, b.IPv4.IP.String()+":5001") || !strings.Contains(out, "a-in") {
+		t.Errorf("vfctl fw conns: exit %d, want the tcp/5001 flow allowed by a-in:\n%s", code, out)
+	}
+	t.Logf("vfctl fw conns %s:\n%s", b.TapName, out)
+	// Hits restart with each policy: one new connection after the reload.
+	if c, err := dial(5001, 2*time.Second); err != nil {
+		t.Fatal(err)
+	} else {
+		c.Close()
+	}
+	out, code = vfctl("-o", "json", "fw", "top", b.TapName, "--by", "rules")
+	var top TopView
+	if err := json.Unmarshal([]byte(out), &top); code != 0 || err != nil || len(top.Rules) != 1 || top.Rules[0].Name != "a-in" || top.Rules[0].Hits < 1 {
+		t.Errorf("vfctl fw top --by rules: exit %d, %v:\n%s", code, err, out)
+	}
+	out, code = vfctl("fw", "top", b.TapName)
+	if code != 0 || !strings.Contains(out, "top 1 of") && !strings.Contains(out, "top 2 of") {
+		t.Errorf("vfctl fw top: exit %d:\n%s", code, out)
+	}
+	t.Logf("vfctl fw top %s:\n%s", b.TapName, out)
+	// The file says 5002 again, but is not loaded: explain answers with
+	// the running policy (generation 2: attach, reload).
+	writeAtomic(t, policy, reloadPolicy(a.IPv4.IP, 5001, 5002))
+	pkt := fmt.Sprintf("to-vm tcp %s:1234 -> %s:5002", a.IPv4.IP, b.IPv4.IP)
+	out, code = vfctl("fw", "explain", b.TapName, pkt)
+	if code != 0 || !strings.Contains(out, "verdict: deny") || !strings.Contains(out, "generation 2") || !strings.Contains(out, "the file has changed since") {
+		t.Errorf("vfctl fw explain %s (running policy): exit %d:\n%s", b.TapName, code, out)
+	}
+	t.Logf("vfctl fw explain %s %q:\n%s", b.TapName, pkt, out)
 
 	// Errors: a filter without Reloader, an empty slot, an unknown vNIC.
 	if _, err := client.Attach(ctx, b.TapName, api.AttachRequest{Filter: api.FilterSpec{Name: "count"}}); err != nil {

@@ -14,10 +14,12 @@ import (
 
 var _ sdk.StateMover = (*fastPath)(nil)
 
-// stateFormat 1: a header {u32 key size, u32 value size, u64 count}, then
+// stateFormat 2: a header {u32 key size, u32 value size, u64 count}, then
 // count × (fw_ct_key, fw_ct_val) little-endian, each value's expires the
-// remaining lifetime in ns and its gen zero.
-const stateFormat = 1
+// remaining lifetime in ns, its created the flow's age in ns, its gen and
+// rule zero (both belong to the source's policy). Format 1 (before the
+// flow counters) is not read.
+const stateFormat = 2
 
 // StateFormat implements sdk.StateMover.
 func (f *fastPath) StateFormat() uint32 { return stateFormat }
@@ -44,7 +46,8 @@ func (f *fastPath) ExportState(w io.Writer) error {
 			}
 			v := vals[i]
 			v.Expires -= now
-			v.Gen = 0
+			v.Created = now - min(v.Created, now) // age
+			v.Gen, v.Rule = 0, 0
 			outK, outV = append(outK, keys[i]), append(outV, v)
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -111,6 +114,7 @@ func (f *fastPath) ImportState(r io.Reader) (int, error) {
 	now := sdk.KtimeNow()
 	for i := range vals {
 		vals[i].Expires += now
+		vals[i].Created = now - min(vals[i].Created, now)
 		vals[i].Gen = epoch ^ 1<<31 // never the live epoch: re-validate
 	}
 	done := 0
@@ -130,7 +134,7 @@ func (f *fastPath) ImportState(r io.Reader) (int, error) {
 // stateFormat are updated together.
 const (
 	ctKeySize = 40
-	ctValSize = 24
+	ctValSize = 48
 )
 
 // putCtEntry encodes one flow little-endian, field by field (reflection
@@ -144,11 +148,14 @@ func putCtEntry(b []byte, k *firewallFwCtKey, v *firewallFwCtVal) {
 	b[36], b[37], b[38], b[39] = k.Proto, k.Family, 0, 0
 	w := b[ctKeySize:]
 	le.PutUint64(w[0:], v.Expires)
-	le.PutUint32(w[8:], v.Gen)
-	le.PutUint16(w[12:], v.P1)
-	le.PutUint16(w[14:], v.P2)
-	w[16], w[17], w[18] = v.State, v.OrigDir, v.Fins
-	clear(w[19:24])
+	le.PutUint64(w[8:], v.Created)
+	le.PutUint64(w[16:], v.Packets)
+	le.PutUint64(w[24:], v.Bytes)
+	le.PutUint32(w[32:], v.Gen)
+	le.PutUint16(w[36:], v.P1)
+	le.PutUint16(w[38:], v.P2)
+	w[40], w[41], w[42], w[43] = v.State, v.OrigDir, v.Fins, v.Flags
+	le.PutUint32(w[44:], v.Rule)
 }
 
 func getCtEntry(b []byte, k *firewallFwCtKey, v *firewallFwCtVal) {
@@ -158,7 +165,9 @@ func getCtEntry(b []byte, k *firewallFwCtKey, v *firewallFwCtVal) {
 	k.LocalPort, k.RemotePort = le.Uint16(b[32:]), le.Uint16(b[34:])
 	k.Proto, k.Family = b[36], b[37]
 	w := b[ctKeySize:]
-	v.Expires, v.Gen = le.Uint64(w[0:]), le.Uint32(w[8:])
-	v.P1, v.P2 = le.Uint16(w[12:]), le.Uint16(w[14:])
-	v.State, v.OrigDir, v.Fins = w[16], w[17], w[18]
+	v.Expires, v.Created = le.Uint64(w[0:]), le.Uint64(w[8:])
+	v.Packets, v.Bytes = le.Uint64(w[16:]), le.Uint64(w[24:])
+	v.Gen, v.P1, v.P2 = le.Uint32(w[32:]), le.Uint16(w[36:]), le.Uint16(w[38:])
+	v.State, v.OrigDir, v.Fins, v.Flags = w[40], w[41], w[42], w[43]
+	v.Rule = le.Uint32(w[44:])
 }

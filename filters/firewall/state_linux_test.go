@@ -74,7 +74,7 @@ func TestCtLayout(t *testing.T) {
 	}
 	k := firewallFwCtKey{LocalPort: 1, RemotePort: 2, Proto: 6, Family: 4}
 	k.Local[0], k.Remote[15] = 10, 7
-	v := firewallFwCtVal{Expires: 1 << 40, Gen: 3, P1: 4, P2: 5, State: 6, OrigDir: 1, Fins: 2}
+	v := firewallFwCtVal{Expires: 1 << 40, Created: 7, Packets: 8, Bytes: 9, Gen: 3, P1: 4, P2: 5, State: 6, OrigDir: 1, Fins: 2, Flags: 1, Rule: 10}
 	var b [ctKeySize + ctValSize]byte
 	putCtEntry(b[:], &k, &v)
 	var k2 firewallFwCtKey

@@ -34,10 +34,11 @@ type cannedReply struct {
 // fakeDaemon serves canned replies on a unix socket and records the
 // request bodies it got.
 type fakeDaemon struct {
-	socket string
-	mu     sync.Mutex
-	routes map[string]cannedReply
-	bodies map[string][]byte
+	socket  string
+	mu      sync.Mutex
+	routes  map[string]cannedReply
+	bodies  map[string][]byte
+	queries map[string]string // last URL query per route
 }
 
 // newFakeDaemon serves routes ("METHOD /path") on a socket of its own.
@@ -49,7 +50,7 @@ func newFakeDaemon(t *testing.T, routes map[string]cannedReply) *fakeDaemon {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	f := &fakeDaemon{socket: filepath.Join(dir, "s.sock"), routes: routes, bodies: map[string][]byte{}}
+	f := &fakeDaemon{socket: filepath.Join(dir, "s.sock"), routes: routes, bodies: map[string][]byte{}, queries: map[string]string{}}
 	ln, err := net.Listen("unix", f.socket)
 	if err != nil {
 		t.Fatal(err)
@@ -66,6 +67,7 @@ func (f *fakeDaemon) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	f.mu.Lock()
 	f.bodies[key] = body
+	f.queries[key] = r.URL.RawQuery
 	rep, ok := f.routes[key]
 	f.mu.Unlock()
 	if !ok {
@@ -101,6 +103,13 @@ func (f *fakeDaemon) serve(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(b)
+}
+
+// query returns the last URL query received on route.
+func (f *fakeDaemon) query(route string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.queries[route]
 }
 
 // body returns the request body received on route.

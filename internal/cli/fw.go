@@ -23,17 +23,19 @@ import (
 func (a *app) fwCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "fw",
-		Short: "Firewall policies: explain, check, diff, load",
-		Long: `Tools for the firewall filter's policy files (docs/firewall.md).
+		Short: "Firewall policies and state: explain, check, diff, load, conns, top",
+		Long: `Tools for the firewall filter (docs/firewall.md).
 
 explain, check and diff read policy files and need no daemon (explain can
-also take a vNIC, whose policy file it asks filterd for); load makes a
-running firewall instance re-read its policy file and swap it in atomically.`,
+also take a vNIC: it then asks filterd for the policy running there); load
+makes a running firewall instance re-read its policy file and swap it in
+atomically; conns and top show a running instance's connection table and
+busiest flows or rules.`,
 		Args:    args(),
 		GroupID: "chain",
 		RunE:    func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(a.fwExplainCommand(), a.fwCheckCommand(), a.fwDiffCommand(), a.fwLoadCommand())
+	cmd.AddCommand(a.fwExplainCommand(), a.fwCheckCommand(), a.fwDiffCommand(), a.fwLoadCommand(), a.fwConnsCommand(), a.fwTopCommand())
 	return cmd
 }
 
@@ -65,10 +67,11 @@ the conditions it matched, and earlier rules of that direction that missed
 by a single condition.
 
 The policy is a file (POLICY; no daemon needed) or, when no such file
-exists, the vNIC VNIC: filterd is asked which policy file its firewall
-instance was attached with, and that file is read here (if it was edited
-since the last 'vfctl fw load', the file, not the running policy, is
-explained).
+exists, the vNIC VNIC: the firewall in its chain is asked for the policy it
+runs (its generation and the file's bytes as they were loaded), so an edit
+not yet loaded with 'vfctl fw load' does not change the answer (a note
+says the file differs). A filterd without that view (older) is asked for
+the file name instead, and the file as it is now is explained.
 
 PACKET (one argument, or several that are joined) is
 
@@ -84,27 +87,42 @@ redirection).`,
   vfctl fw explain -o json web.json -- to-vm udp [fd00::5]:53 -> [fd00::1]:5353`,
 		Args: args("POLICY|VNIC", "PACKET..."),
 		RunE: a.runE(func(ctx context.Context, args []string) error {
-			path := args[0]
-			if _, err := os.Stat(path); err != nil {
-				if strings.ContainsAny(path, "/.") { // a file name, not a device name
-					return loadErr(err)
-				}
-				if path, err = a.livePolicyPath(ctx, args[0]); err != nil {
-					return err
-				}
-			}
-			p, err := loadPolicyFile(path)
-			if err != nil {
-				return err
-			}
 			pkt, err := firewall.ParsePacket(strings.Join(args[1:], " "))
 			if err != nil {
 				return &exitError{code: ExitBadInput, msg: err.Error()}
 			}
+			path, from := args[0], ""
+			var p *firewall.Policy
+			if _, err := os.Stat(path); err != nil {
+				if strings.ContainsAny(path, "/.") { // a file name, not a device name
+					return loadErr(err)
+				}
+				running, v, s, ok, err := a.runningPolicy(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				if ok {
+					p, path = running, v.File
+					from = fmt.Sprintf("running on %s slot %d, generation %d, loaded %s", args[0], s.Slot, v.Generation, v.LoadedAt.Local().Format(time.DateTime))
+					if fileChanged(v.File, v.SHA256) {
+						from += "; the file has changed since: not loaded yet"
+					}
+				} else {
+					if path, err = a.livePolicyPath(ctx, args[0]); err != nil {
+						return err
+					}
+					from = "firewall of " + args[0] + ", the file as it is now"
+				}
+			}
+			if p == nil {
+				if p, err = loadPolicyFile(path); err != nil {
+					return err
+				}
+			}
 			e := p.Explain(pkt)
 			return a.emit(e, func(w io.Writer) error {
-				if path != args[0] {
-					fmt.Fprintf(w, "policy:  %s (firewall of %s)\n", path, args[0])
+				if from != "" {
+					fmt.Fprintf(w, "policy:  %s (%s)\n", path, from)
 				}
 				return printExplanation(w, e)
 			})
