@@ -173,6 +173,32 @@ func AttachDevice(name string, opts DeviceOptions) (*Device, error) {
 	return d, nil
 }
 
+// ensure checks that the device still is what the instance attached to
+// and its receive program still sits on it, and attaches it again if the
+// device was recreated. It returns the device's ifindex.
+func (d *Device) ensure() (int, error) {
+	ifindex, err := checkDevice(d.Name)
+	if err != nil {
+		return 0, err
+	}
+	if ifindex == d.Ifindex {
+		if l, err := link.LoadPinnedLink(filepath.Join(d.Dir, pinRxLink), nil); err == nil {
+			info, ierr := l.Info()
+			l.Close()
+			if ierr == nil && info.TCX() != nil && int(info.TCX().Ifindex) == ifindex {
+				return ifindex, nil
+			}
+		}
+	}
+	nd, err := AttachDevice(d.Name, DeviceOptions{StateRoot: filepath.Dir(d.Dir)})
+	if err != nil {
+		return 0, err
+	}
+	defer nd.Close()
+	d.Ifindex = nd.Ifindex
+	return nd.Ifindex, nil
+}
+
 // DetachDevice removes the receive program from the VXLAN device name and
 // the device's state (the registry of local vNICs). Instances still
 // running lose their local deliveries; detach them first.

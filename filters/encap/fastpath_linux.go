@@ -179,12 +179,11 @@ func (f *fastPath) Reload(ps sdk.Params) error {
 	if err != nil {
 		return err
 	}
-	dev, err := AttachDevice(f.params.dev, DeviceOptions{})
+	ifindex, err := f.dev.ensure()
 	if err != nil {
 		return fmt.Errorf("encap: %w", err)
 	}
-	defer dev.Close()
-	if err := f.update(t, dev.Ifindex); err != nil {
+	if err := f.update(t, ifindex); err != nil {
 		return fmt.Errorf("encap: %w", err)
 	}
 	return nil
