@@ -134,8 +134,12 @@ func ParseFIB(data []byte) (*FIB, error) {
 	if err := json.Unmarshal(data, &raw); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			line, col := lineCol(data, te.Offset)
-			return nil, &FIBError{Line: line, Col: col, Field: te.Field, Err: fmt.Errorf("want %s, got %s", te.Type, te.Value)}
+			field, off := te.Field, te.Offset
+			if p, o, ok := valueAt(at, te.Offset); ok {
+				field, off = p, o
+			}
+			line, col := lineCol(data, off)
+			return nil, &FIBError{Line: line, Col: col, Field: field, Err: fmt.Errorf("want %s, got %s", te.Type, te.Value)}
 		}
 		return nil, &FIBError{Err: err}
 	}
@@ -363,10 +367,26 @@ func walk(dec *json.Decoder, data []byte, path, kind string, at map[string]int64
 		}
 	}
 	if _, err := dec.Token(); err != nil { // closing delimiter
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			err = errors.New("unexpected end of file")
+		}
 		line, col := lineCol(data, dec.InputOffset())
 		return &FIBError{Line: line, Col: col, Err: err}
 	}
 	return nil
+}
+
+// valueAt returns the path of the innermost value recorded in at whose
+// text ends at off (json.UnmarshalTypeError reports the offset after the
+// value), so a type error names e.g. segments[1].vni, not segments.vni.
+func valueAt(at map[string]int64, off int64) (string, int64, bool) {
+	best, bestOff := "", int64(-1)
+	for p, o := range at {
+		if o < off && o > bestOff {
+			best, bestOff = p, o
+		}
+	}
+	return best, bestOff, bestOff >= 0
 }
 
 func skipSep(data []byte, off int64) int64 {

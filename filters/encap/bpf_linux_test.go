@@ -1,0 +1,275 @@
+package encap
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/vishvananda/netlink"
+
+	"github.com/vnicfilter/vnicfilter/sdk"
+	"github.com/vnicfilter/vnicfilter/sdk/testkit"
+)
+
+const (
+	tcActOK       = 0
+	tcActShot     = 2
+	tcActStolen   = 4
+	tcActRedirect = 7
+)
+
+var (
+	ownMAC  = [6]byte{2, 0, 0, 0, 0, 1}
+	peerMAC = [6]byte{2, 0, 0, 0, 0, 2} // on the other host
+	nearMAC = [6]byte{2, 0, 0, 0, 0, 4} // a local vNIC of the segment
+	ownIP   = netip.MustParseAddr("10.0.0.1")
+	peerIP  = netip.MustParseAddr("10.0.0.2")
+	ownIP6  = netip.MustParseAddr("fd00::1")
+	peerIP6 = netip.MustParseAddr("fd00::2")
+)
+
+const unitFIB = `{
+  "segments": [{"vni": 100, "hosts": ["192.0.2.1", "192.0.2.2"]},
+               {"vni": 200, "hosts": ["192.0.2.1", "192.0.2.2"]}],
+  "entries": [
+    {"vni": 100, "mac": "02:00:00:00:00:01", "host": "192.0.2.1", "ips": ["10.0.0.1", "fd00::1"]},
+    {"vni": 100, "mac": "02:00:00:00:00:02", "host": "192.0.2.2", "ips": ["10.0.0.2", "fd00::2"]},
+    {"vni": 100, "mac": "02:00:00:00:00:04", "host": "192.0.2.1", "ips": ["10.0.0.4"]},
+    {"vni": 200, "mac": "02:00:00:00:00:02", "host": "192.0.2.2", "ips": ["10.0.0.3"]}
+  ]
+}`
+
+// unitInstance loads one instance (VNI 100, group 10, MAC ownMAC) against
+// stand-in vNIC maps, in a namespace holding a VXLAN device, with a local
+// vNIC of the segment (nearMAC) registered on the host.
+func unitInstance(t *testing.T) (*fastPath, *testkit.Host) {
+	t.Helper()
+	h := testkit.NewHost(t)
+	hl := h.Handle()
+	vx := &netlink.Vxlan{LinkAttrs: netlink.NewLinkAttrs(), FlowBased: true, GBP: true, Port: vxlanPort}
+	vx.Name = vxlanDev
+	if err := hl.LinkAdd(vx); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := hl.LinkByName(vxlanDev); err != nil || hl.LinkSetUp(l) != nil {
+		t.Fatalf("%s up: %v", vxlanDev, err)
+	}
+	t.Cleanup(func() { _ = h.Do(func() error { return DetachDevice(vxlanDev, DeviceOptions{}) }) })
+	near := h.AddVM(t, "near")
+	fib := filepath.Join(t.TempDir(), "fib.json")
+	if err := os.WriteFile(fib, []byte(unitFIB), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec, err := encapSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := map[string]string{ParamVNI: "100", ParamGroup: "10", ParamMAC: "02:00:00:00:00:01", ParamFIB: fib, ParamVXLANDev: vxlanDev, ParamLocalIP: "192.0.2.1"}
+	p, err := sdk.ValidateParams(Descriptor.Params, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps := testkit.VNICMaps(t, spec)
+	var fp sdk.FastPath
+	err = h.Do(func() error {
+		inst := sdk.Instance{VNIC: sdk.VNIC{Name: "lo", Ifindex: 1}, Directions: sdk.DirBoth, Params: p}
+		var err error
+		if fp, err = Descriptor.FastPath(sdk.NewFastPathContext(inst, false, nil, maps, "")); err != nil {
+			return err
+		}
+		return fp.(*fastPath).dev.register(Port{VNI: 100, MAC: nearMAC, Ifindex: near.TapIndex, Group: 10, owner: 42})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fp.Close() })
+	return fp.(*fastPath), h
+}
+
+// skb is the part of struct __sk_buff the tests set and read.
+type skb struct {
+	mark    uint32
+	cb      [5]uint32
+	gsoSegs uint32
+	gsoSize uint32
+}
+
+const sizeofSkBuff = 192
+
+func (s skb) bytes() []byte {
+	b := make([]byte, sizeofSkBuff)
+	binary.NativeEndian.PutUint32(b[8:], s.mark)
+	for i, v := range s.cb {
+		binary.NativeEndian.PutUint32(b[48+4*i:], v)
+	}
+	binary.NativeEndian.PutUint32(b[164:], s.gsoSegs)
+	binary.NativeEndian.PutUint32(b[176:], s.gsoSize)
+	return b
+}
+
+func parseSkb(b []byte) skb {
+	var s skb
+	s.mark = binary.NativeEndian.Uint32(b[8:])
+	for i := range s.cb {
+		s.cb[i] = binary.NativeEndian.Uint32(b[48+4*i:])
+	}
+	return s
+}
+
+// run passes frame through the instance: the tc action, the frame as left
+// and the __sk_buff after the run.
+func run(t *testing.T, h *testkit.Host, fp *fastPath, frame []byte, in skb) (uint32, []byte, skb) {
+	t.Helper()
+	out := make([]byte, len(frame)+256)
+	ctxOut := make([]byte, sizeofSkBuff)
+	opts := &ebpf.RunOptions{Data: frame, DataOut: out, Context: in.bytes(), ContextOut: ctxOut}
+	var ret uint32
+	// Clones go to the namespace's devices: run there.
+	err := h.Do(func() (err error) {
+		ret, err = fp.Program().Run(opts)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("test run of % x...: %v", frame[:min(len(frame), 64)], err)
+	}
+	return ret, opts.DataOut, parseSkb(ctxOut)
+}
+
+func stats(t *testing.T, fp *fastPath) map[string]uint64 {
+	t.Helper()
+	cs, err := fp.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]uint64{}
+	for _, c := range cs {
+		m[c.Name] = uint64(c.Value)
+	}
+	return m
+}
+
+const toVM = 1 << 8 // cb[0] = dir << 8 | slot
+
+func TestFastPath(t *testing.T) {
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	fp, h := unitInstance(t)
+	local := [6]byte{0x02, 0xee, 0, 0, 0, 9}
+	max := 1500 - 36 // largest frame whose IPv4 encapsulation fits 1500
+
+	ns := neighborSolicitation(ownMAC, ownIP6, peerIP6)
+	cases := []struct {
+		name    string
+		frame   []byte
+		ctx     skb
+		ret     uint32
+		counter string
+		out     []byte // the frame as the program leaves it, if checked
+		mark    uint32 // skb->mark afterwards, if non-zero
+	}{
+		{name: "ARP request for a peer answered in place", frame: arpRequest(ownMAC, ownIP, peerIP), ret: tcActRedirect, counter: "arp_replies_total",
+			out: arpReply(arpRequest(ownMAC, ownIP, peerIP), peerMAC), mark: 0x7e6c0000},
+		{name: "ARP for an address of another segment flooded", frame: arpRequest(ownMAC, ownIP, netip.MustParseAddr("10.0.0.3")), ret: tcActStolen, counter: "tx_flood_total"},
+		{name: "ARP probe for the VM's own address not answered", frame: arpRequest(ownMAC, netip.IPv4Unspecified(), ownIP), ret: tcActStolen, counter: "tx_flood_total"},
+		{name: "gratuitous ARP not answered", frame: arpRequest(ownMAC, peerIP, peerIP), ret: tcActStolen, counter: "tx_flood_total"},
+		{name: "neighbour solicitation answered in place", frame: ns, ret: tcActRedirect, counter: "nd_replies_total",
+			out: neighborAdvertisement(ns, peerIP6, peerMAC), mark: 0x7e6c0000},
+		{name: "duplicate address detection not answered", frame: neighborSolicitation(ownMAC, netip.IPv6Unspecified(), peerIP6), ret: tcActStolen, counter: "tx_flood_total"},
+		{name: "foreign source MAC", frame: arpRequest(local, ownIP, peerIP), ret: tcActShot, counter: "drop_src_mac_total"},
+		{name: "unicast to a peer on another host tunnelled", frame: ipv4Frame(peerMAC, ownMAC, 17, 100), ret: tcActRedirect, counter: "tx_remote_total"},
+		{name: "unicast to a local vNIC of the segment", frame: ipv4Frame(nearMAC, ownMAC, 17, 100), ret: tcActRedirect, counter: "tx_local_total", mark: 0x7e6c0000 | 10},
+		{name: "unicast to an unknown MAC flooded", frame: ipv4Frame(local, ownMAC, 17, 100), ret: tcActStolen, counter: "tx_flood_total"},
+		{name: "unicast to the VM itself", frame: ipv4Frame(ownMAC, ownMAC, 17, 100), ret: tcActShot, counter: "drop_self_total"},
+		{name: "largest frame the underlay carries", frame: ipv4Frame(peerMAC, ownMAC, 17, max-14), ret: tcActRedirect, counter: "tx_remote_total"},
+		{name: "one byte more: dropped, not fragmented", frame: ipv4Frame(peerMAC, ownMAC, 17, max-13), ret: tcActShot, counter: "drop_oversize_total"},
+		{name: "GSO frame whose segments fit", frame: ipv4Frame(peerMAC, ownMAC, 6, 3000), ctx: skb{gsoSegs: 3, gsoSize: uint32(max - 14 - 20 - 32)}, ret: tcActRedirect, counter: "tx_remote_total"},
+		{name: "GSO frame whose segments do not fit", frame: ipv4Frame(peerMAC, ownMAC, 6, 3000), ctx: skb{gsoSegs: 3, gsoSize: uint32(max - 14 - 20 - 32 + 1)}, ret: tcActShot, counter: "drop_oversize_total"},
+		{name: "to-vm frame from outside the segment", frame: ipv4Frame(ownMAC, peerMAC, 17, 100), ctx: skb{cb: [5]uint32{toVM}}, ret: tcActShot, counter: "drop_foreign_total"},
+		{name: "to-vm frame the segment delivered", frame: ipv4Frame(ownMAC, peerMAC, 17, 100), ctx: skb{cb: [5]uint32{toVM}, mark: 0x7e6c0000 | 20}, ret: tcActOK, counter: "rx_total", mark: 0x7e6c0000 | 20},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := stats(t, fp)
+			ret, out, after := run(t, h, fp, c.frame, c.ctx)
+			if ret != c.ret {
+				t.Errorf("tc action %d, want %d", ret, c.ret)
+			}
+			got := stats(t, fp)
+			if got[c.counter] != before[c.counter]+1 {
+				t.Errorf("%s %d -> %d, want +1 (all: %v)", c.counter, before[c.counter], got[c.counter], got)
+			}
+			if c.out != nil && !bytes.Equal(out, c.out) {
+				t.Errorf("frame\n got  % x\n want % x", out, c.out)
+			}
+			if c.mark != 0 && after.mark != c.mark {
+				t.Errorf("mark %#x, want %#x", after.mark, c.mark)
+			}
+		})
+	}
+	t.Run("sender's group in the chain metadata", func(t *testing.T) {
+		_, _, after := run(t, h, fp, ipv4Frame(ownMAC, peerMAC, 17, 100), skb{cb: [5]uint32{toVM}, mark: 0x7e6c0000 | 20})
+		if after.cb[3] != 20 {
+			t.Errorf("vf_meta.identity (cb[3]) = %d, want the GBP group 20", after.cb[3])
+		}
+	})
+}
+
+// TestRegistry covers the host's registry of local vNICs: a MAC of a
+// segment belongs to one live vNIC, a stale entry is taken over, and an
+// instance's Close removes exactly its own entries.
+func TestRegistry(t *testing.T) {
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	fp, h := unitInstance(t)
+	a, b := h.AddVM(t, "a"), h.AddVM(t, "b")
+	dev := fp.dev
+	err := h.Do(func() error {
+		if err := dev.register(Port{VNI: 300, MAC: peerMAC, Ifindex: a.TapIndex, owner: 7}); err != nil {
+			return err
+		}
+		// Same segment and MAC on another live vNIC: refused.
+		err := dev.register(Port{VNI: 300, MAC: peerMAC, Ifindex: b.TapIndex, owner: 8})
+		if err == nil || !bytesContains(err.Error(), "02:00:00:00:00:02 in segment 300 is on vNIC "+a.TapName) {
+			t.Errorf("conflict: got %v", err)
+		}
+		// Same MAC in another segment: fine.
+		if err := dev.register(Port{VNI: 301, MAC: peerMAC, Ifindex: b.TapIndex, owner: 8}); err != nil {
+			return err
+		}
+		// A stale entry (its vNIC is gone) is taken over.
+		if err := dev.register(Port{VNI: 302, MAC: peerMAC, Ifindex: 999999, owner: 9}); err != nil {
+			return err
+		}
+		return dev.register(Port{VNI: 302, MAC: peerMAC, Ifindex: b.TapIndex, owner: 8})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports, err := dev.Ports()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := FloodList(ports, 300); len(got) != 1 || got[0] != a.TapIndex {
+		t.Errorf("flood list of 300: %v", got)
+	}
+	var fl rxEncapFloodList
+	if err := dev.flood.Lookup(uint32(301), &fl); err != nil || fl.N != 1 || int(fl.Ifindex[0]) != b.TapIndex {
+		t.Errorf("flood map of 301: %+v %v", fl, err)
+	}
+	if err := dev.unregister(8); err != nil {
+		t.Fatal(err)
+	}
+	ports, _ = dev.Ports()
+	for _, p := range ports {
+		if p.owner == 8 {
+			t.Errorf("entry of owner 8 left: %+v", p)
+		}
+	}
+	if err := dev.flood.Lookup(uint32(301), &fl); err == nil {
+		t.Errorf("segment 301 keeps a flood list after its last vNIC left: %+v", fl)
+	}
+}
+
+func bytesContains(s, sub string) bool { return bytes.Contains([]byte(s), []byte(sub)) }

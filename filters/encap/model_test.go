@@ -1,0 +1,151 @@
+package encap
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// Reference model of the replies the filter builds in place, and frame
+// builders for the eBPF tests.
+
+const (
+	etherARP  = 0x0806
+	etherIPv4 = 0x0800
+	etherIPv6 = 0x86dd
+)
+
+func ethHdr(dst, src [6]byte, proto uint16) []byte {
+	b := make([]byte, 14)
+	copy(b, dst[:])
+	copy(b[6:], src[:])
+	binary.BigEndian.PutUint16(b[12:], proto)
+	return b
+}
+
+var broadcast = [6]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// arpRequest asks, from sha/spa, who has tpa.
+func arpRequest(sha [6]byte, spa, tpa netip.Addr) []byte {
+	f := ethHdr(broadcast, sha, etherARP)
+	a := make([]byte, 28)
+	binary.BigEndian.PutUint16(a[0:], 1)
+	binary.BigEndian.PutUint16(a[2:], etherIPv4)
+	a[4], a[5] = 6, 4
+	binary.BigEndian.PutUint16(a[6:], 1)
+	copy(a[8:], sha[:])
+	s, d := spa.As4(), tpa.As4()
+	copy(a[14:], s[:])
+	copy(a[24:], d[:])
+	return append(f, a...)
+}
+
+// arpReply is the answer a host owning tpa with MAC mac sends to req.
+func arpReply(req []byte, mac [6]byte) []byte {
+	out := append([]byte(nil), req...)
+	copy(out[0:6], req[6:12])
+	copy(out[6:12], mac[:])
+	binary.BigEndian.PutUint16(out[20:], 2)
+	copy(out[22:28], mac[:])
+	copy(out[28:32], req[38:42])
+	copy(out[32:38], req[22:28])
+	copy(out[38:42], req[28:32])
+	return out
+}
+
+// solicitedNode is the solicited-node multicast group of a.
+func solicitedNode(a netip.Addr) netip.Addr {
+	b := a.As16()
+	g := netip.MustParseAddr("ff02::1:ff00:0").As16()
+	copy(g[13:], b[13:])
+	return netip.AddrFrom16(g)
+}
+
+func ipv6Hdr(src, dst netip.Addr, next byte, hop byte, payloadLen int) []byte {
+	h := make([]byte, 40)
+	h[0] = 0x60
+	binary.BigEndian.PutUint16(h[4:], uint16(payloadLen))
+	h[6], h[7] = next, hop
+	s, d := src.As16(), dst.As16()
+	copy(h[8:], s[:])
+	copy(h[24:], d[:])
+	return h
+}
+
+// icmp6Checksum computes the ICMPv6 checksum of msg (checksum field zero)
+// between src and dst.
+func icmp6Checksum(src, dst netip.Addr, msg []byte) uint16 {
+	var sum uint32
+	add := func(b []byte) {
+		for ; len(b) >= 2; b = b[2:] {
+			sum += uint32(b[0])<<8 | uint32(b[1])
+		}
+		if len(b) == 1 {
+			sum += uint32(b[0]) << 8
+		}
+	}
+	s, d := src.As16(), dst.As16()
+	add(s[:])
+	add(d[:])
+	var l [8]byte
+	binary.BigEndian.PutUint32(l[:], uint32(len(msg)))
+	l[7] = 58
+	add(l[:])
+	add(msg)
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return ^uint16(sum)
+}
+
+// neighborSolicitation from mac/src for target, with the source
+// link-layer address option.
+func neighborSolicitation(mac [6]byte, src, target netip.Addr) []byte {
+	dst := solicitedNode(target)
+	g := dst.As16()
+	dmac := [6]byte{0x33, 0x33, g[12], g[13], g[14], g[15]}
+	msg := make([]byte, 32)
+	msg[0] = 135
+	t := target.As16()
+	copy(msg[8:], t[:])
+	msg[24], msg[25] = 1, 1
+	copy(msg[26:], mac[:])
+	binary.BigEndian.PutUint16(msg[2:], icmp6Checksum(src, dst, msg))
+	f := ethHdr(dmac, mac, etherIPv6)
+	f = append(f, ipv6Hdr(src, dst, 58, 255, len(msg))...)
+	return append(f, msg...)
+}
+
+// neighborAdvertisement is the solicited answer of target's owner (MAC
+// mac) to the solicitation req.
+func neighborAdvertisement(req []byte, target netip.Addr, mac [6]byte) []byte {
+	var reqMAC [6]byte
+	copy(reqMAC[:], req[6:12])
+	src, _ := netip.AddrFromSlice(req[22:38])
+	msg := make([]byte, 32)
+	msg[0] = 136
+	binary.BigEndian.PutUint32(msg[4:], 0x60000000) // solicited, override
+	t := target.As16()
+	copy(msg[8:], t[:])
+	msg[24], msg[25] = 2, 1
+	copy(msg[26:], mac[:])
+	binary.BigEndian.PutUint16(msg[2:], icmp6Checksum(target, src, msg))
+	f := ethHdr(reqMAC, mac, etherIPv6)
+	f = append(f, ipv6Hdr(target, src, 58, 255, len(msg))...)
+	return append(f, msg...)
+}
+
+// ipv4Frame is an Ethernet frame carrying an IPv4/UDP (or TCP header
+// only) packet of l3Len bytes.
+func ipv4Frame(dst, src [6]byte, proto byte, l3Len int) []byte {
+	f := ethHdr(dst, src, etherIPv4)
+	ip := make([]byte, l3Len)
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(l3Len))
+	ip[8], ip[9] = 64, proto
+	copy(ip[12:], []byte{10, 0, 0, 1})
+	copy(ip[16:], []byte{10, 0, 0, 2})
+	if proto == 6 {
+		ip[20+12] = 8 << 4 // TCP header of 32 bytes (timestamps)
+	}
+	return append(f, ip...)
+}
