@@ -179,25 +179,34 @@ func overlay(t *testing.T, addr string) {
 		if err := lab["blue2"].vm.Do(func() error { return sendRaw("eth0", forge) }); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(300 * time.Millisecond)
+		// Each VM gets a unicast datagram from every peer of its segment
+		// and their broadcasts.
 		for _, a := range vms {
-			got := 0
-			for _, f := range lab[a.label].cap.snapshot() {
-				if bytes.Contains(f.data, []byte("seg=")) && bytes.Contains(f.data, []byte("seg="+segs[a.seg].name+";")) {
-					got++
-				}
-			}
-			// Unicast from each peer of the segment plus their broadcasts.
 			peers := 0
 			for _, b := range vms {
 				if b.seg == a.seg && b.label != a.label {
 					peers++
 				}
 			}
+			marked := func() int {
+				n := 0
+				for _, f := range lab[a.label].cap.snapshot() {
+					if bytes.Contains(f.data, []byte("seg="+segs[a.seg].name+";")) {
+						n++
+					}
+				}
+				return n
+			}
+			got := marked()
+			for start := time.Now(); got < 2*peers && time.Since(start) < 3*time.Second; got = marked() {
+				time.Sleep(20 * time.Millisecond)
+			}
 			if got < 2*peers {
 				t.Errorf("%s received %d marked datagrams of its segment, want at least %d", a.label, got, 2*peers)
 			}
 		}
+		// Give a leak as long to show as the datagrams took to arrive.
+		time.Sleep(200 * time.Millisecond)
 	})
 
 	t.Run("GBP on the wire", func(t *testing.T) {
@@ -224,6 +233,9 @@ func overlay(t *testing.T, addr string) {
 		outer := regexp.MustCompile(`Internet Protocol Version ` + ver + `, Src: ` + regexp.QuoteMeta(hosts[0].IP.String()) + `, Dst: `)
 		if !outer.MatchString(text) {
 			t.Errorf("tshark shows no IPv%s underlay packet from %s", ver, hosts[0].IP)
+		}
+		if hosts[0].IP.Is4() && !strings.Contains(text, "Don't fragment: Set") {
+			t.Error("tshark shows no outer IPv4 header with DF set")
 		}
 		if !strings.Contains(text, "GBP Extension: Defined") {
 			t.Error("tshark does not see the GBP flag")
@@ -705,17 +717,22 @@ func oversize(t *testing.T, a *labVM, h *simHost, b *labVM) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Wait for the datagram that fits: the one that does not was sent
+	// before it.
+	var sawFit bool
+	for start := time.Now(); !sawFit && time.Since(start) < 3*time.Second; time.Sleep(20 * time.Millisecond) {
+		for _, f := range b.cap.snapshot() {
+			if bytes.Contains(f.data, fits[:64]) && len(f.data) == 14+len(fits)+28 {
+				sawFit = true
+			}
+		}
+	}
 	if d := a.att.counter(t, "drop_oversize_total") - before; d != 1 {
 		t.Errorf("drop_oversize_total +%d, want +1", d)
 	}
-	var sawFit bool
 	for _, f := range b.cap.snapshot() {
 		if bytes.Contains(f.data, big[:64]) {
 			t.Errorf("%s received a part of the oversize datagram (%d bytes)", b.spec.label, len(f.data))
-		}
-		if bytes.Contains(f.data, fits[:64]) && len(f.data) == 14+len(fits)+28 {
-			sawFit = true
 		}
 	}
 	if !sawFit {
