@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -74,20 +75,30 @@ func unitInstance(t *testing.T) (*fastPath, *testkit.Host) {
 		t.Fatal(err)
 	}
 	maps := testkit.VNICMaps(t, spec)
+	fp := loadInstance(t, h, p, maps, "", false)
+	if err := h.Do(func() error {
+		return fp.dev.register(Port{VNI: 100, MAC: nearMAC, Ifindex: near.TapIndex, Group: 10, owner: 42})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return fp, h
+}
+
+// loadInstance loads an instance for vNIC lo (ifindex 1) in h, closed at
+// cleanup.
+func loadInstance(t *testing.T, h *testkit.Host, p sdk.Params, maps map[string]*ebpf.Map, pinDir string, adopt bool) *fastPath {
+	t.Helper()
 	var fp sdk.FastPath
-	err = h.Do(func() error {
+	err := h.Do(func() (err error) {
 		inst := sdk.Instance{VNIC: sdk.VNIC{Name: "lo", Ifindex: 1}, Directions: sdk.DirBoth, Params: p}
-		var err error
-		if fp, err = Descriptor.FastPath(sdk.NewFastPathContext(inst, false, nil, maps, "")); err != nil {
-			return err
-		}
-		return fp.(*fastPath).dev.register(Port{VNI: 100, MAC: nearMAC, Ifindex: near.TapIndex, Group: 10, owner: 42})
+		fp, err = Descriptor.FastPath(sdk.NewFastPathContext(inst, adopt, nil, maps, pinDir))
+		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { fp.Close() })
-	return fp.(*fastPath), h
+	return fp.(*fastPath)
 }
 
 // skb is the part of struct __sk_buff the tests set and read.
@@ -273,3 +284,51 @@ func TestRegistry(t *testing.T) {
 }
 
 func bytesContains(s, sub string) bool { return bytes.Contains([]byte(s), []byte(sub)) }
+
+// TestAdoptAndReplace loads a second instance over the first one's pinned
+// maps, as filterd does after a restart (and, with fresh maps, when it
+// replaces a chain): the second works, and closing the first does not take
+// the vNIC out of the host's registry.
+func TestAdoptAndReplace(t *testing.T) {
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	first, h := unitInstance(t)
+	p := first.rawParamsForTest(t)
+	spec, err := encapSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps := testkit.VNICMaps(t, spec)
+	pinDir := filepath.Join("/sys/fs/bpf", "vftest-encap-"+strconv.Itoa(os.Getpid())+"-"+strconv.FormatUint(first.owner, 16))
+	t.Cleanup(func() { _ = os.RemoveAll(pinDir) })
+	a := loadInstance(t, h, p, maps, pinDir, false)
+	b := loadInstance(t, h, p, maps, pinDir, true) // filterd restarted
+	a.Close()
+	first.Close()
+	req := arpRequest(ownMAC, ownIP, peerIP)
+	if ret, out, _ := run(t, h, b, req, skb{}); ret != tcActRedirect || !bytes.Equal(out, arpReply(req, peerMAC)) {
+		t.Errorf("adopted instance: action %d, frame % x", ret, out)
+	}
+	ports, err := b.dev.Ports()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := FloodList(ports, 100); len(got) == 0 || got[0] != 1 {
+		t.Errorf("after the older instances closed, segment 100's local vNICs are %v, want lo (1) still there", got)
+	}
+}
+
+// rawParamsForTest returns the validated parameters the instance was
+// loaded with.
+func (f *fastPath) rawParamsForTest(t *testing.T) sdk.Params {
+	t.Helper()
+	raw := map[string]string{
+		ParamVNI: strconv.Itoa(int(f.params.vni)), ParamGroup: strconv.Itoa(int(f.params.group)),
+		ParamMAC: macString(f.params.mac), ParamFIB: f.params.fib, ParamVXLANDev: f.params.dev,
+		ParamLocalIP: f.params.local.String(),
+	}
+	p, err := sdk.ValidateParams(Descriptor.Params, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}

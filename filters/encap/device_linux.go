@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 
@@ -240,22 +239,13 @@ func lockDir(dir string) (func(), error) {
 	}, nil
 }
 
-// Port is one local vNIC of a segment, as the registry holds it.
-type Port struct {
-	VNI     uint32
-	MAC     [6]byte
-	Ifindex int
-	Group   uint16
-	owner   uint64
-}
-
 func newOwner() uint64 {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return binary.LittleEndian.Uint64(b[:]) | 1
 }
 
-// Register enters p in the host's registry: frames of its segment for its
+// register enters p in the host's registry: frames of its segment for its
 // MAC are delivered to its vNIC from now on. A (segment, MAC) held by
 // another vNIC that still exists is a conflict; one whose vNIC is gone
 // (a stale entry) is taken over. Call in the namespace of the vNICs.
@@ -327,18 +317,6 @@ func (d *Device) Ports() ([]Port, error) {
 		return nil, fmt.Errorf("iterate %s: %w", pinPorts, err)
 	}
 	return out, nil
-}
-
-// FloodList returns the local vNICs a broadcast of segment vni reaches.
-func FloodList(ports []Port, vni uint32) []int {
-	var out []int
-	for _, p := range ports {
-		if p.VNI == vni && !slices.Contains(out, p.Ifindex) {
-			out = append(out, p.Ifindex)
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 // rebuildFlood recomputes segment vni's flood list from the registry.

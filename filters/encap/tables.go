@@ -3,6 +3,7 @@ package encap
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // Tables is what one vNIC's instance loads: the part of the forwarding
@@ -75,4 +76,25 @@ func (t *Tables) Replicas(self int, locals []int) (vnics []int, hosts []netip.Ad
 		}
 	}
 	return vnics, append([]netip.Addr(nil), t.Members...)
+}
+
+// Port is one local vNIC of a segment, as the registry holds it.
+type Port struct {
+	VNI     uint32
+	MAC     [6]byte
+	Ifindex int
+	Group   uint16
+	owner   uint64
+}
+
+// FloodList returns the local vNICs a broadcast of segment vni reaches.
+func FloodList(ports []Port, vni uint32) []int {
+	var out []int
+	for _, p := range ports {
+		if p.VNI == vni && !slices.Contains(out, p.Ifindex) {
+			out = append(out, p.Ifindex)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
