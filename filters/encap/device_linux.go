@@ -213,6 +213,7 @@ func DetachDevice(name string, opts DeviceOptions) error {
 	if err := os.RemoveAll(dir); err != nil {
 		return fmt.Errorf("remove %s: %w", dir, err)
 	}
+	_ = os.Remove(filepath.Dir(dir)) // the root too, once no device is left
 	return nil
 }
 
