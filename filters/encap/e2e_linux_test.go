@@ -70,7 +70,7 @@ func guestMTU(h *simHost) int {
 }
 
 // writeFIB writes the table placing each VM on hostOf[label].
-func writeFIB(t *testing.T, path string, hosts []*simHost, hostOf map[string]int) {
+func writeFIB(t testing.TB, path string, hosts []*simHost, hostOf map[string]int) {
 	t.Helper()
 	var raw rawFIB
 	for _, s := range segs {

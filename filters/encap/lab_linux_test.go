@@ -47,7 +47,7 @@ type underlay struct {
 	handle     *netlink.Handle
 }
 
-func newUnderlay(t *testing.T) *underlay {
+func newUnderlay(t testing.TB) *underlay {
 	t.Helper()
 	name, err := nsutil.RandomName("vful-")
 	if err != nil {
@@ -100,7 +100,7 @@ type simHost struct {
 }
 
 // addHost creates host number i (1-based) with underlay address ip.
-func (u *underlay) addHost(t *testing.T, label string, i int, ip netip.Addr, mtu int) *simHost {
+func (u *underlay) addHost(t testing.TB, label string, i int, ip netip.Addr, mtu int) *simHost {
 	t.Helper()
 	h := &simHost{Host: testkit.NewHost(t), Label: label, IP: ip, FIB: filepath.Join(t.TempDir(), "fib-"+label+".json")}
 	hns, err := netns.GetFromPath(h.Path)
@@ -200,7 +200,7 @@ func waitUp(h *netlink.Handle, name string) error {
 }
 
 // vmAddr gives a VM its segment identity: MAC, addresses, MTU on ifName.
-func setVMAddrs(t *testing.T, h *netlink.Handle, ifName string, mac net.HardwareAddr, v4, v6 netip.Addr, mtu int) {
+func setVMAddrs(t testing.TB, h *netlink.Handle, ifName string, mac net.HardwareAddr, v4, v6 netip.Addr, mtu int) {
 	t.Helper()
 	l, err := h.LinkByName(ifName)
 	if err != nil {
@@ -243,7 +243,7 @@ type attached struct {
 	once sync.Once
 }
 
-func attach(t *testing.T, h *simHost, tap string, params map[string]string) *attached {
+func attach(t testing.TB, h *simHost, tap string, params map[string]string) *attached {
 	t.Helper()
 	p, err := sdk.ValidateParams(Descriptor.Params, params)
 	if err != nil {
@@ -301,7 +301,7 @@ func (a *attached) reload() error {
 	return a.host.Do(func() error { return a.fp.Reload(p) })
 }
 
-func (a *attached) counter(t *testing.T, name string) uint64 {
+func (a *attached) counter(t testing.TB, name string) uint64 {
 	t.Helper()
 	cs, err := a.fp.Counters()
 	if err != nil {
@@ -334,7 +334,7 @@ type capture struct {
 	done   chan struct{}
 }
 
-func startCapture(t *testing.T, do func(func() error) error, ifname string) *capture {
+func startCapture(t testing.TB, do func(func() error) error, ifname string) *capture {
 	t.Helper()
 	c := &capture{stop: make(chan struct{}), done: make(chan struct{}), ifname: ifname}
 	err := do(func() error {
