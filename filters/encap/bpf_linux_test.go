@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -269,8 +270,21 @@ func TestRegistry(t *testing.T) {
 	if err := dev.flood.Lookup(uint32(301), &fl); err != nil || fl.N != 1 || int(fl.Ifindex[0]) != b.TapIndex {
 		t.Errorf("flood map of 301: %+v %v", fl, err)
 	}
+	A, B, C := netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("192.0.2.11"), netip.MustParseAddr("2001:db8::12")
+	if err := dev.setMembers(500, 7, []netip.Addr{A, B}); err != nil {
+		t.Fatal(err)
+	}
+	if err := dev.setMembers(500, 8, []netip.Addr{B, C}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := dev.Accepts(500); err != nil || !slices.Equal(got, []netip.Addr{A, B, C}) {
+		t.Errorf("segment 500 accepted from %v (%v), want the union of both lists", got, err)
+	}
 	if err := dev.unregister(8); err != nil {
 		t.Fatal(err)
+	}
+	if got, err := dev.Accepts(500); err != nil || !slices.Equal(got, []netip.Addr{A, B}) {
+		t.Errorf("after owner 8 left, segment 500 accepted from %v (%v), want owner 7's list", got, err)
 	}
 	ports, _ = dev.Ports()
 	for _, p := range ports {

@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -45,7 +47,8 @@ type Device struct {
 	// Dir is the bpffs directory of the device's state.
 	Dir string
 
-	ports, flood, stats *ebpf.Map
+	ports, flood, stats    *ebpf.Map
+	rxMembers, memberSets *ebpf.Map
 }
 
 // DeviceOptions tune AttachDevice. The zero value is the default.
@@ -138,7 +141,8 @@ func AttachDevice(name string, opts DeviceOptions) (*Device, error) {
 		return nil, fmt.Errorf("load encap receive program: %w", err)
 	}
 	defer objs.VfEncapRx.Close()
-	d := &Device{Name: name, Ifindex: ifindex, Dir: dir, ports: objs.EncapPorts, flood: objs.EncapFlood, stats: objs.EncapRxStats}
+	d := &Device{Name: name, Ifindex: ifindex, Dir: dir, ports: objs.EncapPorts, flood: objs.EncapFlood, stats: objs.EncapRxStats,
+		rxMembers: objs.EncapRxMembers, memberSets: objs.EncapMemberSets}
 
 	linkPin := filepath.Join(dir, pinRxLink)
 	if l, err := link.LoadPinnedLink(linkPin, nil); err == nil {
@@ -219,7 +223,7 @@ func DetachDevice(name string, opts DeviceOptions) error {
 
 // Close releases the process's handles; the device state stays pinned.
 func (d *Device) Close() error {
-	for _, m := range []*ebpf.Map{d.ports, d.flood, d.stats} {
+	for _, m := range []*ebpf.Map{d.ports, d.flood, d.stats, d.rxMembers, d.memberSets} {
 		_ = m.Close()
 	}
 	return nil
@@ -302,7 +306,131 @@ func (d *Device) unregister(owner uint64) error {
 			return err
 		}
 	}
+	var sk rxEncapMemberSetKey
+	var sv rxEncapMemberSet
+	var sets []rxEncapMemberSetKey
+	sit := d.memberSets.Iterate()
+	for sit.Next(&sk, &sv) {
+		if sk.Owner == owner {
+			sets = append(sets, sk)
+		}
+	}
+	if err := sit.Err(); err != nil {
+		return fmt.Errorf("iterate encap_member_sets: %w", err)
+	}
+	for _, k := range sets {
+		if err := d.memberSets.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("remove member list: %w", err)
+		}
+		if err := d.rebuildRxMembers(k.Vni); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// setMembers records owner's member hosts of segment vni: the host then
+// accepts frames of the segment from the union of its instances' lists.
+func (d *Device) setMembers(vni uint32, owner uint64, hosts []netip.Addr) error {
+	unlock, err := lockDir(d.Dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if len(hosts) > MaxMembers {
+		return fmt.Errorf("segment %d: %d member hosts, at most %d", vni, len(hosts), MaxMembers)
+	}
+	k := rxEncapMemberSetKey{Vni: vni, Owner: owner}
+	var v rxEncapMemberSet
+	v.N = uint32(len(hosts))
+	for i, h := range hosts {
+		v.Hosts[i] = rxHost(h)
+	}
+	if err := d.memberSets.Put(&k, &v); err != nil {
+		return fmt.Errorf("write encap_member_sets: %w", err)
+	}
+	return d.rebuildRxMembers(vni)
+}
+
+func rxHost(a netip.Addr) rxEncapHost {
+	h := hostAddr(a)
+	return rxEncapHost{V6: h.V6, Addr: h.Addr}
+}
+
+// rebuildRxMembers makes encap_rx_members hold, for segment vni, exactly
+// the union of the instances' member lists: additions first, so a host in
+// both the old and the new union is never refused in between.
+func (d *Device) rebuildRxMembers(vni uint32) error {
+	want := map[rxEncapHost]bool{}
+	var sk rxEncapMemberSetKey
+	var sv rxEncapMemberSet
+	it := d.memberSets.Iterate()
+	for it.Next(&sk, &sv) {
+		if sk.Vni == vni {
+			for _, h := range sv.Hosts[:min(int(sv.N), len(sv.Hosts))] {
+				want[h] = true
+			}
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate encap_member_sets: %w", err)
+	}
+	one := uint32(1)
+	for h := range want {
+		k := rxEncapRxMemberKey{Vni: vni, Host: h}
+		if err := d.rxMembers.Put(&k, &one); err != nil {
+			return fmt.Errorf("write encap_rx_members: %w", err)
+		}
+	}
+	var mk rxEncapRxMemberKey
+	var mv uint32
+	var stale []rxEncapRxMemberKey
+	mit := d.rxMembers.Iterate()
+	for mit.Next(&mk, &mv) {
+		if mk.Vni == vni && !want[mk.Host] {
+			stale = append(stale, mk)
+		}
+	}
+	if err := mit.Err(); err != nil {
+		return fmt.Errorf("iterate encap_rx_members: %w", err)
+	}
+	for _, k := range stale {
+		if err := d.rxMembers.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("update encap_rx_members: %w", err)
+		}
+	}
+	return nil
+}
+
+// Accepts reports the hosts the receive program accepts frames of segment
+// vni from.
+func (d *Device) Accepts(vni uint32) ([]netip.Addr, error) {
+	var mk rxEncapRxMemberKey
+	var mv uint32
+	var out []netip.Addr
+	it := d.rxMembers.Iterate()
+	for it.Next(&mk, &mv) {
+		if mk.Vni == vni {
+			out = append(out, hostFromRx(mk.Host))
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("iterate encap_rx_members: %w", err)
+	}
+	slices.SortFunc(out, func(a, b netip.Addr) int { return a.Compare(b) })
+	return out, nil
+}
+
+func hostFromRx(h rxEncapHost) netip.Addr {
+	if h.V6 == 0 {
+		a := h.Addr[0]
+		return netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)})
+	}
+	var b [16]byte
+	for i, w := range h.Addr {
+		b[4*i], b[4*i+1], b[4*i+2], b[4*i+3] = byte(w), byte(w>>8), byte(w>>16), byte(w>>24)
+	}
+	return netip.AddrFrom16(b)
 }
 
 // Ports lists the registry.
@@ -351,6 +479,7 @@ func (d *Device) rebuildFlood(vni uint32) error {
 var rxStatNames = []string{
 	"rx_unicast_total", "rx_flood_total", "rx_flood_copies_total",
 	"rx_no_port_total", "rx_no_tunnel_total", "rx_errors_total",
+	"rx_not_member_total",
 }
 
 // Counters reads the receive program's counters: packets per outcome.

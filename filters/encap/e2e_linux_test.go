@@ -254,6 +254,12 @@ func overlay(t *testing.T, addr string) {
 		oversize(t, lab["red4"], hosts[lab["red4"].spec.host], lab["red2"])
 	})
 
+	t.Run("frames from a host outside the segment dropped", func(t *testing.T) {
+		rogueIP := netip.MustParseAddr(fmt.Sprintf(addr, 99))
+		rogue := ul.addHost(top, "rogue", 9, rogueIP, underlayMTU)
+		injection(t, hosts[0], hosts[1], rogue, lab)
+	})
+
 	t.Run("move a VM to another host", func(t *testing.T) {
 		moveVM(t, top, lab, hosts, hostOf)
 	})
@@ -290,7 +296,14 @@ func overlay(t *testing.T, addr string) {
 					t.Errorf("%s received blue2's forged frame", v.label)
 				}
 			}
-			t.Logf("%s: %d frames received, all from its segment", v.label, len(frames))
+			drops, err := lab[v.label].cap.dropped()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if drops != 0 {
+				t.Errorf("%s: the capture lost %d frames: no proof for them", v.label, drops)
+			}
+			t.Logf("%s: %d frames received, all from its segment, none lost by the capture", v.label, len(frames))
 		}
 		t.Logf("%d frames checked on %d VMs", total, len(vms))
 		for _, v := range vms {
@@ -700,6 +713,10 @@ func oversize(t *testing.T, a *labVM, h *simHost, b *labVM) {
 	}
 	defer func() { _ = a.vm.Handle().LinkSetMTU(l, guestMTU(h)) }()
 	before := a.att.counter(t, "drop_oversize_total")
+	before0 := map[string]uint64{"rx": b.att.counter(t, "rx_total")}
+	for _, n := range []string{"tx_remote_total", "tx_flood_total", "drop_oversize_total", "errors_total"} {
+		before0[n] = a.att.counter(t, n)
+	}
 	fits := bytes.Repeat([]byte("o"), guestMTU(h)-28)
 	big := bytes.Repeat([]byte("O"), underlayMTU-28)
 	err = a.vm.Do(func() error {
@@ -722,7 +739,7 @@ func oversize(t *testing.T, a *labVM, h *simHost, b *labVM) {
 	var sawFit bool
 	for start := time.Now(); !sawFit && time.Since(start) < 3*time.Second; time.Sleep(20 * time.Millisecond) {
 		for _, f := range b.cap.snapshot() {
-			if bytes.Contains(f.data, fits[:64]) && len(f.data) == 14+len(fits)+28 {
+			if bytes.Contains(f.data, fits[:64]) && f.length == 14+len(fits)+28 {
 				sawFit = true
 			}
 		}
@@ -732,10 +749,112 @@ func oversize(t *testing.T, a *labVM, h *simHost, b *labVM) {
 	}
 	for _, f := range b.cap.snapshot() {
 		if bytes.Contains(f.data, big[:64]) {
-			t.Errorf("%s received a part of the oversize datagram (%d bytes)", b.spec.label, len(f.data))
+			t.Errorf("%s received a part of the oversize datagram (%d bytes)", b.spec.label, f.length)
 		}
 	}
 	if !sawFit {
-		t.Errorf("%s did not receive the datagram that fits the guest MTU", b.spec.label)
+		var sizes []int
+		for _, f := range b.cap.snapshot() {
+			sizes = append(sizes, f.length)
+		}
+		t.Errorf("%s did not receive the datagram that fits the guest MTU; sender: %d remote, %d flooded, %d oversize, %d errors; receiver: %d delivered; frames seen by the receiver: %v",
+			b.spec.label, a.att.counter(t, "tx_remote_total")-before0["tx_remote_total"], a.att.counter(t, "tx_flood_total")-before0["tx_flood_total"],
+			a.att.counter(t, "drop_oversize_total")-before0["drop_oversize_total"], a.att.counter(t, "errors_total")-before0["errors_total"],
+			b.att.counter(t, "rx_total")-before0["rx"], sizes[max(0, len(sizes)-10):])
 	}
+}
+
+// vxlanGBP is a VXLAN-GBP packet (UDP payload) carrying frame in segment
+// vni with group.
+func vxlanGBP(vni uint32, group uint16, frame []byte) []byte {
+	h := []byte{0x88, 0, byte(group >> 8), byte(group), byte(vni >> 16), byte(vni >> 8), byte(vni), 0}
+	return append(h, frame...)
+}
+
+// injection sends a broadcast of segment red straight to h1's VXLAN port,
+// once from h2 (a member: delivered to red's VMs on h1, and only to them)
+// and once from rogue (no member of any segment: dropped and counted).
+func injection(t *testing.T, h1, h2, rogue *simHost, lab map[string]*labVM) {
+	send := func(from *simHost, who string) {
+		inner := append(append(append([]byte{}, broadcast[:]...), mustMAC(lab["red2"].spec.mac)...), 0x88, 0xb5)
+		inner = append(inner, []byte("seg=red; injected from "+who)...)
+		pkt := vxlanGBP(uint32(segs[0].vni), uint16(segs[0].group), inner)
+		err := from.Do(func() error {
+			c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(h1.IP, vxlanPort)))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_, err = c.Write(pkt)
+			return err
+		})
+		if err != nil {
+			t.Fatalf("send from %s: %v", who, err)
+		}
+	}
+	rxCounters := func() map[string]uint64 {
+		var m map[string]uint64
+		err := h1.Do(func() error {
+			d, err := AttachDevice(vxlanDev, DeviceOptions{})
+			if err != nil {
+				return err
+			}
+			defer d.Close()
+			m, err = d.Counters()
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	seen := func(label, marker string) bool {
+		for _, f := range lab[label].cap.snapshot() {
+			if bytes.Contains(f.data, []byte(marker)) {
+				return true
+			}
+		}
+		return false
+	}
+
+	before := rxCounters()
+	send(h2, "h2")
+	for start := time.Now(); !seen("red4", "injected from h2") && time.Since(start) < 3*time.Second; {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !seen("red4", "injected from h2") {
+		t.Fatalf("a frame of segment red sent by member h2 did not reach red4 on h1 (receive counters %v)", rxCounters())
+	}
+	send(rogue, "rogue")
+	var after map[string]uint64
+	for start := time.Now(); time.Since(start) < 3*time.Second; time.Sleep(20 * time.Millisecond) {
+		if after = rxCounters(); after["rx_not_member_total"] > before["rx_not_member_total"] {
+			break
+		}
+	}
+	if d := after["rx_not_member_total"] - before["rx_not_member_total"]; d != 1 {
+		t.Errorf("rx_not_member_total +%d, want +1", d)
+	}
+	time.Sleep(100 * time.Millisecond)
+	for label := range lab {
+		if seen(label, "injected from rogue") {
+			t.Errorf("%s received the frame injected by a host outside the segment", label)
+		}
+		if lab[label].spec.seg != 0 && seen(label, "injected from h2") {
+			t.Errorf("%s (segment blue) received the frame of segment red", label)
+		}
+	}
+	var accepts []netip.Addr
+	if err := h1.Do(func() error {
+		d, err := AttachDevice(vxlanDev, DeviceOptions{})
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		accepts, err = d.Accepts(uint32(segs[0].vni))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("h1 accepts segment %d from %v; receive counters %v", segs[0].vni, accepts, after)
 }

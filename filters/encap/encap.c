@@ -39,7 +39,7 @@
 #include "vnicfilter.h"
 #include "encap.h"
 
-#define ENCAP_MAX_MEMBERS 64 /* member hosts of a segment */
+#define ENCAP_MAX_MEMBERS ENCAP_MEMBER_LIST_LEN /* member hosts of a segment */
 #define ENCAP_TTL 64	     /* outer IPv4 TTL / IPv6 hop limit */
 
 #define ENCAP_S_TX_REMOTE 0	 /* unicast tunnelled to a member host */
@@ -69,13 +69,6 @@
 #define ND_OPT_TLLA 2
 #define ND_NA_FLAGS_SO 0x60000000 /* solicited, override */
 #define ND_HOP_LIMIT 255
-
-/* An underlay address: v4 in remote_ipv4's host byte order in addr[0], v6
- * as the 16 address bytes. */
-struct encap_host {
-	__u32 v6;
-	__u32 addr[4];
-};
 
 struct encap_cfg {
 	__u32 gen;

@@ -26,6 +26,12 @@
 
 #define ENCAP_VNI_MASK 0x00ffffff
 
+/* (segment, underlay host) pairs the host accepts frames from: the union
+ * of the member lists of its vNICs' segments. */
+#define ENCAP_MAX_RX_MEMBERS 65536
+/* Member lists, one per instance and segment (as many as local vNICs). */
+#define ENCAP_MEMBER_LIST_LEN 64
+
 /* A local vNIC: segment and MAC of its VM. */
 struct encap_port_key {
 	__u32 vni;
@@ -43,6 +49,32 @@ struct encap_port {
 struct encap_flood_list {
 	__u32 n;
 	__u32 ifindex[ENCAP_MAX_LOCAL];
+};
+
+/* An underlay address: v4 in bpf_tunnel_key.remote_ipv4's host byte order
+ * in addr[0], v6 as the 16 address bytes (as remote_ipv6). */
+struct encap_host {
+	__u32 v6;
+	__u32 addr[4];
+};
+
+struct encap_rx_member_key {
+	__u32 vni;
+	struct encap_host host;
+};
+
+/* One instance's member list for its segment, kept so the host can
+ * rebuild the union when an instance changes or leaves. */
+struct encap_member_set_key {
+	__u32 vni;
+	__u32 pad;
+	__u64 owner;
+};
+
+struct encap_member_set {
+	__u32 n;
+	__u32 pad;
+	struct encap_host hosts[ENCAP_MEMBER_LIST_LEN];
 };
 
 /* VXLAN tunnel option as the kernel's vxlan driver reads and writes it

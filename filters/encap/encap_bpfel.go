@@ -82,7 +82,6 @@ const (
 	encapProgVfEncap       = "vf_encap"
 	encapVarEncapGroup     = "encap_group"
 	encapVarEncapLocal     = "encap_local"
-	encapVarEncapLocalV6   = "encap_local_v6"
 	encapVarEncapMac       = "encap_mac"
 	encapVarEncapMaxLen    = "encap_max_len"
 	encapVarEncapVni       = "encap_vni"
@@ -155,14 +154,13 @@ type encapMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type encapVariableSpecs struct {
-	EncapGroup   *ebpf.VariableSpec `ebpf:"encap_group"`
-	EncapLocal   *ebpf.VariableSpec `ebpf:"encap_local"`
-	EncapLocalV6 *ebpf.VariableSpec `ebpf:"encap_local_v6"`
-	EncapMac     *ebpf.VariableSpec `ebpf:"encap_mac"`
-	EncapMaxLen  *ebpf.VariableSpec `ebpf:"encap_max_len"`
-	EncapVni     *ebpf.VariableSpec `ebpf:"encap_vni"`
-	VfDirs       *ebpf.VariableSpec `ebpf:"vf_dirs"`
-	VfIfindex    *ebpf.VariableSpec `ebpf:"vf_ifindex"`
+	EncapGroup  *ebpf.VariableSpec `ebpf:"encap_group"`
+	EncapLocal  *ebpf.VariableSpec `ebpf:"encap_local"`
+	EncapMac    *ebpf.VariableSpec `ebpf:"encap_mac"`
+	EncapMaxLen *ebpf.VariableSpec `ebpf:"encap_max_len"`
+	EncapVni    *ebpf.VariableSpec `ebpf:"encap_vni"`
+	VfDirs      *ebpf.VariableSpec `ebpf:"vf_dirs"`
+	VfIfindex   *ebpf.VariableSpec `ebpf:"vf_ifindex"`
 }
 
 // encapObjects contains all objects after they have been loaded into the kernel.
@@ -216,14 +214,13 @@ func (m *encapMaps) Close() error {
 //
 // It can be passed to loadEncapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type encapVariables struct {
-	EncapGroup   *ebpf.Variable `ebpf:"encap_group"`
-	EncapLocal   *ebpf.Variable `ebpf:"encap_local"`
-	EncapLocalV6 *ebpf.Variable `ebpf:"encap_local_v6"`
-	EncapMac     *ebpf.Variable `ebpf:"encap_mac"`
-	EncapMaxLen  *ebpf.Variable `ebpf:"encap_max_len"`
-	EncapVni     *ebpf.Variable `ebpf:"encap_vni"`
-	VfDirs       *ebpf.Variable `ebpf:"vf_dirs"`
-	VfIfindex    *ebpf.Variable `ebpf:"vf_ifindex"`
+	EncapGroup  *ebpf.Variable `ebpf:"encap_group"`
+	EncapLocal  *ebpf.Variable `ebpf:"encap_local"`
+	EncapMac    *ebpf.Variable `ebpf:"encap_mac"`
+	EncapMaxLen *ebpf.Variable `ebpf:"encap_max_len"`
+	EncapVni    *ebpf.Variable `ebpf:"encap_vni"`
+	VfDirs      *ebpf.Variable `ebpf:"vf_dirs"`
+	VfIfindex   *ebpf.Variable `ebpf:"vf_ifindex"`
 }
 
 // encapPrograms contains all programs after they have been loaded into the kernel.

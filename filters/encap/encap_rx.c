@@ -5,7 +5,9 @@
  * encap receive program: one per host, on tc ingress of the collect-metadata
  * VXLAN device (docs/encap.md). A decapsulated frame carries its tunnel
  * metadata: the VNI picks the segment, the VXLAN-GBP option the sender's
- * group. The frame goes only to local vNICs of that segment:
+ * group. A frame from a host that is not a member of the segment (by the
+ * tables of this host's vNICs of that segment) is dropped. The frame goes
+ * only to local vNICs of that segment:
  *   unicast   -> the vNIC registered for (VNI, destination MAC), else drop
  *   broadcast, multicast -> a copy to every local vNIC of the segment
  * Delivered frames carry skb->mark = ENCAP_MARK | group, which the vNIC's
@@ -14,6 +16,9 @@
  * Maps (per host, pinned beside the attach link):
  *   encap_ports     HASH  (VNI, MAC) -> local vNIC, written by the instances
  *   encap_flood     HASH  VNI -> local vNICs of the segment
+ *   encap_rx_members   HASH  (VNI, host) the host accepts frames from
+ *   encap_member_sets  HASH  (VNI, instance) -> that instance's member list,
+ *                      from which Go rebuilds encap_rx_members (unused here)
  *   encap_rx_stats  PERCPU_ARRAY[ENCAP_RX_NUM_STATS] of {packets, bytes}
  */
 #include <linux/if_ether.h>
@@ -27,7 +32,8 @@
 #define ENCAP_RX_NO_PORT 3   /* no local vNIC of the segment: dropped */
 #define ENCAP_RX_NO_TUNNEL 4 /* no tunnel metadata: dropped */
 #define ENCAP_RX_ERROR 5     /* a helper failed */
-#define ENCAP_RX_NUM_STATS 6
+#define ENCAP_RX_NOT_MEMBER 6 /* sender not a member of the segment: dropped */
+#define ENCAP_RX_NUM_STATS 7
 
 struct rx_counter {
 	__u64 packets;
@@ -36,6 +42,20 @@ struct rx_counter {
 
 struct ENCAP_HOST_PORTS_DEF encap_ports SEC(".maps");
 struct ENCAP_HOST_FLOOD_DEF encap_flood SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ENCAP_MAX_RX_MEMBERS);
+	__type(key, struct encap_rx_member_key);
+	__type(value, __u32);
+} encap_rx_members SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, ENCAP_MAX_PORTS);
+	__type(key, struct encap_member_set_key);
+	__type(value, struct encap_member_set);
+} encap_member_sets SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -58,6 +78,7 @@ SEC("tc")
 int vf_encap_rx(struct __sk_buff *skb)
 {
 	struct bpf_tunnel_key key = {};
+	struct encap_rx_member_key mk = {};
 	struct encap_vxlan_md md = {};
 	struct encap_port_key pk = {};
 	struct encap_flood_list *fl;
@@ -65,12 +86,22 @@ int vf_encap_rx(struct __sk_buff *skb)
 	struct ethhdr eth;
 	__u32 vni, group = 0;
 
-	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0 &&
-	    bpf_skb_get_tunnel_key(skb, &key, sizeof(key), BPF_F_TUNINFO_IPV6) < 0) {
+	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) == 0) {
+		mk.host.addr[0] = key.remote_ipv4;
+	} else if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), BPF_F_TUNINFO_IPV6) == 0) {
+		mk.host.v6 = 1;
+		for (int i = 0; i < 4; i++)
+			mk.host.addr[i] = key.remote_ipv6[i];
+	} else {
 		rx_stat(skb, ENCAP_RX_NO_TUNNEL);
 		return TC_ACT_SHOT;
 	}
 	vni = key.tunnel_id & ENCAP_VNI_MASK;
+	mk.vni = vni;
+	if (!bpf_map_lookup_elem(&encap_rx_members, &mk)) {
+		rx_stat(skb, ENCAP_RX_NOT_MEMBER);
+		return TC_ACT_SHOT;
+	}
 	if (bpf_skb_get_tunnel_opt(skb, &md, sizeof(md)) == sizeof(md))
 		group = md.gbp & ENCAP_GROUP_MASK;
 	if (bpf_skb_load_bytes(skb, 0, &eth, sizeof(eth))) {

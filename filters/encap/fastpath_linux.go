@@ -287,6 +287,11 @@ func (f *fastPath) update(t *Tables, vxlanIfindex int) error {
 	if err := f.objs.EncapMembers.Put(next, &m); err != nil {
 		return fmt.Errorf("write encap_members: %w", err)
 	}
+	// The receive side accepts the new members before the send side
+	// uses them.
+	if err := f.dev.setMembers(f.params.vni, f.owner, t.Members); err != nil {
+		return err
+	}
 	cfg = encapEncapCfg{Gen: next, VxlanIfindex: uint32(vxlanIfindex)}
 	if err := f.objs.EncapConfig.Put(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("flip generation: %w", err)

@@ -19,6 +19,26 @@ type rxEncapFloodList struct {
 	Ifindex [64]uint32
 }
 
+type rxEncapHost struct {
+	_    structs.HostLayout
+	V6   uint32
+	Addr [4]uint32
+}
+
+type rxEncapMemberSet struct {
+	_     structs.HostLayout
+	N     uint32
+	Pad   uint32
+	Hosts [64]rxEncapHost
+}
+
+type rxEncapMemberSetKey struct {
+	_     structs.HostLayout
+	Vni   uint32
+	Pad   uint32
+	Owner uint64
+}
+
 type rxEncapPort struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -33,6 +53,12 @@ type rxEncapPortKey struct {
 	Pad uint16
 }
 
+type rxEncapRxMemberKey struct {
+	_    structs.HostLayout
+	Vni  uint32
+	Host rxEncapHost
+}
+
 type rxRxCounter struct {
 	_       structs.HostLayout
 	Packets uint64
@@ -43,10 +69,12 @@ type rxRxCounter struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	rxMapEncapFlood   = "encap_flood"
-	rxMapEncapPorts   = "encap_ports"
-	rxMapEncapRxStats = "encap_rx_stats"
-	rxProgVfEncapRx   = "vf_encap_rx"
+	rxMapEncapFlood      = "encap_flood"
+	rxMapEncapMemberSets = "encap_member_sets"
+	rxMapEncapPorts      = "encap_ports"
+	rxMapEncapRxMembers  = "encap_rx_members"
+	rxMapEncapRxStats    = "encap_rx_stats"
+	rxProgVfEncapRx      = "vf_encap_rx"
 )
 
 // loadRx returns the embedded CollectionSpec for rx.
@@ -98,9 +126,11 @@ type rxProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type rxMapSpecs struct {
-	EncapFlood   *ebpf.MapSpec `ebpf:"encap_flood"`
-	EncapPorts   *ebpf.MapSpec `ebpf:"encap_ports"`
-	EncapRxStats *ebpf.MapSpec `ebpf:"encap_rx_stats"`
+	EncapFlood      *ebpf.MapSpec `ebpf:"encap_flood"`
+	EncapMemberSets *ebpf.MapSpec `ebpf:"encap_member_sets"`
+	EncapPorts      *ebpf.MapSpec `ebpf:"encap_ports"`
+	EncapRxMembers  *ebpf.MapSpec `ebpf:"encap_rx_members"`
+	EncapRxStats    *ebpf.MapSpec `ebpf:"encap_rx_stats"`
 }
 
 // rxVariableSpecs contains global variables before they are loaded into the kernel.
@@ -129,15 +159,19 @@ func (o *rxObjects) Close() error {
 //
 // It can be passed to loadRxObjects or ebpf.CollectionSpec.LoadAndAssign.
 type rxMaps struct {
-	EncapFlood   *ebpf.Map `ebpf:"encap_flood"`
-	EncapPorts   *ebpf.Map `ebpf:"encap_ports"`
-	EncapRxStats *ebpf.Map `ebpf:"encap_rx_stats"`
+	EncapFlood      *ebpf.Map `ebpf:"encap_flood"`
+	EncapMemberSets *ebpf.Map `ebpf:"encap_member_sets"`
+	EncapPorts      *ebpf.Map `ebpf:"encap_ports"`
+	EncapRxMembers  *ebpf.Map `ebpf:"encap_rx_members"`
+	EncapRxStats    *ebpf.Map `ebpf:"encap_rx_stats"`
 }
 
 func (m *rxMaps) Close() error {
 	return _RxClose(
 		m.EncapFlood,
+		m.EncapMemberSets,
 		m.EncapPorts,
+		m.EncapRxMembers,
 		m.EncapRxStats,
 	)
 }
