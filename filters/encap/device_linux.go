@@ -47,7 +47,7 @@ type Device struct {
 	// Dir is the bpffs directory of the device's state.
 	Dir string
 
-	ports, flood, stats    *ebpf.Map
+	ports, flood, stats   *ebpf.Map
 	rxMembers, memberSets *ebpf.Map
 }
 
