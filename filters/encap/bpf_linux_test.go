@@ -2,12 +2,15 @@ package encap
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"encoding/binary"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -345,4 +348,34 @@ func (f *fastPath) rawParamsForTest(t *testing.T) sdk.Params {
 		t.Fatal(err)
 	}
 	return p
+}
+
+func TestInspect(t *testing.T) {
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	fp, _ := unitInstance(t)
+	if _, err := fp.Inspect(context.Background(), map[string]string{"limit": "1"}); err == nil {
+		t.Error("an unknown query parameter was accepted")
+	}
+	v, err := fp.Inspect(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(out)
+	for _, want := range []string{
+		`"vni":100`, `"group":10`, `"remote":[{"mac":"02:00:00:00:00:02","host":"192.0.2.2"}]`, `"members":["192.0.2.2"]`,
+		`{"ip":"10.0.0.2","mac":"02:00:00:00:00:02"}`, `{"ip":"fd00::1","mac":"02:00:00:00:00:01"}`,
+		`"accept_from":["192.0.2.2"]`, `{"mac":"02:00:00:00:00:01","ifindex":1,"group":10}`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("inspect output lacks %s:\n%s", want, got)
+		}
+	}
+	// Entries of segment 200 (10.0.0.3) never reach segment 100's maps.
+	if strings.Contains(got, "10.0.0.3") {
+		t.Errorf("segment 100's table holds an address of segment 200:\n%s", got)
+	}
 }

@@ -54,6 +54,8 @@ var (
 
 var encapSpec = sync.OnceValues(loadEncap)
 
+var errClosed = errors.New("encap: instance closed")
+
 // params are an instance's checked parameters.
 type params struct {
 	vni      uint32
@@ -64,7 +66,6 @@ type params struct {
 	local    netip.Addr
 	mtu      int
 	fibSize  int
-	vnicName string
 }
 
 func parseParams(p sdk.Params) (params, error) {
@@ -114,7 +115,6 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.vnicName = ctx.Instance.VNIC.Name
 	t, err := p.compile()
 	if err != nil {
 		return nil, err
@@ -173,13 +173,21 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 // Reload re-reads the forwarding table and swaps it in at once (each frame
 // sees the old table or the new one), and re-checks the VXLAN device,
 // re-attaching its receive program if the device was recreated. A bad
-// table leaves everything as it was.
-func (f *fastPath) Reload(ps sdk.Params) error {
+// table leaves everything as it was. The parameters are the instance's
+// own (filterd reloads the instance when they change), so the ones it was
+// loaded with are used.
+func (f *fastPath) Reload(sdk.Params) error {
 	t, err := f.params.compile()
 	if err != nil {
 		return err
 	}
-	ifindex, err := f.dev.ensure()
+	f.mu.Lock()
+	dev := f.dev
+	f.mu.Unlock()
+	if dev == nil {
+		return errClosed
+	}
+	ifindex, err := dev.ensure()
 	if err != nil {
 		return fmt.Errorf("encap: %w", err)
 	}
@@ -305,12 +313,15 @@ func (f *fastPath) Program() *ebpf.Program { return f.objs.VfEncap }
 // Close unregisters the vNIC from the host (frames of its segment are no
 // longer delivered to it) and releases the instance.
 func (f *fastPath) Close() error {
-	if f.dev != nil {
-		_ = f.dev.unregister(f.owner)
-		f.dev.Close()
-		f.dev = nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.dev == nil {
+		return nil // closed already
 	}
-	return f.objs.Close()
+	err := f.dev.unregister(f.owner)
+	f.dev.Close()
+	f.dev = nil
+	return errors.Join(err, f.objs.Close())
 }
 
 // Counters reports the fast path's counters.
