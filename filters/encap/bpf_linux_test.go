@@ -3,8 +3,8 @@ package encap
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"encoding/binary"
+	"encoding/json"
 	"net/netip"
 	"os"
 	"path/filepath"

@@ -58,14 +58,14 @@ var errClosed = errors.New("encap: instance closed")
 
 // params are an instance's checked parameters.
 type params struct {
-	vni      uint32
-	group    uint16
-	mac      [6]byte
-	fib      string
-	dev      string
-	local    netip.Addr
-	mtu      int
-	fibSize  int
+	vni     uint32
+	group   uint16
+	mac     [6]byte
+	fib     string
+	dev     string
+	local   netip.Addr
+	mtu     int
+	fibSize int
 }
 
 func parseParams(p sdk.Params) (params, error) {
