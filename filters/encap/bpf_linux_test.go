@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	mrand "math/rand/v2"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -377,5 +378,107 @@ func TestInspect(t *testing.T) {
 	// Entries of segment 200 (10.0.0.3) never reach segment 100's maps.
 	if strings.Contains(got, "10.0.0.3") {
 		t.Errorf("segment 100's table holds an address of segment 200:\n%s", got)
+	}
+}
+
+// TestDifferential runs random frames through the eBPF program and the Go
+// model and compares what each decides (the counter the program bumps)
+// and, for ARP/ND replies, the frame built.
+func TestDifferential(t *testing.T) {
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	fp, h := unitInstance(t)
+	fib, err := ParseFIB([]byte(unitFIB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tables, err := Compile(fib, 100, netip.MustParseAddr("192.0.2.1"), 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &model{mac: ownMAC, maxLen: 1500 - 36, local: map[[6]byte]bool{nearMAC: true}, tables: tables}
+	counterOf := map[decision]string{
+		decDropSrcMAC: "drop_src_mac_total", decDropOversize: "drop_oversize_total", decARPReply: "arp_replies_total",
+		decNDReply: "nd_replies_total", decLocal: "tx_local_total", decRemote: "tx_remote_total", decFlood: "tx_flood_total",
+		decDropSelf: "drop_self_total",
+	}
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	macs := [][6]byte{ownMAC, peerMAC, nearMAC, broadcast, {0x33, 0x33, 0, 0, 0, 1}, {2, 9, 9, 9, 9, 9}}
+	ips := []netip.Addr{ownIP, peerIP, netip.MustParseAddr("10.0.0.4"), netip.MustParseAddr("10.0.0.3"), netip.MustParseAddr("10.0.0.9"), netip.IPv4Unspecified()}
+	ip6s := []netip.Addr{ownIP6, peerIP6, netip.MustParseAddr("fd00::9"), netip.IPv6Unspecified()}
+	n := 3000
+	if testing.Short() {
+		n = 300
+	}
+	seen := map[decision]int{}
+	for i := range n {
+		src := ownMAC
+		if rng.IntN(10) == 0 {
+			src = macs[1+rng.IntN(len(macs)-1)]
+		}
+		var frame []byte
+		gso := 0
+		switch rng.IntN(4) {
+		case 0:
+			spa, tpa := ips[rng.IntN(len(ips))], ips[rng.IntN(len(ips)-1)]
+			frame = arpRequest(src, spa, tpa)
+			if rng.IntN(8) == 0 {
+				binary.BigEndian.PutUint16(frame[20:], 2) // a reply: never answered
+			}
+		case 1:
+			frame = neighborSolicitation(src, ip6s[rng.IntN(len(ip6s))], ip6s[rng.IntN(len(ip6s)-1)])
+			if rng.IntN(8) == 0 {
+				frame[21] = 64 // hop limit not 255: not a valid NS
+			}
+		case 2:
+			size := 28 + rng.IntN(1600)
+			if rng.IntN(2) == 0 {
+				size = 1440 + rng.IntN(40) // around the limit
+			}
+			frame = ipv4Frame(macs[rng.IntN(len(macs))], src, 17, size)
+		default:
+			frame = ipv4Frame(macs[rng.IntN(len(macs))], src, 6, 1000+rng.IntN(2000))
+			gso = 1300 + rng.IntN(200)
+		}
+		copy(frame[6:12], src[:])
+		if frame[12] == 0x08 && frame[13] == 0x06 {
+			copy(frame[22:28], src[:])
+		}
+		want := m.decide(frame, gso)
+		seen[want]++
+		before := stats(t, fp)
+		ctx := skb{}
+		if gso > 0 {
+			ctx = skb{gsoSegs: 2, gsoSize: uint32(gso)}
+		}
+		_, out, _ := run(t, h, fp, frame, ctx)
+		after := stats(t, fp)
+		var got []string
+		for _, c := range counterOf {
+			if after[c] != before[c] {
+				got = append(got, c)
+			}
+		}
+		if len(got) != 1 || got[0] != counterOf[want] {
+			t.Fatalf("frame %d (gso %d): model says %v, program bumped %v\n% x", i, gso, want, got, frame[:min(len(frame), 96)])
+		}
+		switch want {
+		case decARPReply:
+			mac := tables.Neigh[netip.AddrFrom4([4]byte(frame[38:42]))]
+			if !bytes.Equal(out, arpReply(frame, mac)) {
+				t.Fatalf("frame %d: ARP reply\n got  % x\n want % x", i, out, arpReply(frame, mac))
+			}
+		case decNDReply:
+			target, _ := netip.AddrFromSlice(frame[62:78])
+			want := neighborAdvertisement(frame, target, tables.Neigh[target])
+			if !bytes.Equal(out, want) {
+				t.Fatalf("frame %d: neighbour advertisement\n got  % x\n want % x", i, out, want)
+			}
+		}
+	}
+	t.Logf("%d frames, decisions %v", n, seen)
+	for d := range decisionNames {
+		if seen[decision(d)] == 0 {
+			t.Errorf("no frame exercised %v", decision(d))
+		}
 	}
 }

@@ -149,3 +149,85 @@ func ipv4Frame(dst, src [6]byte, proto byte, l3Len int) []byte {
 	}
 	return append(f, ip...)
 }
+
+// decision is what the instance does with a frame the VM sends.
+type decision int
+
+const (
+	decDropSrcMAC decision = iota
+	decDropOversize
+	decARPReply
+	decNDReply
+	decLocal
+	decRemote
+	decFlood
+	decDropSelf
+)
+
+var decisionNames = []string{"drop_src_mac", "drop_oversize", "arp_reply", "nd_reply", "local", "remote", "flood", "drop_self"}
+
+func (d decision) String() string { return decisionNames[d] }
+
+// model is the Go statement of the from-vm rules of encap.c.
+type model struct {
+	mac    [6]byte
+	maxLen int              // largest frame the underlay carries
+	local  map[[6]byte]bool // local vNICs of the segment (registry)
+	tables *Tables          // the compiled segment
+}
+
+func (m *model) decide(f []byte, gsoSize int) decision {
+	var src, dst [6]byte
+	copy(dst[:], f[0:6])
+	copy(src[:], f[6:12])
+	proto := binary.BigEndian.Uint16(f[12:14])
+	if src != m.mac {
+		return decDropSrcMAC
+	}
+	if gsoSize == 0 && len(f) > m.maxLen {
+		return decDropOversize
+	}
+	if gsoSize > 0 && proto == etherIPv4 {
+		hdr := 14 + int(f[14]&0xf)*4
+		if f[14+9] == 6 {
+			hdr += int(f[hdr+12]>>4) * 4
+		} else {
+			hdr += 8
+		}
+		if hdr+gsoSize > m.maxLen {
+			return decDropOversize
+		}
+	}
+	switch proto {
+	case etherARP:
+		if len(f) >= 42 && binary.BigEndian.Uint16(f[14:]) == 1 && binary.BigEndian.Uint16(f[16:]) == etherIPv4 &&
+			f[18] == 6 && f[19] == 4 && binary.BigEndian.Uint16(f[20:]) == 1 {
+			tpa := netip.AddrFrom4([4]byte(f[38:42]))
+			spa := netip.AddrFrom4([4]byte(f[28:32]))
+			if mac, ok := m.tables.Neigh[tpa]; ok && mac != m.mac && spa != tpa {
+				return decARPReply
+			}
+		}
+	case etherIPv6:
+		if len(f) == 86 && f[20] == 58 && f[21] == 255 && binary.BigEndian.Uint16(f[18:]) == 32 &&
+			f[54] == 135 && f[55] == 0 && f[78] == 1 && f[79] == 1 {
+			src, _ := netip.AddrFromSlice(f[22:38])
+			target, _ := netip.AddrFromSlice(f[62:78])
+			if mac, ok := m.tables.Neigh[target]; ok && mac != m.mac && !src.IsUnspecified() {
+				return decNDReply
+			}
+		}
+	}
+	if dst[0]&1 == 0 {
+		switch {
+		case dst == m.mac:
+			return decDropSelf
+		case m.local[dst]:
+			return decLocal
+		}
+		if _, ok := m.tables.Remote[dst]; ok {
+			return decRemote
+		}
+	}
+	return decFlood
+}
