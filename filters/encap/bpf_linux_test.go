@@ -482,3 +482,35 @@ func TestDifferential(t *testing.T) {
 		}
 	}
 }
+
+func TestClampMSS(t *testing.T) {
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	fp, h := unitInstance(t)
+	// IPv4 underlay, MTU 1500: frames up to 1464 bytes, so MSS 1410 over
+	// inner IPv4 and 1390 over inner IPv6.
+	cases := []struct {
+		name    string
+		frame   []byte
+		ctx     skb
+		wantMSS uint16
+		clamped bool
+	}{
+		{"SYN from the VM, IPv4", tcpSYN(peerMAC, ownMAC, ownIP, peerIP, 1460, false), skb{}, 1410, true},
+		{"SYN from the VM, IPv6", tcpSYN(peerMAC, ownMAC, ownIP6, peerIP6, 1440, false), skb{}, 1390, true},
+		{"SYN with a small MSS left alone", tcpSYN(peerMAC, ownMAC, ownIP, peerIP, 1300, false), skb{}, 1300, false},
+		{"SYN-ACK to the VM", tcpSYN(ownMAC, peerMAC, peerIP, ownIP, 8960, true), skb{cb: [5]uint32{toVM}, mark: 0x7e6c0000 | 20}, 1410, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := stats(t, fp)["mss_clamped_total"]
+			_, out, _ := run(t, h, fp, c.frame, c.ctx)
+			mss, ok := synMSS(out[:len(c.frame)])
+			if mss != c.wantMSS || !ok {
+				t.Errorf("MSS %d (checksum ok: %v), want %d with a valid checksum", mss, ok, c.wantMSS)
+			}
+			if d := stats(t, fp)["mss_clamped_total"] - before; (d == 1) != c.clamped {
+				t.Errorf("mss_clamped_total +%d", d)
+			}
+		})
+	}
+}

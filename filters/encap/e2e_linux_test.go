@@ -250,6 +250,27 @@ func overlay(t *testing.T, addr string) {
 		bulkTCP(t, lab["red3"], lab["red2"])
 	})
 
+	t.Run("TCP from guests with MTU 1500: MSS clamped", func(t *testing.T) {
+		a, b := lab["red3"], lab["red2"]
+		for _, v := range []*labVM{a, b} {
+			l, err := v.vm.Handle().LinkByName("eth0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := v.vm.Handle().LinkSetMTU(l, underlayMTU); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = v.vm.Handle().LinkSetMTU(l, guestMTU(hosts[v.spec.host])) }()
+		}
+		ca, cb := a.att.counter(t, "mss_clamped_total"), b.att.counter(t, "mss_clamped_total")
+		bulkTCP(t, a, b)
+		// Each end's SYN is lowered as it leaves its VM; when it reaches
+		// the other end's to-vm half it already fits.
+		if da, db := a.att.counter(t, "mss_clamped_total")-ca, b.att.counter(t, "mss_clamped_total")-cb; da != 1 || db != 1 {
+			t.Errorf("mss_clamped_total +%d on %s, +%d on %s; want +1 each (the SYN and the SYN-ACK)", da, a.spec.label, db, b.spec.label)
+		}
+	})
+
 	t.Run("oversize frames dropped and counted", func(t *testing.T) {
 		oversize(t, lab["red4"], hosts[lab["red4"].spec.host], lab["red2"])
 	})

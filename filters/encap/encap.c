@@ -15,6 +15,7 @@
  *     VNI, GBP group) and redirect to the collect-metadata VXLAN device
  *   - broadcast, multicast, unknown unicast -> one copy to every other
  *     local vNIC of the segment and one per member host; original consumed
+ * Both directions lower the MSS option of TCP SYNs to what fits (MSS_CLAMPED).
  * to-vm (tc egress of the tap): only frames the filter itself delivered
  * (skb->mark ENCAP_MARK | group) pass, with the sender's group copied into
  * the chain metadata (vf_meta.identity); any other frame is dropped
@@ -55,7 +56,15 @@
 #define ENCAP_S_DROP_FOREIGN 10	 /* to-vm frames from outside the segment */
 #define ENCAP_S_ERROR 11	 /* a helper failed; frame dropped */
 #define ENCAP_S_DROP_SELF 12	 /* unicast to the VM's own MAC */
-#define ENCAP_NUM_STATS 13
+#define ENCAP_S_MSS_CLAMPED 13	 /* TCP SYNs whose MSS option was lowered */
+#define ENCAP_NUM_STATS 14
+
+#define TCP_OPT_EOL 0
+#define TCP_OPT_NOP 1
+#define TCP_OPT_MSS 2
+#define TCP_MAX_OPTS 40 /* option bytes a TCP header can carry */
+#define TCP_FLAG_SYN 0x02
+#define IPV4_FRAG_MASK 0x3fff /* MF and offset */
 
 #define ENCAP_FAM_V4 4
 #define ENCAP_FAM_V6 6
@@ -155,6 +164,10 @@ volatile const __u32 encap_local[4] = {};
 /* Largest frame (skb->len, Ethernet header included) whose encapsulation
  * fits the underlay MTU. */
 volatile const __u32 encap_max_len = 1514;
+/* Largest TCP MSS whose segments fit (IPv4, IPv6 inner packets); 0: no
+ * clamping. */
+volatile const __u32 encap_mss4 = 0;
+volatile const __u32 encap_mss6 = 0;
 
 struct arp_frame {
 	struct ethhdr eth;
@@ -433,6 +446,83 @@ static __always_inline int flood(struct __sk_buff *skb, __u32 gen,
 	return VF_CONSUMED;
 }
 
+/* clamp_mss lowers the MSS option of a TCP SYN (or SYN-ACK) to what the
+ * overlay carries, so both ends size their segments to fit whatever MTU the
+ * guest has. The checksum is updated (not for CHECKSUM_PARTIAL frames,
+ * whose checksum the kernel computes later over the rewritten bytes). */
+static __always_inline void clamp_mss(struct __sk_buff *skb, __u16 proto)
+{
+	__u32 l4off, optlen, limit;
+	__u8 doff, flags;
+
+	if (proto == bpf_htons(ETH_P_IP)) {
+		__u8 vihl, l4;
+		__be16 frag;
+
+		if (!encap_mss4 || bpf_skb_load_bytes(skb, ETH_HLEN, &vihl, 1) ||
+		    bpf_skb_load_bytes(skb, ETH_HLEN + 6, &frag, 2) ||
+		    bpf_skb_load_bytes(skb, ETH_HLEN + 9, &l4, 1))
+			return;
+		if (l4 != IPPROTO_TCP || (frag & bpf_htons(IPV4_FRAG_MASK)))
+			return;
+		l4off = ETH_HLEN + (vihl & 0xf) * 4;
+		limit = encap_mss4;
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		__u8 l4;
+
+		if (!encap_mss6 || bpf_skb_load_bytes(skb, ETH_HLEN + 6, &l4, 1) ||
+		    l4 != IPPROTO_TCP)
+			return;
+		l4off = ETH_HLEN + sizeof(struct ipv6hdr);
+		limit = encap_mss6;
+	} else {
+		return;
+	}
+	if (bpf_skb_load_bytes(skb, l4off + 12, &doff, 1) ||
+	    bpf_skb_load_bytes(skb, l4off + 13, &flags, 1) ||
+	    !(flags & TCP_FLAG_SYN))
+		return;
+	optlen = (doff >> 4) * 4;
+	if (optlen <= 20)
+		return;
+	optlen -= 20;
+	if (optlen > TCP_MAX_OPTS)
+		return;
+	/* Options are read one by one with bpf_skb_load_bytes: a variable
+	 * offset into a stack copy is refused by the verifier. */
+	for (__u32 i = 0; i < TCP_MAX_OPTS - 3; i++) {
+		__be16 old, new;
+		__u8 kl[2];
+		__u16 mss;
+
+		if (i >= optlen || bpf_skb_load_bytes(skb, l4off + 20 + i, kl, 2) ||
+		    kl[0] == TCP_OPT_EOL)
+			return;
+		if (kl[0] == TCP_OPT_NOP)
+			continue;
+		if (kl[0] != TCP_OPT_MSS) {
+			/* skip the option: len - 1 more bytes */
+			if (kl[1] < 2)
+				return;
+			i += kl[1] - 1;
+			continue;
+		}
+		if (kl[1] != 4 || bpf_skb_load_bytes(skb, l4off + 20 + i + 2, &old, 2))
+			return;
+		mss = bpf_ntohs(old);
+		if (mss <= limit)
+			return;
+		new = bpf_htons(limit);
+		if (bpf_skb_store_bytes(skb, l4off + 20 + i + 2, &new, 2, BPF_F_RECOMPUTE_CSUM) ||
+		    bpf_l4_csum_replace(skb, l4off + 16, old, new, 2)) {
+			stat(skb, ENCAP_S_ERROR);
+			return;
+		}
+		stat(skb, ENCAP_S_MSS_CLAMPED);
+		return;
+	}
+}
+
 static __always_inline int to_vm(struct __sk_buff *skb)
 {
 	if ((skb->mark & ENCAP_MARK_MASK) != ENCAP_MARK) {
@@ -441,6 +531,12 @@ static __always_inline int to_vm(struct __sk_buff *skb)
 	}
 	vf_meta_set_identity(skb, skb->mark & ENCAP_GROUP_MASK);
 	stat(skb, ENCAP_S_RX);
+	{
+		__be16 proto;
+
+		if (!bpf_skb_load_bytes(skb, 12, &proto, 2))
+			clamp_mss(skb, proto);
+	}
 	return VF_CONTINUE;
 }
 
@@ -464,6 +560,7 @@ VF_FILTER(vf_encap)
 		stat(skb, ENCAP_S_DROP_SRC_MAC);
 		return VF_DROP;
 	}
+	clamp_mss(skb, eth.h_proto);
 	if (oversize(skb, eth.h_proto)) {
 		stat(skb, ENCAP_S_DROP_OVERSIZE);
 		return VF_DROP;

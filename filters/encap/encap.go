@@ -24,6 +24,7 @@ const (
 	ParamLocalIP     = "local_ip"
 	ParamUnderlayMTU = "underlay_mtu"
 	ParamFIBSize     = "fib_size"
+	ParamClampMSS    = "clamp_mss"
 )
 
 // Limits of this increment.
@@ -65,6 +66,7 @@ var Descriptor = &sdk.Descriptor{
 		{Name: ParamVXLANDev, Type: sdk.String, Default: "vxlan0", Doc: "the host's collect-metadata VXLAN device with gbp (ip link add vxlan0 type vxlan external gbp dstport 4789)"},
 		{Name: ParamLocalIP, Type: sdk.String, Required: true, Doc: "this host's underlay address (source of the tunnel, a member of the segment in the table)"},
 		{Name: ParamUnderlayMTU, Type: sdk.Int, Default: "1500", Min: sdk.Bound(576), Max: sdk.Bound(65535), Doc: "MTU of the underlay; larger encapsulated frames are dropped and counted"},
+		{Name: ParamClampMSS, Type: sdk.Bool, Default: "true", Doc: "lower the MSS option of TCP SYNs (both directions) so segments fit the underlay whatever the guest MTU"},
 		{Name: ParamFIBSize, Type: sdk.Int, Default: "16384", Min: sdk.Bound(16), Max: sdk.Bound(1 << 20), Doc: "MACs and addresses of the segment the vNIC's table holds"},
 	},
 	FastPath: loadFastPath,

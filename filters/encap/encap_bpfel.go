@@ -84,6 +84,8 @@ const (
 	encapVarEncapLocal     = "encap_local"
 	encapVarEncapMac       = "encap_mac"
 	encapVarEncapMaxLen    = "encap_max_len"
+	encapVarEncapMss4      = "encap_mss4"
+	encapVarEncapMss6      = "encap_mss6"
 	encapVarEncapVni       = "encap_vni"
 	encapVarVfDirs         = "vf_dirs"
 	encapVarVfIfindex      = "vf_ifindex"
@@ -158,6 +160,8 @@ type encapVariableSpecs struct {
 	EncapLocal  *ebpf.VariableSpec `ebpf:"encap_local"`
 	EncapMac    *ebpf.VariableSpec `ebpf:"encap_mac"`
 	EncapMaxLen *ebpf.VariableSpec `ebpf:"encap_max_len"`
+	EncapMss4   *ebpf.VariableSpec `ebpf:"encap_mss4"`
+	EncapMss6   *ebpf.VariableSpec `ebpf:"encap_mss6"`
 	EncapVni    *ebpf.VariableSpec `ebpf:"encap_vni"`
 	VfDirs      *ebpf.VariableSpec `ebpf:"vf_dirs"`
 	VfIfindex   *ebpf.VariableSpec `ebpf:"vf_ifindex"`
@@ -218,6 +222,8 @@ type encapVariables struct {
 	EncapLocal  *ebpf.Variable `ebpf:"encap_local"`
 	EncapMac    *ebpf.Variable `ebpf:"encap_mac"`
 	EncapMaxLen *ebpf.Variable `ebpf:"encap_max_len"`
+	EncapMss4   *ebpf.Variable `ebpf:"encap_mss4"`
+	EncapMss6   *ebpf.Variable `ebpf:"encap_mss6"`
 	EncapVni    *ebpf.Variable `ebpf:"encap_vni"`
 	VfDirs      *ebpf.Variable `ebpf:"vf_dirs"`
 	VfIfindex   *ebpf.Variable `ebpf:"vf_ifindex"`

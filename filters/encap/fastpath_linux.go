@@ -19,6 +19,7 @@ var statNames = []string{
 	"arp_replies_total", "nd_replies_total",
 	"drop_oversize_total", "drop_src_mac_total",
 	"rx_total", "drop_foreign_total", "errors_total", "drop_self_total",
+	"mss_clamped_total",
 }
 
 var statHelp = []string{
@@ -35,6 +36,7 @@ var statHelp = []string{
 	"Frames to the VM dropped because they did not come through the segment.",
 	"Frames dropped because a kernel helper failed.",
 	"Unicast frames to the VM's own MAC, dropped.",
+	"TCP SYNs whose MSS option was lowered to fit the underlay.",
 }
 
 type fastPath struct {
@@ -66,6 +68,7 @@ type params struct {
 	local   netip.Addr
 	mtu     int
 	fibSize int
+	clamp   bool
 }
 
 func parseParams(p sdk.Params) (params, error) {
@@ -73,6 +76,7 @@ func parseParams(p sdk.Params) (params, error) {
 		vni: uint32(p.Int(ParamVNI)), group: uint16(p.Int(ParamGroup)),
 		fib: p.String(ParamFIB), dev: p.String(ParamVXLANDev),
 		mtu: int(p.Int(ParamUnderlayMTU)), fibSize: int(p.Int(ParamFIBSize)),
+		clamp: p.Bool(ParamClampMSS),
 	}
 	mac, err := net.ParseMAC(p.String(ParamMAC))
 	if err != nil || len(mac) != 6 || mac[0]&1 != 0 {
@@ -96,6 +100,16 @@ func (p params) maxFrame() int {
 		return p.mtu - (OverheadIPv4 - 14)
 	}
 	return p.mtu - (OverheadIPv6 - 14)
+}
+
+// mss returns the largest TCP MSS whose segments (20-byte TCP header, no
+// options: the MSS excludes them) fit, for IPv4 and IPv6 inner packets; 0
+// when clamping is off.
+func (p params) mss() (v4, v6 uint32) {
+	if !p.clamp {
+		return 0, 0
+	}
+	return uint32(p.maxFrame() - 14 - 20 - 20), uint32(p.maxFrame() - 14 - 40 - 20)
 }
 
 func (p params) compile() (*Tables, error) {
@@ -124,7 +138,10 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 		return nil, err
 	}
 	spec := base.Copy()
+	mss4, mss6 := p.mss()
 	for name, v := range map[string]any{
+		"encap_mss4":    mss4,
+		"encap_mss6":    mss6,
 		"encap_vni":     p.vni,
 		"encap_group":   uint32(p.group),
 		"encap_mac":     p.mac,

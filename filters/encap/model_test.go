@@ -231,3 +231,83 @@ func (m *model) decide(f []byte, gsoSize int) decision {
 	}
 	return decFlood
 }
+
+// tcpSYN is a TCP SYN (or SYN-ACK with ack) from src to dst with an MSS
+// option, window scale and SACK-permitted, and a correct checksum.
+func tcpSYN(dstMAC, srcMAC [6]byte, src, dst netip.Addr, mss uint16, ack bool) []byte {
+	tcp := make([]byte, 32)
+	binary.BigEndian.PutUint16(tcp[0:], 40000)
+	binary.BigEndian.PutUint16(tcp[2:], 5001)
+	binary.BigEndian.PutUint32(tcp[4:], 1)
+	tcp[12] = 8 << 4
+	tcp[13] = 0x02
+	if ack {
+		tcp[13] |= 0x10
+		binary.BigEndian.PutUint32(tcp[8:], 7)
+	}
+	binary.BigEndian.PutUint16(tcp[14:], 64240)
+	// options: NOP, window scale 7, MSS, SACK permitted, NOP, NOP, EOL pad
+	copy(tcp[20:], []byte{1, 3, 3, 7, 2, 4, byte(mss >> 8), byte(mss), 4, 2, 1, 0})
+	var f []byte
+	if src.Is4() {
+		f = ethHdr(dstMAC, srcMAC, etherIPv4)
+		ip := make([]byte, 20)
+		ip[0] = 0x45
+		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(tcp)))
+		ip[8], ip[9] = 64, 6
+		s, d := src.As4(), dst.As4()
+		copy(ip[12:], s[:])
+		copy(ip[16:], d[:])
+		binary.BigEndian.PutUint16(ip[10:], ^onesSum(ip))
+		f = append(f, ip...)
+	} else {
+		f = append(ethHdr(dstMAC, srcMAC, etherIPv6), ipv6Hdr(src, dst, 6, 64, len(tcp))...)
+	}
+	binary.BigEndian.PutUint16(tcp[16:], tcpChecksum(src, dst, tcp))
+	return append(f, tcp...)
+}
+
+func onesSum(b []byte) uint16 {
+	var sum uint32
+	for ; len(b) >= 2; b = b[2:] {
+		sum += uint32(b[0])<<8 | uint32(b[1])
+	}
+	if len(b) == 1 {
+		sum += uint32(b[0]) << 8
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return uint16(sum)
+}
+
+// tcpChecksum computes the TCP checksum of seg (checksum field zero).
+func tcpChecksum(src, dst netip.Addr, seg []byte) uint16 {
+	var pseudo []byte
+	pseudo = append(pseudo, src.AsSlice()...)
+	pseudo = append(pseudo, dst.AsSlice()...)
+	if src.Is4() {
+		pseudo = append(pseudo, 0, 6, byte(len(seg)>>8), byte(len(seg)))
+	} else {
+		pseudo = append(pseudo, 0, 0, byte(len(seg)>>8), byte(len(seg)), 0, 0, 0, 6)
+	}
+	c := append(pseudo, seg...)
+	return ^onesSum(c)
+}
+
+// synMSS reads the MSS option of a frame built by tcpSYN and checks its
+// TCP checksum.
+func synMSS(f []byte) (mss uint16, checksumOK bool) {
+	l3 := 14 + 20
+	src, _ := netip.AddrFromSlice(f[26:30])
+	dst, _ := netip.AddrFromSlice(f[30:34])
+	if binary.BigEndian.Uint16(f[12:]) == etherIPv6 {
+		l3 = 14 + 40
+		src, _ = netip.AddrFromSlice(f[22:38])
+		dst, _ = netip.AddrFromSlice(f[38:54])
+	}
+	seg := append([]byte(nil), f[l3:]...)
+	got := binary.BigEndian.Uint16(seg[16:])
+	seg[16], seg[17] = 0, 0
+	return binary.BigEndian.Uint16(seg[26:]), got == tcpChecksum(src, dst, seg)
+}
