@@ -514,3 +514,39 @@ func TestClampMSS(t *testing.T) {
 		})
 	}
 }
+
+func TestDeviceChecks(t *testing.T) {
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	h := testkit.NewHost(t)
+	hl := h.Handle()
+	add := func(name string, flowBased, gbp bool, port int) {
+		vx := &netlink.Vxlan{LinkAttrs: netlink.NewLinkAttrs(), FlowBased: flowBased, GBP: gbp, Port: port, VxlanId: 5}
+		vx.Name = name
+		if flowBased {
+			vx.VxlanId = 0
+		}
+		if err := hl.LinkAdd(vx); err != nil {
+			t.Fatalf("add %s: %v", name, err)
+		}
+	}
+	add("nogbp", true, false, 4790)
+	add("notexternal", false, true, 4791)
+	for _, c := range []struct{ dev, want string }{
+		{"nosuch0", "create it: ip link add nosuch0 type vxlan external gbp dstport 4789"},
+		{"br0", "device br0 is a bridge, not a vxlan device"},
+		{"nogbp", "vxlan device nogbp does not carry the group policy extension: recreate it with `gbp`"},
+		{"notexternal", "vxlan device notexternal is not in collect-metadata mode: recreate it with `external`"},
+	} {
+		err := h.Do(func() error {
+			d, err := AttachDevice(c.dev, DeviceOptions{})
+			if err == nil {
+				d.Close()
+				_ = DetachDevice(c.dev, DeviceOptions{})
+			}
+			return err
+		})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: got %v, want %q", c.dev, err, c.want)
+		}
+	}
+}
