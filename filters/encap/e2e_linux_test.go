@@ -149,6 +149,13 @@ func overlay(t *testing.T, addr string) {
 		lab[s.label] = lv
 	}
 
+	// On h2, before the chains: which groups arrive at red2's and blue2's
+	// taps.
+	spies := map[string]*markSpy{}
+	for _, l := range []string{"red2", "blue2"} {
+		spies[l] = attachMarkSpy(t, hosts[lab[l].spec.host], lab[l].vm.TapIndex)
+	}
+
 	t.Run("within a segment across hosts", func(t *testing.T) {
 		for _, a := range vms {
 			for _, b := range vms {
@@ -207,6 +214,20 @@ func overlay(t *testing.T, addr string) {
 		}
 		// Give a leak as long to show as the datagrams took to arrive.
 		time.Sleep(200 * time.Millisecond)
+	})
+
+	t.Run("sender's group delivered with the frame", func(t *testing.T) {
+		// Frames from the other hosts reach red2 with red's group (10)
+		// and blue2 with blue's (20), read from the GBP header by h2's
+		// receive program; 0 marks the filter's own ARP/ND replies.
+		for l, spy := range spies {
+			own, other := uint16(segs[lab[l].spec.seg].group), uint16(segs[1-lab[l].spec.seg].group)
+			got := spy.groups(t)
+			if !got[own] || got[other] {
+				t.Errorf("%s's tap saw groups %v: want %d and never %d", l, got, own, other)
+			}
+			t.Logf("%s's tap: frames delivered with groups %v", l, got)
+		}
 	})
 
 	t.Run("GBP on the wire", func(t *testing.T) {

@@ -22,6 +22,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -454,4 +457,73 @@ func writePcap(path string, frames []frame) error {
 		b.Write(f.data)
 	}
 	return os.WriteFile(path, b.Bytes(), 0o644)
+}
+
+// markSpy is a tcx program put at the head of a tap's egress, before the
+// chain's dispatcher: it records every skb->mark it sees (the mark the
+// encap programs set, ENCAP_MARK | the sender's group) and lets the frame
+// go on to the chain.
+type markSpy struct {
+	marks *ebpf.Map
+}
+
+func attachMarkSpy(t testing.TB, h *simHost, tapIndex int) *markSpy {
+	t.Helper()
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 4, MaxEntries: 256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	const markOff = 8 // offsetof(struct __sk_buff, mark)
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type:    ebpf.SchedCLS,
+		License: "GPL",
+		Instructions: asm.Instructions{
+			asm.LoadMem(asm.R2, asm.R1, markOff, asm.Word),
+			asm.StoreMem(asm.RFP, -4, asm.R2, asm.Word), // key: the mark
+			asm.StoreImm(asm.RFP, -8, 1, asm.Word),      // value
+			asm.LoadMapPtr(asm.R1, m.FD()),
+			asm.Mov.Reg(asm.R2, asm.RFP),
+			asm.Add.Imm(asm.R2, -4),
+			asm.Mov.Reg(asm.R3, asm.RFP),
+			asm.Add.Imm(asm.R3, -8),
+			asm.Mov.Imm(asm.R4, 0),
+			asm.FnMapUpdateElem.Call(),
+			asm.Mov.Imm(asm.R0, -1), // TCX_NEXT: on to the chain
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	err = h.Do(func() error {
+		l, err := link.AttachTCX(link.TCXOptions{Interface: tapIndex, Program: prog, Attach: ebpf.AttachTCXEgress, Anchor: link.Head()})
+		if err != nil {
+			return err
+		}
+		t.Cleanup(func() { l.Close() })
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("attach mark spy: %v", err)
+	}
+	return &markSpy{marks: m}
+}
+
+// groups returns the senders' groups of the frames delivered by encap.
+func (s *markSpy) groups(t testing.TB) map[uint16]bool {
+	t.Helper()
+	out := map[uint16]bool{}
+	var k, v uint32
+	it := s.marks.Iterate()
+	for it.Next(&k, &v) {
+		if k&0xffff0000 == 0x7e6c0000 {
+			out[uint16(k)] = true
+		}
+	}
+	if err := it.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
