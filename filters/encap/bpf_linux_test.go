@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	mrand "math/rand/v2"
 	"net/netip"
 	"os"
@@ -547,6 +548,30 @@ func TestDeviceChecks(t *testing.T) {
 		})
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: got %v, want %q", c.dev, err, c.want)
+		}
+	}
+}
+
+func TestBothDirectionsRequired(t *testing.T) {
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	fp, h := unitInstance(t)
+	p := fp.rawParamsForTest(t)
+	spec, err := encapSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps := testkit.VNICMaps(t, spec)
+	for _, d := range []sdk.Directions{sdk.DirFromVM, sdk.DirToVM} {
+		err := h.Do(func() error {
+			inst := sdk.Instance{VNIC: sdk.VNIC{Name: "lo", Ifindex: 1}, Directions: d, Params: p}
+			f, err := Descriptor.FastPath(sdk.NewFastPathContext(inst, false, nil, maps, ""))
+			if err == nil {
+				f.Close()
+			}
+			return err
+		})
+		if !errors.Is(err, sdk.ErrInvalidParam) || !strings.Contains(err.Error(), "encap runs in both directions") {
+			t.Errorf("directions %s: got %v", d, err)
 		}
 	}
 }

@@ -125,6 +125,9 @@ func (p params) compile() (*Tables, error) {
 }
 
 func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
+	if d := ctx.Instance.Directions; d != 0 && d != sdk.DirBoth {
+		return nil, fmt.Errorf("%w: encap runs in both directions, not %s only: its to-vm half is what keeps other segments' frames out", sdk.ErrInvalidParam, d)
+	}
 	p, err := parseParams(ctx.Instance.Params)
 	if err != nil {
 		return nil, err
