@@ -70,7 +70,9 @@ func TestValidate(t *testing.T) {
 		{"unknown rule field", func(c *Config) {
 			c.Policies["p"] = api.Policy{Name: "p", Rules: rules(t, `{"dport":22,"action":"allow"}`)}
 		}, `unknown field "dport"`},
-		{"bad default", func(c *Config) { c.Policies["p"] = api.Policy{Name: "p", Defaults: map[string]string{"to-vm": "maybe"}} }, "policy p: defaults.to-vm"},
+		{"bad default", func(c *Config) {
+			c.Policies["p"] = api.Policy{Name: "p", Defaults: map[string]string{"to-vm": "maybe"}}
+		}, "policy p: defaults.to-vm"},
 		{"assignment to unknown group", func(c *Config) {
 			c.Assignments["x"] = api.Assignment{Name: "x", Policy: "db-in", Group: "nope"}
 		}, `assignment x: unknown group "nope"`},
