@@ -154,6 +154,7 @@ Exit codes:
 	}
 	root.AddCommand(a.fwCommand())
 	root.AddCommand(a.filterCommand())
+	root.AddCommand(a.mgrCommand())
 	return root
 }
 

@@ -41,8 +41,9 @@ func (c *Config) Resolve() *Resolver {
 }
 
 // Members returns the names of the VMs in group (nil for an unknown
-// group): static members whether reported or not, and reported VMs that
-// match the selector or the name pattern, and members of included groups.
+// group): static members whether reported or not, VMs (reported, or
+// tagged ahead of their start) that match the selector or the name
+// pattern, and members of included groups.
 func (r *Resolver) Members(group string) map[string]bool {
 	if m, ok := r.members[group]; ok {
 		return m
@@ -57,7 +58,13 @@ func (r *Resolver) Members(group string) map[string]bool {
 		m[vm] = true
 	}
 	if len(g.Selector) > 0 || g.NameGlob != "" {
+		// Candidates: reported VMs and VMs tagged ahead of their start.
 		for name := range r.byName {
+			if r.matches(g, name) {
+				m[name] = true
+			}
+		}
+		for name := range r.c.Tags {
 			if r.matches(g, name) {
 				m[name] = true
 			}
