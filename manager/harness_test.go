@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,13 +23,17 @@ import (
 
 var binDir string
 
+// buildFlags are passed to go build for the binaries under test.
+var buildFlags []string
+
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "vfmgr-bin-")
 	if err != nil {
 		panic(err)
 	}
 	binDir = dir
-	cmd := exec.Command("go", "build", "-o", dir+"/", "github.com/vnicfilter/vnicfilter/cmd/vfmanager", "github.com/vnicfilter/vnicfilter/cmd/vfctl")
+	args := append(append([]string{"build"}, buildFlags...), "-o", dir+"/", "github.com/vnicfilter/vnicfilter/cmd/vfmanager", "github.com/vnicfilter/vnicfilter/cmd/vfctl")
+	cmd := exec.Command("go", args...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build binaries:", err)
@@ -39,6 +44,25 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// syncBuffer collects a process's stderr; the test reads it while the
+// process writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
 // mgr is one running vfmanager process.
 type mgr struct {
 	t       *testing.T
@@ -46,7 +70,7 @@ type mgr struct {
 	args    []string
 	cmd     *exec.Cmd
 	exited  chan struct{}
-	log     *bytes.Buffer
+	log     *syncBuffer
 	addr    string
 	ca      []byte
 	token   string
@@ -70,7 +94,7 @@ func (m *mgr) start() {
 	os.Remove(addrFile)
 	args := append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", m.dataDir, "--log-level", "debug"}, m.args...)
 	m.cmd = exec.Command(filepath.Join(binDir, "vfmanager"), args...)
-	m.log = &bytes.Buffer{}
+	m.log = &syncBuffer{}
 	m.cmd.Stderr = m.log
 	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -127,6 +151,9 @@ func (m *mgr) stop(sig syscall.Signal) {
 	case <-time.After(10 * time.Second):
 		m.cmd.Process.Kill()
 		m.t.Errorf("vfmanager pid %d did not exit on %v", m.cmd.Process.Pid, sig)
+	}
+	if strings.Contains(m.log.String(), "DATA RACE") {
+		m.t.Errorf("vfmanager reported a data race:\n%s", m.log)
 	}
 	m.cmd = nil
 }
