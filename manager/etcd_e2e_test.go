@@ -110,7 +110,10 @@ func TestEtcdTwoManagers(t *testing.T) {
 		var put, del error
 		var rw sync.WaitGroup
 		rw.Add(2)
-		go func() { defer rw.Done(); _, put = a.admin.PutGroup(ctx, api.Group{Name: "x" + y, Include: []string{y}}) }()
+		go func() {
+			defer rw.Done()
+			_, put = a.admin.PutGroup(ctx, api.Group{Name: "x" + y, Include: []string{y}})
+		}()
 		go func() { defer rw.Done(); del = b.admin.DeleteGroup(ctx, y) }()
 		rw.Wait()
 		var ae *api.Error

@@ -2,6 +2,7 @@ package manager
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -106,13 +107,12 @@ func (s *Server) desired(w http.ResponseWriter, r *http.Request, host string) er
 // diff is the "changes" event taking prev to next.
 func diff(prev, next api.HostDesired) api.WatchEvent {
 	ev := api.WatchEvent{Type: api.EventChanges, Version: next.Version}
-	old := map[string][]byte{}
+	old := map[string]string{}
 	for _, v := range prev.VNICs {
-		old[v.VNIC], _ = json.Marshal(v)
+		old[v.VNIC] = vnicKey(v)
 	}
 	for _, v := range next.VNICs {
-		data, _ := json.Marshal(v)
-		if o, ok := old[v.VNIC]; !ok || string(o) != string(data) {
+		if o, ok := old[v.VNIC]; !ok || o != vnicKey(v) {
 			ev.Upsert = append(ev.Upsert, v)
 		}
 		delete(old, v.VNIC)
@@ -123,4 +123,9 @@ func diff(prev, next api.HostDesired) api.WatchEvent {
 		}
 	}
 	return ev
+}
+
+// vnicKey identifies a desired vNIC entry; its chain counts by its hash.
+func vnicKey(v api.DesiredVNIC) string {
+	return fmt.Sprintf("%s\x00%s\x00%q\x00%s\x00%s", v.VM, v.MAC, v.Policies, v.Hash, v.Error)
 }

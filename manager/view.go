@@ -60,17 +60,20 @@ type view struct {
 	changed chan struct{}
 	// ready is closed once the first List is applied.
 	ready chan struct{}
-	err   error
+	// persist carries desired-version writes, in order, to one writer.
+	persist chan []store.Op
+	err     error
 }
 
 func newView(st store.Store, log *slog.Logger) *view {
 	return &view{st: st, log: log, kvs: map[string]store.KV{}, cfg: model.New(), desired: map[string]api.HostDesired{},
-		hashes: map[string]string{}, changed: make(chan struct{}), ready: make(chan struct{})}
+		hashes: map[string]string{}, changed: make(chan struct{}), ready: make(chan struct{}), persist: make(chan []store.Op, 64)}
 }
 
 // run keeps the view current until ctx ends: List, then Watch from the
 // List's revision; a compacted or broken watch starts over.
 func (v *view) run(ctx context.Context) {
+	go v.persistVersions(ctx)
 	first := true
 	for ctx.Err() == nil {
 		kvs, rev, err := v.st.List(ctx, "")
@@ -167,16 +170,35 @@ func (v *view) applyLocked(rev int64, cfgChanged bool) {
 		}
 		v.desired = desired
 		if len(persist) > 0 {
-			// Outside the lock: the write comes back through the watch.
-			go func() {
-				if _, err := v.st.Txn(context.Background(), nil, persist); err != nil && !errors.Is(err, store.ErrClosed) {
-					v.log.Warn("persist desired versions", "err", err)
-				}
-			}()
+			// Written outside the lock, in order; it comes back through
+			// the watch. When the writer lags this far behind, the batch
+			// is dropped: the next change writes the versions again, and
+			// a version that was not stored only costs an agent one full
+			// state after a restart.
+			select {
+			case v.persist <- persist:
+			default:
+				v.log.Warn("desired versions not persisted: writer behind")
+			}
 		}
 	}
 	close(v.changed)
 	v.changed = make(chan struct{})
+}
+
+// persistVersions writes desired-version batches in the order they were
+// computed, so a stored version never goes back.
+func (v *view) persistVersions(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ops := <-v.persist:
+			if _, err := v.st.Txn(ctx, nil, ops); err != nil && ctx.Err() == nil && !errors.Is(err, store.ErrClosed) {
+				v.log.Warn("persist desired versions", "err", err)
+			}
+		}
+	}
 }
 
 // decodeConfig builds the Config from the stored keys. A value that does

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"net/netip"
 	"path"
@@ -155,6 +156,7 @@ func (c *Config) Desired() map[string]api.HostDesired {
 	r := c.Resolve()
 	type compiled struct {
 		chain []api.Filter
+		hash  string
 		err   string
 	}
 	cache := map[string]compiled{}
@@ -182,6 +184,7 @@ func (c *Config) Desired() map[string]api.HostDesired {
 		if cc.chain == nil {
 			cc.chain = []api.Filter{}
 		}
+		cc.hash = ChainHash(cc.chain)
 		cache[key] = cc
 		return cc
 	}
@@ -200,8 +203,7 @@ func (c *Config) Desired() map[string]api.HostDesired {
 			policies := r.PoliciesOf(vm.Name)
 			cc := chainFor(policies)
 			for _, nic := range vm.VNICs {
-				dv := api.DesiredVNIC{VNIC: nic.Name, VM: vm.Name, MAC: nic.MAC, Policies: policies, Chain: cc.chain, Error: cc.err}
-				dv.Hash = ChainHash(dv.Chain)
+				dv := api.DesiredVNIC{VNIC: nic.Name, VM: vm.Name, MAC: nic.MAC, Policies: policies, Chain: cc.chain, Hash: cc.hash, Error: cc.err}
 				d.VNICs = append(d.VNICs, dv)
 			}
 		}
@@ -219,10 +221,14 @@ func ChainHash(chain []api.Filter) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// StateHash identifies a host's desired state regardless of its version.
+// StateHash identifies a host's desired state regardless of its version:
+// every vNIC's fields, its chain by its hash (not the chain itself, which
+// may carry large address sets shared by many vNICs).
 func StateHash(d api.HostDesired) string {
-	d.Version = 0
-	data, _ := json.Marshal(d)
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:8])
+	h := sha256.New()
+	h.Write([]byte(d.Host))
+	for _, v := range d.VNICs {
+		fmt.Fprintf(h, "\x00%s\x00%s\x00%s\x00%q\x00%s\x00%s", v.VNIC, v.VM, v.MAC, v.Policies, v.Hash, v.Error)
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
 }
