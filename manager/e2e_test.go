@@ -245,7 +245,7 @@ func TestRetagReachesOnlyAffectedHost(t *testing.T) {
 			t.Fatalf("%s: first event %+v, want its full state", h, first)
 		}
 		if h == "h1" {
-			pol := string(first.State.VNICs[0].Chain[0].Policy)
+			pol := string(first.State.Document(first.State.VNICs[0].Chain[0]))
 			if !strings.Contains(pol, `"web":["10.0.0.1/32"]`) {
 				t.Fatalf("h1 policy %s: want web = web1's address", pol)
 			}
@@ -264,7 +264,7 @@ func TestRetagReachesOnlyAffectedHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev := nextEvent(t, "h1 after retag", streams["h1"])
-	if ev.Type != api.EventChanges || len(ev.Upsert) != 1 || len(ev.Remove) != 0 || !strings.Contains(string(ev.Upsert[0].Chain[0].Policy), `"web":["10.0.0.1/32","10.0.0.3/32"]`) {
+	if ev.Type != api.EventChanges || len(ev.Upsert) != 1 || len(ev.Remove) != 0 || !strings.Contains(string(ev.Documents[ev.Upsert[0].Chain[0].PolicyRef]), `"web":["10.0.0.1/32","10.0.0.3/32"]`) {
 		t.Fatalf("h1 event %+v, want db1's vNIC with web = web1 + x1", ev)
 	}
 	// The others get nothing: the same view update would have sent their
@@ -289,7 +289,7 @@ func TestRetagReachesOnlyAffectedHost(t *testing.T) {
 	if ev := nextEvent(t, "h3", streams["h3"]); ev.Type != api.EventChanges || len(ev.Upsert[0].Chain) != 1 || !slices.Equal(ev.Upsert[0].Policies, []string{"db-in"}) {
 		t.Fatalf("h3 event %+v, want x1 protected by db-in", ev)
 	}
-	if ev := nextEvent(t, "h1", streams["h1"]); !strings.Contains(string(ev.Upsert[0].Chain[0].Policy), `"web":["10.0.0.1/32"]`) {
+	if ev := nextEvent(t, "h1", streams["h1"]); !strings.Contains(string(ev.Documents[ev.Upsert[0].Chain[0].PolicyRef]), `"web":["10.0.0.1/32"]`) {
 		t.Fatalf("h1 event %+v, want web = web1 again", ev)
 	}
 	// A VM leaving a host's inventory is removed from its stream.
@@ -436,7 +436,7 @@ func TestRestartAndResume(t *testing.T) {
 	}
 	defer s.Close()
 	ev := nextEvent(t, "resume after change", events(s))
-	if ev.Type != api.EventState || ev.Version <= v1 || !strings.Contains(string(ev.State.VNICs[0].Chain[0].Policy), `"web":["10.0.0.1/32"]`) {
+	if ev.Type != api.EventState || ev.Version <= v1 || !strings.Contains(string(ev.State.Document(ev.State.VNICs[0].Chain[0])), `"web":["10.0.0.1/32"]`) {
 		t.Fatalf("resume from %d: %+v, want the new state", v1, ev)
 	}
 	if !strings.Contains(m.log.String(), "vfmanager listening") {

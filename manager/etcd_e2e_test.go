@@ -159,7 +159,7 @@ func TestEtcdTwoManagers(t *testing.T) {
 	}
 	report(t, b.agentClient(t, "h2", en2), "web1", "10.0.0.1")
 	ev := nextEvent(t, "h1 after web1 appeared", evs)
-	if ev.Type != api.EventChanges || !strings.Contains(string(ev.Upsert[0].Chain[0].Policy), `"web":["10.0.0.1/32"]`) {
+	if ev.Type != api.EventChanges || !strings.Contains(string(ev.Documents[ev.Upsert[0].Chain[0].PolicyRef]), `"web":["10.0.0.1/32"]`) {
 		t.Fatalf("h1 event %+v, want web = web1", ev)
 	}
 }

@@ -65,7 +65,7 @@ func (b *syncBuffer) String() string {
 
 // mgr is one running vfmanager process.
 type mgr struct {
-	t       *testing.T
+	t       testing.TB
 	dataDir string
 	args    []string
 	cmd     *exec.Cmd
@@ -80,6 +80,11 @@ type mgr struct {
 // startManager runs vfmanager serve on a free loopback port with dataDir
 // (reused across restarts) and waits until it answers.
 func startManager(t *testing.T, dataDir string, extra ...string) *mgr {
+	return startManagerB(t, dataDir, extra...)
+}
+
+// startManagerB is startManager for benchmarks too.
+func startManagerB(t testing.TB, dataDir string, extra ...string) *mgr {
 	t.Helper()
 	m := &mgr{t: t, dataDir: dataDir, args: extra}
 	m.start()
@@ -174,7 +179,7 @@ func (m *mgr) restart() {
 	m.start()
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
@@ -232,7 +237,7 @@ type agent struct {
 	c    *api.Client
 }
 
-func (m *mgr) enroll(t *testing.T, host string) *agent {
+func (m *mgr) enroll(t testing.TB, host string) *agent {
 	t.Helper()
 	tok, err := m.admin.CreateToken(ctxT(t), api.TokenRequest{Role: api.RoleJoin, Name: "join " + host, Host: host})
 	if err != nil {
@@ -245,7 +250,7 @@ func (m *mgr) enroll(t *testing.T, host string) *agent {
 	return m.agentClient(t, host, e)
 }
 
-func (m *mgr) agentClient(t *testing.T, host string, e *api.Enrolled) *agent {
+func (m *mgr) agentClient(t testing.TB, host string, e *api.Enrolled) *agent {
 	c, err := api.NewClient(api.ClientOptions{Server: m.addr, CA: m.ca, Certificate: &e.Certificate})
 	if err != nil {
 		t.Fatal(err)

@@ -114,6 +114,14 @@ func diff(prev, next api.HostDesired) api.WatchEvent {
 	for _, v := range next.VNICs {
 		if o, ok := old[v.VNIC]; !ok || o != vnicKey(v) {
 			ev.Upsert = append(ev.Upsert, v)
+			for _, f := range v.Chain {
+				if _, sent := prev.Documents[f.PolicyRef]; f.PolicyRef != "" && !sent {
+					if ev.Documents == nil {
+						ev.Documents = map[string]json.RawMessage{}
+					}
+					ev.Documents[f.PolicyRef] = next.Documents[f.PolicyRef]
+				}
+			}
 		}
 		delete(old, v.VNIC)
 	}

@@ -140,6 +140,18 @@ type HostDesired struct {
 	Host    string        `json:"host"`
 	Version int64         `json:"version"`
 	VNICs   []DesiredVNIC `json:"vnics"`
+	// Documents are the firewall policy documents the chains refer to
+	// (Filter.PolicyRef), each once however many vNICs share it: a large
+	// group's addresses would otherwise travel once per vNIC.
+	Documents map[string]json.RawMessage `json:"documents"`
+}
+
+// Document returns the policy document f refers to, or nil.
+func (d *HostDesired) Document(f Filter) json.RawMessage {
+	if f.PolicyRef == "" {
+		return nil
+	}
+	return d.Documents[f.PolicyRef]
 }
 
 // DesiredVNIC is one vNIC's chain. An empty Chain means "no chain".
@@ -158,13 +170,17 @@ type DesiredVNIC struct {
 }
 
 // Filter is one slot of a desired chain, in filterd's terms (a FilterSpec
-// of filterd/api) plus the firewall policy document itself, which the
-// agent writes to a file and passes as the "policy" parameter.
+// of filterd/api) plus, for the firewall, a reference to its policy
+// document (HostDesired.Documents), which the agent writes to a file and
+// passes as the "policy" parameter.
 type Filter struct {
 	Filter   string            `json:"filter"`
 	FailMode string            `json:"failmode,omitempty"`
 	Params   map[string]string `json:"params,omitempty"`
-	Policy   json.RawMessage   `json:"policy,omitempty"`
+	// PolicyRef names the document: the first 16 hex digits of its
+	// SHA-256, so equal documents share a reference and a changed one
+	// gets a new reference.
+	PolicyRef string `json:"policy_ref,omitempty"`
 }
 
 // Watch event types on a desired-state stream.
@@ -175,7 +191,8 @@ const (
 	// send.
 	EventCurrent = "current"
 	// EventChanges carries the vNICs changed or removed since the previous
-	// event on the same stream.
+	// event on the same stream, and the documents they refer to that the
+	// stream has not sent yet.
 	EventChanges = "changes"
 	// EventPing keeps idle connections alive.
 	EventPing = "ping"
@@ -189,6 +206,10 @@ type WatchEvent struct {
 	State   *HostDesired  `json:"state,omitempty"`
 	Upsert  []DesiredVNIC `json:"upsert,omitempty"`
 	Remove  []string      `json:"remove,omitempty"`
+	// Documents: with "changes", the policy documents Upsert refers to
+	// that earlier events of the stream did not carry. A client keeps
+	// the documents its vNICs still refer to.
+	Documents map[string]json.RawMessage `json:"documents,omitempty"`
 }
 
 // Realized is what a host's agent reports it enforces

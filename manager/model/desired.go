@@ -157,6 +157,8 @@ func (c *Config) Desired() map[string]api.HostDesired {
 	type compiled struct {
 		chain []api.Filter
 		hash  string
+		ref   string
+		doc   json.RawMessage
 		err   string
 	}
 	cache := map[string]compiled{}
@@ -178,7 +180,8 @@ func (c *Config) Desired() map[string]api.HostDesired {
 			if err != nil {
 				cc.err = "merged policy: " + policyErr(err)
 			} else {
-				cc.chain = []api.Filter{{Filter: "firewall", FailMode: "closed", Policy: doc}}
+				cc.ref, cc.doc = docRef(doc), doc
+				cc.chain = []api.Filter{{Filter: "firewall", FailMode: "closed", PolicyRef: cc.ref}}
 			}
 		}
 		if cc.chain == nil {
@@ -196,7 +199,7 @@ func (c *Config) Desired() map[string]api.HostDesired {
 		}
 	}
 	for h := range hosts {
-		d := api.HostDesired{Host: h, VNICs: []api.DesiredVNIC{}}
+		d := api.HostDesired{Host: h, VNICs: []api.DesiredVNIC{}, Documents: map[string]json.RawMessage{}}
 		vms := slices.Clone(c.Inventory[h].VMs)
 		slices.SortFunc(vms, func(a, b api.VM) int { return strings.Compare(a.Name, b.Name) })
 		for _, vm := range vms {
@@ -205,12 +208,21 @@ func (c *Config) Desired() map[string]api.HostDesired {
 			for _, nic := range vm.VNICs {
 				dv := api.DesiredVNIC{VNIC: nic.Name, VM: vm.Name, MAC: nic.MAC, Policies: policies, Chain: cc.chain, Hash: cc.hash, Error: cc.err}
 				d.VNICs = append(d.VNICs, dv)
+				if cc.ref != "" {
+					d.Documents[cc.ref] = cc.doc
+				}
 			}
 		}
 		slices.SortFunc(d.VNICs, func(a, b api.DesiredVNIC) int { return strings.Compare(a.VNIC, b.VNIC) })
 		out[h] = d
 	}
 	return out
+}
+
+// docRef names a policy document by its content.
+func docRef(doc []byte) string {
+	sum := sha256.Sum256(doc)
+	return hex.EncodeToString(sum[:8])
 }
 
 // ChainHash identifies a chain: the first 16 hex digits of the SHA-256

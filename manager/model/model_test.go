@@ -118,12 +118,12 @@ func TestMembersAndDesired(t *testing.T) {
 		t.Errorf("VMs in no assigned group got a chain")
 	}
 	// The merged document is a firewall policy allowing web1 -> db1:5432.
-	pol, err := firewall.ParsePolicy(db.Chain[0].Policy, firewall.ParseOptions{})
+	pol, err := firewall.ParsePolicy(h2.Document(db.Chain[0]), firewall.ParseOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(pol.Rules) != 1 || pol.Rules[0].Name != "db-in/pg" || !strings.Contains(string(db.Chain[0].Policy), `"web":["10.0.0.1/32"]`) {
-		t.Fatalf("merged policy %s", db.Chain[0].Policy)
+	if len(pol.Rules) != 1 || pol.Rules[0].Name != "db-in/pg" || !strings.Contains(string(h2.Document(db.Chain[0])), `"web":["10.0.0.1/32"]`) {
+		t.Fatalf("merged policy %s", h2.Document(db.Chain[0]))
 	}
 	// Retag other as web: db1's policy changes (one more source), h1
 	// does not change.
@@ -134,8 +134,9 @@ func TestMembersAndDesired(t *testing.T) {
 	if StateHash(d2["h1"]) != before["h1"] {
 		t.Error("h1 changed though nothing of it depends on the retag")
 	}
-	if StateHash(d2["h2"]) == before["h2"] || !strings.Contains(string(d2["h2"].VNICs[0].Chain[0].Policy), `"web":["10.0.0.1/32","10.0.0.3/32"]`) {
-		t.Errorf("h2 did not pick up the new web member: %s", d2["h2"].VNICs[0].Chain[0].Policy)
+	h2b := d2["h2"]
+	if StateHash(h2b) == before["h2"] || !strings.Contains(string(h2b.Document(h2b.VNICs[0].Chain[0])), `"web":["10.0.0.1/32","10.0.0.3/32"]`) {
+		t.Errorf("h2 did not pick up the new web member: %s", h2b.Document(h2b.VNICs[0].Chain[0]))
 	}
 }
 
