@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -443,4 +444,31 @@ func TestRestartAndResume(t *testing.T) {
 		t.Errorf("log lacks the listening line")
 	}
 	_ = http.StatusOK
+}
+
+// SIGTERM stops the manager cleanly (exit 0) even while an agent holds a
+// stream open; the stream ends.
+func TestGracefulStop(t *testing.T) {
+	m := startManager(t, filepath.Join(t.TempDir(), "mgr"))
+	a := m.enroll(t, "h1")
+	s, err := a.c.Watch(ctxT(t), "", -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	evs := events(s)
+	nextEvent(t, "first", evs)
+	cmd := m.cmd
+	m.stop(syscall.SIGTERM)
+	if code := cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0", code)
+	}
+	select {
+	case _, open := <-evs:
+		if open {
+			t.Error("stream still delivering after the manager stopped")
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("stream did not end within 10 s of the manager stopping")
+	}
 }

@@ -77,11 +77,13 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 func run(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("vfmanager", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() {
+	help := func() {
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
 		fmt.Fprint(stderr, examples)
 	}
+	// flag prints the error itself; the full text is for --help.
+	fs.Usage = func() {}
 	listen := fs.String("listen", ":8443", "serve the API at `host:port` (port 0: any free port, see manager.addr)")
 	dataDir := fs.String("data-dir", "/var/lib/vfmanager", "`directory` for the CA, certificates, admin token and the embedded store")
 	storeKind := fs.String("store", "bolt", "`kind` of store: bolt (embedded, DATA-DIR/store.db) or etcd (--etcd-endpoints)")
@@ -91,7 +93,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.Var(&sans, "tls-san", "extra DNS `name` or IP address for the server certificate (repeatable)")
 
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fs.Usage()
+		help()
 		if len(args) == 0 {
 			return 2
 		}
@@ -108,12 +110,22 @@ func run(args []string, stderr io.Writer) int {
 	}
 	if err := fs.Parse(args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			help()
 			return 0
 		}
+		fmt.Fprintln(stderr, "run 'vfmanager --help' for the flags")
 		return 2
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "vfmanager serve: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if *storeKind != "bolt" && *storeKind != "etcd" {
+		fmt.Fprintf(stderr, "vfmanager: --store %q: want bolt or etcd\n", *storeKind)
+		return 2
+	}
+	if *storeKind == "etcd" && *etcd == "" {
+		fmt.Fprintln(stderr, "vfmanager: --store etcd needs --etcd-endpoints")
 		return 2
 	}
 	var lv slog.Level
