@@ -300,6 +300,21 @@ func TestRetagReachesOnlyAffectedHost(t *testing.T) {
 	if ev := nextEvent(t, "h3 empty", streams["h3"]); ev.Type != api.EventChanges || !slices.Equal(ev.Remove, []string{"vnet0"}) {
 		t.Fatalf("h3 event %+v, want vnet0 removed", ev)
 	}
+	// Removing a host ends its stream and revokes its certificate.
+	if err := m.admin.DeleteHost(ctx, "h3"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev, open := <-streams["h3"]:
+		if open {
+			t.Fatalf("h3's stream delivered %+v after the host was removed", ev)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("h3's stream still open 10 s after the host was removed")
+	}
+	if _, err := hosts["h3"].c.Watch(ctx, "", -1); err == nil {
+		t.Fatal("removed host opened a new stream")
+	}
 }
 
 // Enrollment tokens are single-use, even when two agents race with the
