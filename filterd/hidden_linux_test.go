@@ -103,6 +103,13 @@ func TestHiddenBridge(t *testing.T) {
 		t.Errorf("version over the hidden bridge: %+v %v", v, err)
 	}
 	resp.Body.Close()
+	// vfctl in the control VM, over the hidden bridge.
+	out, err := cvm.Command(ctx, filepath.Join(binDir, "vfctl"), "--remote", "https://169.254.77.1:9443",
+		"--remote-cert", filepath.Join(certDir, "agent.pem"), "--remote-key", filepath.Join(certDir, "agent-key.pem"),
+		"--remote-ca", filepath.Join(certDir, "ca.pem"), "-o", "json", "list").CombinedOutput()
+	if err != nil || !strings.HasPrefix(strings.TrimSpace(string(out)), "[") {
+		t.Errorf("vfctl --remote list from the control VM: %v\n%s", err, out)
+	}
 	if resp, err := hiddenClient(cvm, nil, roots).Get(url); err == nil {
 		resp.Body.Close()
 		t.Error("the hidden API answered a client without a certificate")

@@ -39,8 +39,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 type app struct {
 	// socket, output and timeout are the global flags.
 	socket  string
-	// --server/--cert/--key/--ca: filterd's mutual-TLS API on the hidden
-	// bridge instead of the unix socket (the control VM's view).
+	// --remote/--remote-cert/--remote-key/--remote-ca: filterd's
+	// mutual-TLS API on the hidden bridge instead of the unix socket (the
+	// control VM's view).
 	server, cert, key, ca string
 	output  string
 	timeout time.Duration
@@ -124,7 +125,7 @@ Exit codes:
 			if a.server != "" {
 				c, err := api.NewTLSClient(a.server, a.cert, a.key, a.ca)
 				if err != nil {
-					return usagef("--server: %v", err)
+					return usagef("--remote: %v", err)
 				}
 				a.client = c
 				return nil
@@ -145,10 +146,10 @@ Exit codes:
 	pf.StringVar(&a.socket, "socket", socket, "filterd's API unix socket `path` (env "+SocketEnv+")")
 	pf.StringVarP(&a.output, "output", "o", "text", "output `format`: text or json (the API objects, for scripts)")
 	pf.DurationVar(&a.timeout, "timeout", 10*time.Second, "give up on each request to filterd after this `duration`")
-	pf.StringVar(&a.server, "server", os.Getenv("VNICFILTER_SERVER"), "talk to filterd's mutual-TLS API at `https://HOST:PORT` (the hidden bridge, from the control VM) instead of the socket (env VNICFILTER_SERVER)")
-	pf.StringVar(&a.cert, "cert", envOr("VNICFILTER_CERT", "/etc/vnicfilter/tls/agent.pem"), "with --server: client certificate `file` (filterd issue-cert)")
-	pf.StringVar(&a.key, "key", envOr("VNICFILTER_KEY", "/etc/vnicfilter/tls/agent-key.pem"), "with --server: its private key `file`")
-	pf.StringVar(&a.ca, "ca", envOr("VNICFILTER_CA", "/etc/vnicfilter/tls/ca.pem"), "with --server: the host CA `file` that signed filterd's certificate")
+	pf.StringVar(&a.server, "remote", os.Getenv("VNICFILTER_REMOTE"), "talk to filterd's mutual-TLS API at `https://HOST:PORT` (the hidden bridge, from the control VM) instead of the socket (env VNICFILTER_REMOTE)")
+	pf.StringVar(&a.cert, "remote-cert", envOr("VNICFILTER_REMOTE_CERT", "/etc/vnicfilter/tls/agent.pem"), "with --remote: client certificate `file` (filterd issue-cert)")
+	pf.StringVar(&a.key, "remote-key", envOr("VNICFILTER_REMOTE_KEY", "/etc/vnicfilter/tls/agent-key.pem"), "with --remote: its private key `file`")
+	pf.StringVar(&a.ca, "remote-ca", envOr("VNICFILTER_REMOTE_CA", "/etc/vnicfilter/tls/ca.pem"), "with --remote: the host CA `file` that signed filterd's certificate")
 
 	root.AddGroup(
 		&cobra.Group{ID: "chain", Title: "Chains:"},
@@ -173,6 +174,7 @@ Exit codes:
 	root.AddCommand(a.vnicCommand())
 	root.AddCommand(a.groupCommand())
 	root.AddCommand(a.labelCommand())
+	root.AddCommand(a.mgrCommand())
 	return root
 }
 

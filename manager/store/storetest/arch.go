@@ -1,0 +1,5 @@
+package storetest
+
+import "runtime"
+
+func runtimeArch() string { return runtime.GOARCH }
