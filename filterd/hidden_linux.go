@@ -123,7 +123,7 @@ func (h *hidden) setup() error {
 		return fmt.Errorf("address %s on %s: %w", c.Addr, c.Bridge, err)
 	}
 	for key, val := range map[string]string{
-		"net/ipv4/conf/" + c.Bridge + "/forwarding": "0",
+		"net/ipv4/conf/" + c.Bridge + "/forwarding":   "0",
 		"net/ipv6/conf/" + c.Bridge + "/disable_ipv6": "1",
 	} {
 		if err := os.WriteFile(filepath.Join("/proc/sys", key), []byte(val), 0o644); err != nil {

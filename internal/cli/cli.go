@@ -38,13 +38,13 @@ func Main(args []string, stdout, stderr io.Writer) int {
 // app is one invocation: the global flags and the client they configure.
 type app struct {
 	// socket, output and timeout are the global flags.
-	socket  string
+	socket string
 	// --remote/--remote-cert/--remote-key/--remote-ca: filterd's
 	// mutual-TLS API on the hidden bridge instead of the unix socket (the
 	// control VM's view).
 	server, cert, key, ca string
-	output  string
-	timeout time.Duration
+	output                string
+	timeout               time.Duration
 
 	stdout io.Writer
 	stderr io.Writer
