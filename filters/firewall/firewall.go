@@ -26,7 +26,7 @@ var Descriptor = &sdk.Descriptor{
 	Params: []sdk.ParamSpec{
 		{Name: "policy", Type: sdk.String, Required: true, Doc: "path of the JSON policy file (docs/firewall.md)"},
 		{Name: "reject_rate", Type: sdk.Int, Default: "100", Min: sdk.Bound(0), Max: sdk.Bound(1 << 24), Doc: "TCP RST / ICMP unreachable answers to rejected packets per second (per vNIC, both directions); over it, or 0, reject drops like deny"},
-		{Name: "flow_log", Type: sdk.String, Doc: "file the flow log is appended to as JSON lines (docs/firewall.md, \"Flow log\"); empty: no flow log"},
+		{Name: "flow_log", Type: sdk.String, Doc: "file the flow log is appended to as JSON lines, or ipfix://HOST:PORT to export it as IPFIX over UDP (docs/firewall.md, \"Flow log\"); empty: no flow log"},
 		{Name: "flow_log_rate", Type: sdk.Int, Default: "1000", Min: sdk.Bound(1), Max: sdk.Bound(1 << 24), Doc: "flow-log events per second and vNIC; the rest are counted, not logged"},
 		{Name: "flow_log_all", Type: sdk.Bool, Default: "false", Doc: "log every new flow, not only those of rules with \"log\": true (denials are always logged)"},
 		{Name: "conntrack_size", Type: sdk.Int, Default: "65536", Min: sdk.Bound(16), Max: sdk.Bound(1 << 24), Doc: "flows tracked per vNIC; when full, new flows follow the failure mode"},

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -139,15 +140,27 @@ func decodeEvent(b []byte, vnic string, monoToUnix int64, ruleName func(int) str
 	return e, nil
 }
 
-// flowLog writes FlowEvents as JSON lines to a file opened for appending.
+// flowLog writes FlowEvents as JSON lines to a file opened for appending,
+// or exports them as IPFIX (flow_log=ipfix://HOST:PORT, ipfix.go).
 type flowLog struct {
-	mu  sync.Mutex
-	f   *os.File
-	w   *bufio.Writer
-	enc *json.Encoder
+	mu    sync.Mutex
+	f     *os.File
+	w     *bufio.Writer
+	enc   *json.Encoder
+	ipfix *ipfixExporter
 }
 
+// IPFIXPrefix selects the IPFIX exporter as the flow log's sink.
+const IPFIXPrefix = "ipfix://"
+
 func openFlowLog(path string) (*flowLog, error) {
+	if target, ok := strings.CutPrefix(path, IPFIXPrefix); ok {
+		x, err := newIPFIXExporter(target, uint32(os.Getpid()))
+		if err != nil {
+			return nil, fmt.Errorf("flow log: %w", err)
+		}
+		return &flowLog{ipfix: x}, nil
+	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
 	if err != nil {
 		return nil, fmt.Errorf("flow log: %w", err)
@@ -157,17 +170,26 @@ func openFlowLog(path string) (*flowLog, error) {
 }
 
 func (l *flowLog) write(e *FlowEvent) error {
+	if l.ipfix != nil {
+		return l.ipfix.record(e)
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.enc.Encode(e)
 }
 
 func (l *flowLog) flush() error {
+	if l.ipfix != nil {
+		return l.ipfix.flush()
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Flush()
 }
 
 func (l *flowLog) close() error {
+	if l.ipfix != nil {
+		return l.ipfix.close()
+	}
 	return errors.Join(l.flush(), l.f.Close())
 }
