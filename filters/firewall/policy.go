@@ -271,9 +271,12 @@ var (
 // ParsePolicy parses and validates a JSON policy. Errors are *PolicyError
 // (wrapping ErrInvalidPolicy) with line, column and field.
 func ParsePolicy(data []byte, opts ParseOptions) (*Policy, error) {
-	loc, err := locate(data)
-	if err != nil {
-		return nil, withFile(err, opts.File)
+	loc := fastLocate(data)
+	if loc == nil {
+		var err error
+		if loc, err = locate(data); err != nil {
+			return nil, withFile(err, opts.File)
+		}
 	}
 	if err := loc.checkKeys(); err != nil {
 		return nil, withFile(err, opts.File)
@@ -354,7 +357,7 @@ func ParsePolicy(data []byte, opts ParseOptions) (*Policy, error) {
 		if err != nil {
 			return nil, err
 		}
-		r.Line, _ = loc.pos(fmt.Sprintf("rules[%d]", i))
+		r.Line = loc.ruleLine(i)
 		p.Rules = append(p.Rules, r)
 	}
 	sort.SliceStable(p.Rules, func(i, j int) bool { return p.Rules[i].Priority < p.Rules[j].Priority })
@@ -559,7 +562,17 @@ func parsePorts(field string, raw []json.RawMessage, bad func(string, string, ..
 type locations struct {
 	data []byte
 	at   map[string]int64
-	keys []keyAt // every object key, in order
+	// pending are positions fastLocate recorded but did not put in at
+	// yet: the map is only built when a position is asked for.
+	pending []pathAt
+	// ruleOffs are where the elements of the top-level "rules" start
+	// (fastLocate only).
+	ruleOffs []int64
+	keys    []keyAt // every object key, in order
+	// newlines are the offsets of every '\n', built at the first pos:
+	// a line number is then a binary search, not a count from the start
+	// (which made a 10,000-rule policy take 600 ms to parse).
+	newlines []int64
 }
 
 type keyAt struct {
@@ -567,8 +580,36 @@ type keyAt struct {
 	off         int64
 }
 
-func (l *locations) pos(path string) (int, int) {
+type pathAt struct {
+	path string
+	off  int64
+}
+
+// offset is where the value at path starts.
+func (l *locations) offset(path string) (int64, bool) {
+	if l.pending != nil {
+		for _, p := range l.pending {
+			l.at[p.path] = p.off
+		}
+		l.pending = nil
+	}
 	off, ok := l.at[path]
+	return off, ok
+}
+
+// ruleLine is the line rules[i] starts on (0 if unknown); on the fast
+// path it needs neither the position map nor a path string.
+func (l *locations) ruleLine(i int) int {
+	if i < len(l.ruleOffs) {
+		line, _ := l.lineColAt(l.ruleOffs[i])
+		return line
+	}
+	line, _ := l.pos(fmt.Sprintf("rules[%d]", i))
+	return line
+}
+
+func (l *locations) pos(path string) (int, int) {
+	off, ok := l.offset(path)
 	for !ok && path != "" {
 		// Fall back to the closest enclosing value.
 		i := strings.LastIndexAny(path, ".[")
@@ -576,12 +617,31 @@ func (l *locations) pos(path string) (int, int) {
 			break
 		}
 		path = path[:i]
-		off, ok = l.at[path]
+		off, ok = l.offset(path)
 	}
 	if !ok {
 		return 0, 0
 	}
-	return lineCol(l.data, off)
+	return l.lineColAt(off)
+}
+
+// lineColAt is lineCol with the newline index.
+func (l *locations) lineColAt(off int64) (int, int) {
+	if l.newlines == nil {
+		l.newlines = make([]int64, 0, 1024)
+		for i, c := range l.data {
+			if c == '\n' {
+				l.newlines = append(l.newlines, int64(i))
+			}
+		}
+	}
+	off = min(max(off, 0), int64(len(l.data)))
+	n, _ := slices.BinarySearch(l.newlines, off) // newlines before off
+	lineStart := int64(0)
+	if n > 0 {
+		lineStart = l.newlines[n-1] + 1
+	}
+	return n + 1, int(off-lineStart) + 1
 }
 
 func (l *locations) checkKeys() error {

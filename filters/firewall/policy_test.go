@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"maps"
 	"os"
+	"slices"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -155,4 +157,103 @@ func parseErrorDoc(t *testing.T, name string) string {
 		"duplicate":     `{"version": 1, "version": 1}`,
 	}
 	return docs[name]
+}
+
+// TestPositionsMatchLineCol: the indexed line numbers agree with counting.
+func TestPositionsMatchLineCol(t *testing.T) {
+	data := []byte("{\n  \"version\": 1,\n  \"rules\": [\n    {\"action\": \"allow\"},\n\n    {\"action\": \"deny\"}\n  ]\n}\n")
+	l, err := locate(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path := range l.at {
+		line, col := l.pos(path)
+		wl, wc := lineCol(data, l.at[path])
+		if line != wl || col != wc {
+			t.Errorf("%q: pos %d:%d, lineCol %d:%d", path, line, col, wl, wc)
+		}
+	}
+}
+
+// BenchmarkParse10k parses a 10,000-rule policy (the swap target is
+// 100 ms for parse, compile and swap together).
+func BenchmarkParse10k(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString(`{"version": 1, "rules": [` + "\n")
+	for i := range 10000 {
+		if i > 0 {
+			sb.WriteString(",\n")
+		}
+		fmt.Fprintf(&sb, `{"name": "r%d", "direction": "to-vm", "src": ["10.%d.%d.0/24"], "proto": "tcp", "dst_ports": [%d], "action": "allow"}`, i, i/256%256, i%256, 1+i%60000)
+	}
+	sb.WriteString("\n]}\n")
+	data := []byte(sb.String())
+	for b.Loop() {
+		if _, err := ParsePolicy(data, ParseOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkCompile10k(b *testing.B) {
+	var sb strings.Builder
+	sb.WriteString(`{"version": 1, "rules": [` + "\n")
+	for i := range 10000 {
+		if i > 0 {
+			sb.WriteString(",\n")
+		}
+		fmt.Fprintf(&sb, `{"name": "r%d", "direction": "to-vm", "src": ["10.%d.%d.0/24"], "proto": "tcp", "dst_ports": [%d], "action": "allow"}`, i, i/256%256, i%256, 1+i%60000)
+	}
+	sb.WriteString("\n]}\n")
+	p, err := ParsePolicy([]byte(sb.String()), ParseOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := Compile(p); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestFastLocateAgrees: on every accepted document, fastLocate records the
+// same positions and keys as locate.
+func TestFastLocateAgrees(t *testing.T) {
+	docs := [][]byte{
+		[]byte("{\n  \"version\": 1,\n  \"rules\": [\n    {\"action\": \"allow\", \"src\": [\"10.0.0.0/8\", \"fd00::/8\"]},\n\n    {\"action\": \"deny\", \"name\": \"a\\\"b\"}\n  ]\n}\n"),
+		[]byte(`{"version":1,"groups":{"x":[]},"defaults":{"to-vm":"deny"},"rules":[],"description":"\u00e9 ok"}`),
+	}
+	if b, err := os.ReadFile("testdata/example.json"); err == nil {
+		docs = append(docs, b)
+	}
+	for _, d := range docs {
+		slow, err := locate(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fast := fastLocate(d)
+		if fast == nil {
+			t.Fatalf("fastLocate refused %s", d)
+		}
+		fast.offset("") // builds at from pending
+		if !maps.Equal(fast.at, slow.at) || !slices.Equal(fast.keys, slow.keys) {
+			t.Errorf("fastLocate differs on %s:\n fast %v %v\n slow %v %v", d, fast.at, fast.keys, slow.at, slow.keys)
+		}
+	}
+	for _, bad := range []string{`{"a":1,"a":2}`, `{"a":}`, `{"a":1`, `[1]`, `{"a":1} x`, `{"a":tru}`, `{"a":01x}`} {
+		if fastLocate([]byte(bad)) != nil {
+			t.Errorf("fastLocate accepted %q", bad)
+		}
+	}
+}
+
+func TestRuleLines(t *testing.T) {
+	data := []byte("{\"version\": 1, \"rules\": [\n{\"action\": \"allow\"},\n\n  {\"action\": \"deny\"}\n]}")
+	p, err := ParsePolicy(data, ParseOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Rules) != 2 || p.Rules[0].Line != 2 || p.Rules[1].Line != 4 {
+		t.Errorf("rule lines %d, %d; want 2, 4", p.Rules[0].Line, p.Rules[1].Line)
+	}
 }
