@@ -568,7 +568,7 @@ type locations struct {
 	// ruleOffs are where the elements of the top-level "rules" start
 	// (fastLocate only).
 	ruleOffs []int64
-	keys    []keyAt // every object key, in order
+	keys     []keyAt // every object key, in order
 	// newlines are the offsets of every '\n', built at the first pos:
 	// a line number is then a binary search, not a count from the start
 	// (which made a 10,000-rule policy take 600 ms to parse).
