@@ -157,7 +157,7 @@ func (d *Daemon) attachCapture(ctx context.Context, name string, spec api.Filter
 	if slot >= sdk.MaxSlots {
 		return 0, false, fmt.Errorf("%w: the chain of %s is full: no slot left for a capture", ErrSlotTaken, name)
 	}
-	in, err := d.newInstance(ctx, n.dp, slot, spec, false)
+	in, err := d.newInstance(ctx, n.dp, slot, spec, false, n.owner)
 	if err != nil {
 		return 0, false, err
 	}

@@ -141,7 +141,7 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 					_ = os.RemoveAll(v.SlotDir(ss.Slot))
 					continue
 				}
-				in, err := d.newInstance(ctx, v, ss.Slot, ss.Filter, true)
+				in, err := d.newInstance(ctx, v, ss.Slot, ss.Filter, true, sv.Owner)
 				if err != nil {
 					// The old program stays in the slot and keeps
 					// enforcing; only its management is lost.
@@ -254,12 +254,13 @@ func resolve(spec api.FilterSpec) (*sdk.Descriptor, sdk.Instance, api.FilterSpec
 // newInstance loads the filter in spec into slot of v. With adopt, the
 // instance's pinned maps are reused and the slot's program is left as it
 // is; otherwise the program is placed in the slot.
-func (d *Daemon) newInstance(ctx context.Context, v *datapath.VNIC, slot int, spec api.FilterSpec, adopt bool) (_ *instance, err error) {
+func (d *Daemon) newInstance(ctx context.Context, v *datapath.VNIC, slot int, spec api.FilterSpec, adopt bool, owner string) (_ *instance, err error) {
 	desc, inst, norm, err := resolve(spec)
 	if err != nil {
 		return nil, err
 	}
 	inst.VNIC = sdk.VNIC{Name: v.Name, Ifindex: v.Ifindex}
+	inst.Owner = owner
 	inst.Slot = slot
 	in := &instance{desc: desc, spec: norm, inst: inst}
 	defer func() {
@@ -374,7 +375,7 @@ func (d *Daemon) setChainLocked(ctx context.Context, name string, req api.ChainR
 	n := &vnic{owner: req.Owner}
 	v, err := d.dp.Create(name, func(v *datapath.VNIC) error {
 		for i, f := range req.Filters {
-			in, err := d.newInstance(ctx, v, i, f, false)
+			in, err := d.newInstance(ctx, v, i, f, false, req.Owner)
 			if err != nil {
 				for _, in := range n.slots {
 					if in != nil {
@@ -420,7 +421,7 @@ func (d *Daemon) replaceChainLocked(ctx context.Context, n *vnic, req api.ChainR
 					return err
 				}
 			}
-			in, err := d.newInstance(ctx, v, i, f, false)
+			in, err := d.newInstance(ctx, v, i, f, false, req.Owner)
 			if err != nil {
 				return fmt.Errorf("slot %d: %w", i, err)
 			}
@@ -492,7 +493,7 @@ func (d *Daemon) Attach(ctx context.Context, name string, req api.AttachRequest)
 	if slot >= sdk.MaxSlots {
 		return nil, fmt.Errorf("%w: the chain of %s is full (%d slots)", ErrSlotTaken, name, sdk.MaxSlots)
 	}
-	in, err := d.newInstance(ctx, n.dp, slot, req.Filter, false)
+	in, err := d.newInstance(ctx, n.dp, slot, req.Filter, false, n.owner)
 	if err != nil {
 		return nil, err
 	}

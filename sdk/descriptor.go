@@ -1,6 +1,7 @@
 package sdk
 
 import (
+	"strings"
 	"fmt"
 	"regexp"
 )
@@ -89,4 +90,17 @@ type Instance struct {
 	FailMode FailMode
 	// Params are the validated parameters.
 	Params Params
+	// Owner says who asked for the chain: "libvirt:<domain>" for chains
+	// the libvirt integration keeps (so filters can name the VM in what
+	// they report), free text otherwise; may be empty.
+	Owner string
+}
+
+// VMName is the VM behind the instance's vNIC as far as filterd knows:
+// the libvirt domain of a "libvirt:<domain>" owner, else the owner itself.
+func (i Instance) VMName() string {
+	if d, ok := strings.CutPrefix(i.Owner, "libvirt:"); ok {
+		return d
+	}
+	return i.Owner
 }

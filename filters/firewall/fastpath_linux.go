@@ -58,6 +58,7 @@ type fastPath struct {
 	logBits uint32
 
 	vnic     string
+	vm       string // sdk.Instance.VMName
 	log      *slog.Logger
 	loadedAt time.Time // of the live policy
 
@@ -132,7 +133,7 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 		size = uint32(params.Int("conntrack_size"))
 	}
 	spec.Maps["fw_conntrack"].MaxEntries = size
-	fp := &fastPath{hostGroups: ctx.Groups, usedGroups: rec.names(), vnic: ctx.Instance.VNIC.Name, log: ctx.Logger}
+	fp := &fastPath{hostGroups: ctx.Groups, usedGroups: rec.names(), vnic: ctx.Instance.VNIC.Name, vm: ctx.Instance.VMName(), log: ctx.Logger}
 	if fp.log == nil {
 		fp.log = slog.Default()
 	}
@@ -264,6 +265,7 @@ func (f *fastPath) readEvents() {
 			continue
 		}
 		e, err := decodeEvent(rec.RawSample, f.vnic, f.monoToUnix, f.ruleName)
+		e.VM = f.vm
 		if err == nil {
 			err = f.flowLog.write(&e)
 		}
@@ -305,7 +307,7 @@ func (f *fastPath) logEnd(k *firewallFwCtKey, v *firewallFwCtVal, now uint64) {
 		src, dst, sp, dp = remote, local, k.RemotePort, k.LocalPort
 	}
 	e := FlowEvent{
-		Time: time.Unix(0, int64(now)+f.monoToUnix).UTC(), VNIC: f.vnic, Event: "end",
+		Time: time.Unix(0, int64(now)+f.monoToUnix).UTC(), VNIC: f.vnic, VM: f.vm, Event: "end",
 		Dir: sdk.Direction(v.OrigDir & 1).String(), Proto: protoName(int(k.Proto)), Src: src.String(), Dst: dst.String(),
 		Packets: v.Packets, Bytes: v.Bytes, Seconds: float64(ctLastSeen(v.Expires, v.State)-v.Created) / 1e9, State: ctStateName(v.State),
 	}

@@ -40,6 +40,9 @@ type FlowEvent struct {
 	// Time the packet was seen (or, for "end", the flow was swept).
 	Time time.Time `json:"time"`
 	VNIC string    `json:"vnic"`
+	// VM is the VM behind the vNIC as filterd knows it (the libvirt
+	// domain of libvirt-managed chains); absent when unknown.
+	VM string `json:"vm,omitempty"`
 	// Event is allow (a new flow entered), deny, reject (a new packet
 	// dropped), cut (a tracked flow a new policy denies, at its next
 	// packet), or end (a logged flow expired and was swept).
