@@ -1,9 +1,9 @@
 package sdk
 
 import (
-	"strings"
 	"fmt"
 	"regexp"
+	"strings"
 )
 
 // Descriptor tells filterd what a filter is and how to run it.
