@@ -78,7 +78,7 @@ func TestRunBaselineSmoke(t *testing.T) {
 		}
 		got = append(got, r.Metric)
 	}
-	if want := reported(MetricNames()); !slices.Equal(got, want) {
+	if want := reported(coreMetrics); !slices.Equal(got, want) {
 		t.Errorf("metrics %v, want %v", got, want)
 	}
 	t.Logf("baseline:\n%s", out.String())
