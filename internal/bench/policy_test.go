@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vnicfilter/vnicfilter/filters/firewall"
 )
@@ -40,16 +41,18 @@ func TestGenPolicy(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			t0 := time.Now()
 			p, err := firewall.ParsePolicy(b, firewall.ParseOptions{})
 			if err != nil {
 				t.Fatalf("the firewall refuses the generated policy: %v", err)
 			}
+			t1 := time.Now()
 			c, err := firewall.Compile(p)
 			if err != nil {
 				t.Fatalf("the firewall cannot compile the generated policy: %v", err)
 			}
-			if n == 10000 {
-				t.Logf("10,000 rules: %+v", c.Stats())
+			if n >= 10000 {
+				t.Logf("%d rules (%d bytes): parse %v, compile %v; %+v", n, len(b), t1.Sub(t0).Round(time.Millisecond), time.Since(t1).Round(time.Millisecond), c.Stats())
 			}
 			for _, f := range benchFlows {
 				pkt, err := firewall.ParsePacket(fmt.Sprintf("from-vm %s %s:40000 -> %s:%d", f.proto, testVM4, f.dst, f.port))
