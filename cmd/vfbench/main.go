@@ -42,7 +42,7 @@ Metrics (each case has its own list; --metrics narrows it):
                from a paced stream during 5 reloads
 
 Durations on a 2-vCPU machine with the defaults (3 reps x 5 s): core ~7 min,
-fw ~20 min (100,000-rule policies take ~40 s each to load), dlb ~6 min.
+fw ~13 min (a 100,000-rule policy takes 20-26 s to load), dlb ~4 min.
 
 --attach N times PUT /v1/vnics/<veth> with a one-filter chain on N fresh
 veths, one after another (target: p99 < 50 ms, total < 5 s).

@@ -167,6 +167,7 @@ measure:
 		if undo != nil {
 			if err := undo(); err != nil {
 				aborted = fmt.Errorf("tear down %s: %w", filtered[len(filtered)-1].name, err)
+				logf(o.Log, "ERROR: %v; measurements stop here", aborted)
 				break measure
 			}
 		}

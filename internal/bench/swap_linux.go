@@ -137,8 +137,8 @@ func (e *runEnv) measureSwap(ctx context.Context, rep int, bc benchCase, c *coll
 		MetricSwapD:    median(daemonMS),
 		MetricSwapLost: lost,
 	}
-	logf(o.Log, "rep %d/%d %-11s %d reloads of %d rules: API p50 %.1f ms, max %.1f ms (filterd: %.1f ms); stream %d sent, %d received (%.0f/s), %.0f lost",
-		rep+1, o.Reps, bc.name, swaps, bc.fwRules, sm[MetricSwapP50], sm[MetricSwapMax], sm[MetricSwapD], s, r, float64(s)/elapsed, lost)
+	logf(o.Log, "rep %d/%d %-11s %d reloads of %d rules: API p50 %.1f ms, max %.1f ms (filterd: %.1f ms); stream %d sent, %d received (%.0f/s, highest sequence number %d), %.0f lost",
+		rep+1, o.Reps, bc.name, swaps, bc.fwRules, sm[MetricSwapP50], sm[MetricSwapMax], sm[MetricSwapD], s, r, float64(s)/elapsed, maxSeq.Load(), lost)
 	return sm, nil
 }
 
