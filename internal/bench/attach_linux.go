@@ -21,7 +21,7 @@ func RunAttach(ctx context.Context, o AttachOptions) (err error) {
 	if o.N > maxAttachN {
 		return fmt.Errorf("--attach %d: at most %d", o.N, maxAttachN)
 	}
-	if err := preflight(nil); err != nil {
+	if err := preflight(nil, nil); err != nil {
 		return err
 	}
 	bin, err := findFilterd(o.Filterd)

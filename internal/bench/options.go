@@ -24,9 +24,14 @@ type Options struct {
 	// Reps is how many times each case (and the baseline beside it) is
 	// measured; the reported value is the median. Default 3.
 	Reps int
-	// Cases to measure besides the baseline, by name (CaseNames); nil: all.
+	// Cases to measure besides the baseline, by name (CaseNames); nil:
+	// the cases of Suites.
 	Cases []string
-	// Metrics to measure, by name (MetricNames); nil: all.
+	// Suites whose cases are measured when Cases is nil (SuiteNames);
+	// nil: core.
+	Suites []string
+	// Metrics to measure, by name (MetricNames); nil: each case's own
+	// (coreMetrics for the core suite).
 	Metrics []string
 	// RoundTrips timed by the request/response metric; default 20000.
 	RoundTrips int
@@ -91,13 +96,34 @@ func (o AttachOptions) withDefaults() AttachOptions {
 	return o
 }
 
-// benchCase is one datapath configuration of the filtered vNIC.
+// benchCase is one datapath configuration of the filtered path.
 type benchCase struct {
 	name string
+	// suite groups cases for --suite: core (the default run), fw, dlb.
+	suite string
 	// chain is what PUT /v1/vnics/vnetA sets; nil: no chain at all.
 	chain []api.FilterSpec
-	doc   string
+	// fwRules > 0: the chain is one firewall with a generated policy of
+	// this many rules (policy.go), written for the run.
+	fwRules int
+	// nft names an nftables rule set installed in the host namespace for
+	// the case and removed after it (nft_linux.go).
+	nft string
+	// dlb: the chain is one dlb filter with the VIP's services file.
+	dlb bool
+	// vip: the traffic goes to the VIP (10.77.0.100), not to VM B.
+	vip bool
+	// swap: the case measures the policy swap under a live stream instead
+	// of the paired metrics.
+	swap bool
+	// metrics the case measures when --metrics does not choose; nil:
+	// coreMetrics.
+	metrics []string
+	doc     string
 }
+
+// hasChain reports whether the case puts a chain on the vNIC.
+func (c benchCase) hasChain() bool { return c.chain != nil || c.fwRules > 0 || c.dlb }
 
 // baselineCase has no datapath on the vNIC at all.
 const baselineCase = "baseline"
@@ -105,15 +131,46 @@ const baselineCase = "baseline"
 // puntFilter is the slow-path pass-through filter of the slow-punt case.
 const puntFilter = "punt"
 
+// Suites.
+const (
+	SuiteCore = "core"
+	SuiteFW   = "fw"
+	SuiteDLB  = "dlb"
+	SuiteAll  = "all"
+)
+
+// SuiteNames lists what --suite accepts.
+func SuiteNames() []string { return []string{SuiteCore, SuiteFW, SuiteDLB, SuiteAll} }
+
 func count() api.FilterSpec { return api.FilterSpec{Name: "count"} }
+
+// Nftables rule sets of the fw and dlb suites.
+const (
+	nftLinearSet = "linear" // the fw policy, one rule per line, every packet walks it
+	nftCTSet     = "ct"     // the same after "ct state established,related accept"
+	nftDNATSet   = "numgen" // DNAT of the VIP to the backends, round robin by numgen
+)
+
+// fwMetrics: what the firewall suite measures on each rule count.
+var fwMetrics = []string{MetricUDP64, MetricTCP1, MetricConnRate}
 
 // cases in measurement order.
 var cases = []benchCase{
-	{baselineCase, nil, "no datapath on the vNIC"},
-	{"empty-chain", []api.FilterSpec{}, "a chain with zero filters: the dispatcher's own cost"},
-	{"fast-1", []api.FilterSpec{count()}, "one eBPF fast-path filter (count)"},
-	{"fast-4", []api.FilterSpec{count(), count(), count(), count()}, "four eBPF fast-path filters (count x4)"},
-	{"slow-punt", []api.FilterSpec{{Name: puntFilter}}, "every frame through the Go slow path (punt) and back"},
+	{name: baselineCase, doc: "no datapath on the vNIC (every suite)"},
+	{name: "empty-chain", suite: SuiteCore, chain: []api.FilterSpec{}, doc: "a chain with zero filters: the dispatcher's own cost"},
+	{name: "fast-1", suite: SuiteCore, chain: []api.FilterSpec{count()}, doc: "one eBPF fast-path filter (count)"},
+	{name: "fast-4", suite: SuiteCore, chain: []api.FilterSpec{count(), count(), count(), count()}, doc: "four eBPF fast-path filters (count x4)"},
+	{name: "slow-punt", suite: SuiteCore, chain: []api.FilterSpec{{Name: puntFilter}}, doc: "every frame through the Go slow path (punt) and back"},
+
+	{name: "fw-1", suite: SuiteFW, fwRules: 1, metrics: fwMetrics, doc: "firewall, 1-rule policy (the allowing rule)"},
+	{name: "fw-10k", suite: SuiteFW, fwRules: 10000, metrics: fwMetrics, doc: "firewall, 10,000 random rules, the allowing rule near the end"},
+	{name: "fw-100k", suite: SuiteFW, fwRules: 100000, metrics: fwMetrics, doc: "firewall, 100,000 random rules, the allowing rule near the end"},
+	{name: "nft-linear-10k", suite: SuiteFW, nft: nftLinearSet, metrics: []string{MetricUDP64}, doc: "no chain; fw-10k's rules as an nftables inet forward chain, one rule per line, no conntrack"},
+	{name: "nft-ct-10k", suite: SuiteFW, nft: nftCTSet, metrics: fwMetrics, doc: "the same chain after \"ct state established,related accept\""},
+	{name: "fw-swap-10k", suite: SuiteFW, fwRules: 10000, swap: true, metrics: []string{MetricSwap}, doc: "firewall: reload a 10,000-rule policy 5 times under a paced UDP stream"},
+
+	{name: "dlb-vip", suite: SuiteDLB, dlb: true, vip: true, metrics: []string{MetricTCP1, MetricUDP64, MetricConnRate}, doc: "dlb on the vNIC, traffic to the VIP (3 backends in VM B); baseline = straight to B"},
+	{name: "nft-dnat", suite: SuiteDLB, nft: nftDNATSet, vip: true, metrics: []string{MetricTCP1, MetricUDP64, MetricConnRate}, doc: "no chain; nftables numgen DNAT of the VIP in the host namespace (br_netfilter)"},
 }
 
 // CaseNames lists the cases in measurement order, baseline first.
@@ -129,7 +186,11 @@ func CaseNames() []string {
 func CaseHelp() string {
 	var b strings.Builder
 	for _, c := range cases {
-		fmt.Fprintf(&b, "  %-12s %s\n", c.name, c.doc)
+		suite := c.suite
+		if suite == "" {
+			suite = "all"
+		}
+		fmt.Fprintf(&b, "  %-15s %-4s %s\n", c.name, suite, c.doc)
 	}
 	return b.String()
 }
@@ -142,29 +203,107 @@ const (
 	MetricRR       = "rr_latency" // selects the two below
 	MetricRRP50    = "rr_latency_p50_us"
 	MetricRRP99    = "rr_latency_p99_us"
+	MetricConnRate = "conn_rate"
+	MetricSwap     = "swap" // selects the four below
+	MetricSwapP50  = "swap_p50_ms"
+	MetricSwapMax  = "swap_max_ms"
+	MetricSwapD    = "swap_filterd_ms"
+	MetricSwapLost = "swap_lost_packets"
 	metricUDP64Snt = "udp64_sent_pps" // reported inside the udp64_pps line
 )
 
+// coreMetrics are measured by the core cases, and by a baseline-only run.
+var coreMetrics = []string{MetricTCP1, MetricTCP2, MetricUDP64, MetricRR}
+
 // MetricNames lists the metrics --metrics accepts, in measurement order.
-func MetricNames() []string { return []string{MetricTCP1, MetricTCP2, MetricUDP64, MetricRR} }
+func MetricNames() []string {
+	return []string{MetricTCP1, MetricTCP2, MetricUDP64, MetricRR, MetricConnRate, MetricSwap}
+}
 
 // units of the reported metrics.
 var units = map[string]string{
-	MetricTCP1:  "Gb/s",
-	MetricTCP2:  "Gb/s",
-	MetricUDP64: "pps",
-	MetricRRP50: "us",
-	MetricRRP99: "us",
+	MetricTCP1:     "Gb/s",
+	MetricTCP2:     "Gb/s",
+	MetricUDP64:    "pps",
+	MetricRRP50:    "us",
+	MetricRRP99:    "us",
+	MetricConnRate: "conn/s",
+	MetricSwapP50:  "ms",
+	MetricSwapMax:  "ms",
+	MetricSwapD:    "ms",
+	MetricSwapLost: "packets",
 }
+
+// unpaired metrics have no baseline: they describe an operation, not a
+// path (the swap). Their samples are aggregated over repetitions by aggr.
+var unpaired = map[string]bool{MetricSwap: true}
+
+// aggr says how the per-repetition samples of a figure become its value:
+// the median unless named here.
+var aggr = map[string]string{MetricSwapMax: "max", MetricSwapLost: "sum"}
 
 // reported expands the selected metric names into the names of the figures
 // they produce, in output order.
 func reported(metrics []string) []string {
 	var out []string
 	for _, m := range metrics {
-		if m == MetricRR {
+		switch m {
+		case MetricRR:
 			out = append(out, MetricRRP50, MetricRRP99)
-		} else {
+		case MetricSwap:
+			out = append(out, MetricSwapP50, MetricSwapMax, MetricSwapD, MetricSwapLost)
+		default:
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// caseMetrics is what case c measures: its own list (or coreMetrics),
+// narrowed to sel when --metrics chose.
+func caseMetrics(c benchCase, sel []string) []string {
+	own := c.metrics
+	if own == nil {
+		own = coreMetrics
+	}
+	if len(sel) == 0 {
+		return slices.Clone(own)
+	}
+	var out []string
+	for _, m := range MetricNames() {
+		if slices.Contains(own, m) && slices.Contains(sel, m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// baselineMetrics is what the baseline between cases prev and next (either
+// may be nil at the ends of a repetition) measures: the paired metrics of
+// both, so each case has a baseline on each side. With no filtered case at
+// all, the baseline measures sel or coreMetrics.
+func baselineMetrics(prev, next *benchCase, sel []string) []string {
+	if prev == nil && next == nil {
+		if len(sel) == 0 {
+			return slices.Clone(coreMetrics)
+		}
+		var out []string
+		for _, m := range MetricNames() {
+			if slices.Contains(sel, m) && !unpaired[m] {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+	var want []string
+	for _, c := range []*benchCase{prev, next} {
+		if c != nil {
+			want = append(want, caseMetrics(*c, sel)...)
+		}
+	}
+	var out []string
+	for _, m := range MetricNames() {
+		if slices.Contains(want, m) && !unpaired[m] {
 			out = append(out, m)
 		}
 	}
@@ -191,11 +330,26 @@ func selectNames(kind string, sel, known []string) ([]string, error) {
 	return out, nil
 }
 
-// selectedCases returns the cases to measure, baseline always first.
-func selectedCases(sel []string) ([]benchCase, error) {
+// selectedCases returns the cases to measure, baseline always first: the
+// named cases, or else the cases of the named suites (default: core).
+func selectedCases(sel, suites []string) ([]benchCase, error) {
 	names, err := selectNames("case", sel, CaseNames())
 	if err != nil {
 		return nil, err
+	}
+	if len(sel) == 0 {
+		if len(suites) == 0 {
+			suites = []string{SuiteCore}
+		}
+		if suites, err = selectNames("suite", suites, SuiteNames()); err != nil {
+			return nil, err
+		}
+		names = nil
+		for _, c := range cases[1:] {
+			if slices.Contains(suites, c.suite) || slices.Contains(suites, SuiteAll) {
+				names = append(names, c.name)
+			}
+		}
 	}
 	out := []benchCase{cases[0]}
 	for _, c := range cases[1:] {

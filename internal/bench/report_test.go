@@ -113,7 +113,8 @@ func TestSummarizePairsBaselines(t *testing.T) {
 	c.failed[[2]string{"fast-4", MetricUDP64}] = "udp: nothing received"
 	c.skipped["slow-punt"] = `filterd has no "punt" filter (unknown_filter)`
 
-	rs := summarize(c, []string{"fast-1", "fast-4", "slow-punt"}, []string{MetricTCP1, MetricUDP64})
+	figs := []string{MetricTCP1, MetricUDP64}
+	rs := summarize(c, figs, []measuredCase{{"fast-1", figs}, {"fast-4", figs}, {"slow-punt", figs}})
 	got := map[[2]string]Result{}
 	for _, r := range rs {
 		got[[2]string{r.Case, r.Metric}] = r
@@ -233,7 +234,7 @@ func TestSummarizeAttach(t *testing.T) {
 }
 
 func TestSelect(t *testing.T) {
-	cs, err := selectedCases([]string{"slow-punt", "fast-1"})
+	cs, err := selectedCases([]string{"slow-punt", "fast-1"}, []string{SuiteFW})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,11 +245,34 @@ func TestSelect(t *testing.T) {
 	if got := strings.Join(names, ","); got != "baseline,fast-1,slow-punt" {
 		t.Errorf("cases = %s, want baseline first, then in measurement order", got)
 	}
-	if _, err := selectedCases([]string{"fast-9"}); err == nil || !strings.Contains(err.Error(), "fast-1") {
+	if _, err := selectedCases([]string{"fast-9"}, nil); err == nil || !strings.Contains(err.Error(), "fast-1") {
 		t.Errorf("unknown case: err = %v, want one naming the valid cases", err)
 	}
-	if cs, _ := selectedCases(nil); len(cs) != len(cases) {
-		t.Errorf("no selection gave %d cases", len(cs))
+	if _, err := selectedCases(nil, []string{"fws"}); err == nil || !strings.Contains(err.Error(), "dlb") {
+		t.Errorf("unknown suite: err = %v, want one naming the valid suites", err)
+	}
+	for _, tc := range []struct {
+		suites []string
+		want   string
+	}{
+		{nil, "baseline,empty-chain,fast-1,fast-4,slow-punt"},
+		{[]string{SuiteFW}, "baseline,fw-1,fw-10k,fw-100k,nft-linear-10k,nft-ct-10k,fw-swap-10k"},
+		{[]string{SuiteDLB, SuiteCore}, "baseline,empty-chain,fast-1,fast-4,slow-punt,dlb-vip,nft-dnat"},
+	} {
+		cs, err := selectedCases(nil, tc.suites)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, c := range cs {
+			names = append(names, c.name)
+		}
+		if got := strings.Join(names, ","); got != tc.want {
+			t.Errorf("suites %v: cases %s, want %s", tc.suites, got, tc.want)
+		}
+	}
+	if cs, _ := selectedCases(nil, []string{SuiteAll}); len(cs) != len(cases) {
+		t.Errorf("suite all gave %d cases, want %d", len(cs), len(cases))
 	}
 	if got := reported([]string{MetricTCP1, MetricRR}); strings.Join(got, ",") != "tcp_1,rr_latency_p50_us,rr_latency_p99_us" {
 		t.Errorf("reported = %v", got)
@@ -293,5 +317,106 @@ func TestInterfaceNames(t *testing.T) {
 		if len(n) > 15 {
 			t.Errorf("interface name %q is %d bytes, over 15", n, len(n))
 		}
+	}
+}
+
+// TestSummarizeSuites covers what the fw and dlb suites add: cases with
+// their own metrics, baselines measuring only their neighbours' metrics,
+// unpaired figures aggregated without a baseline, comparisons between
+// cases, and the "50,000/s or the generator's limit" target.
+func TestSummarizeSuites(t *testing.T) {
+	c := newCollected()
+	// One rep: baseline, fw-10k, baseline, nft-linear-10k, baseline,
+	// fw-swap-10k, baseline.
+	c.base = [][]sample{{
+		{MetricUDP64: 100, MetricConnRate: 20000},
+		{MetricUDP64: 100, MetricConnRate: 20000},
+		{MetricUDP64: 100},
+		{},
+	}, {
+		{MetricUDP64: 120, MetricConnRate: 60000},
+		{MetricUDP64: 120, MetricConnRate: 60000},
+		{MetricUDP64: 120},
+		{},
+	}}
+	c.cases["fw-10k"] = []sample{{MetricUDP64: 95, MetricConnRate: 18500}, {MetricUDP64: 110, MetricConnRate: 58000}}
+	c.cases["nft-linear-10k"] = []sample{{MetricUDP64: 3}, {MetricUDP64: 3.5}}
+	c.cases["fw-swap-10k"] = []sample{
+		{MetricSwapP50: 60, MetricSwapMax: 90, MetricSwapD: 55, MetricSwapLost: 0},
+		{MetricSwapP50: 70, MetricSwapMax: 120, MetricSwapD: 65, MetricSwapLost: 2},
+	}
+	rs := summarize(c, []string{MetricUDP64, MetricConnRate}, []measuredCase{
+		{"fw-10k", []string{MetricUDP64, MetricConnRate}},
+		{"nft-linear-10k", []string{MetricUDP64}},
+		{"fw-swap-10k", reported([]string{MetricSwap})},
+	})
+	got := map[string]Result{}
+	for _, r := range rs {
+		k := r.Case + "/" + r.Metric
+		if r.Vs != "" {
+			k = r.Case + " vs " + r.Vs + "/" + r.Metric
+		}
+		got[k] = r
+	}
+	if r := got["fw-10k/conn_rate"]; r.Value != 38250 || r.Baseline != 40000 || r.Target != ">=0.9x" || !*r.Pass || !strings.Contains(r.Note, "generator-bound") {
+		t.Errorf("fw-10k conn_rate: %+v, want judged against the generator's limit (baseline 40,000 < 50,000)", r)
+	}
+	if r := got["fw-swap-10k/swap_max_ms"]; r.Value != 120 || r.HasBaseline || r.Target != "<100" || *r.Pass {
+		t.Errorf("swap_max_ms: %+v, want the worst of the reps, no baseline, FAIL", r)
+	}
+	if r := got["fw-swap-10k/swap_lost_packets"]; r.Value != 2 || r.Target != "<=0" || *r.Pass {
+		t.Errorf("swap_lost_packets: %+v, want the sum over reps, FAIL", r)
+	}
+	if r := got["fw-swap-10k/swap_p50_ms"]; r.Value != 65 || r.Target != "" {
+		t.Errorf("swap_p50_ms: %+v, want the median, no target", r)
+	}
+	r, ok := got["fw-10k vs nft-linear-10k/udp64_pps"]
+	if !ok || r.Value != 102.5 || r.Baseline != 3.25 || r.Target != ">=30x" || !*r.Pass {
+		t.Errorf("comparison: %+v (present %v), want fw-10k 102.5 vs nft 3.25, >=30x PASS", r, ok)
+	}
+	if _, ok := got["fw-100k vs fw-1/udp64_pps"]; ok {
+		t.Error("a comparison of cases that were not measured was reported")
+	}
+	var buf bytes.Buffer
+	if err := writeJSON(&buf, []Result{r}); err != nil {
+		t.Fatal(err)
+	}
+	if want := `"ratio":31.538,"vs":"nft-linear-10k"`; !strings.Contains(buf.String(), want) {
+		t.Errorf("JSON %s lacks %s", buf.String(), want)
+	}
+	// The floor met: judged on the value.
+	hi := Result{Case: "fw-10k", Metric: MetricConnRate, Value: 52000, Baseline: 60000, Ratio: 52000.0 / 60000, HasBaseline: true}
+	judge(&hi)
+	if hi.Target != ">=50000" || !*hi.Pass {
+		t.Errorf("fw-10k at 52,000/s with the generator at 60,000/s: %+v", hi)
+	}
+}
+
+func TestCaseMetrics(t *testing.T) {
+	byName := map[string]benchCase{}
+	for _, c := range cases {
+		byName[c.name] = c
+	}
+	fw, nft, swap, fast := byName["fw-10k"], byName["nft-linear-10k"], byName["fw-swap-10k"], byName["fast-1"]
+	for _, tc := range []struct {
+		name       string
+		prev, next *benchCase
+		sel        []string
+		want       string
+	}{
+		{"alone", nil, nil, nil, "tcp_1,tcp_2,udp64_pps,rr_latency"},
+		{"alone, chosen", nil, nil, []string{MetricConnRate, MetricSwap}, "conn_rate"},
+		{"before fw", nil, &fw, nil, "tcp_1,udp64_pps,conn_rate"},
+		{"between fw and nft", &fw, &nft, nil, "tcp_1,udp64_pps,conn_rate"},
+		{"between nft and swap", &nft, &swap, nil, "udp64_pps"},
+		{"after swap", &swap, nil, nil, ""},
+		{"core, narrowed", &fast, nil, []string{MetricUDP64, MetricConnRate}, "udp64_pps"},
+	} {
+		if got := strings.Join(baselineMetrics(tc.prev, tc.next, tc.sel), ","); got != tc.want {
+			t.Errorf("%s: baseline measures %q, want %q", tc.name, got, tc.want)
+		}
+	}
+	if got := caseMetrics(nft, []string{MetricTCP1}); len(got) != 0 {
+		t.Errorf("nft-linear-10k with --metrics tcp_1 measures %v, want nothing (left out)", got)
 	}
 }

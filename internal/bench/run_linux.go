@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -19,23 +20,37 @@ var ErrMeasurementFailed = errors.New("some measurements failed")
 
 // Run measures the baseline and the selected cases, interleaved, and prints
 // the results to o.Out. It needs root (namespaces, bpffs) and iperf3; the
-// filtered cases need filterd. Everything it creates is removed before it
-// returns, also when ctx is cancelled.
+// filtered cases need filterd, the nftables cases nft. Everything it
+// creates is removed before it returns, also when ctx is cancelled.
 func Run(ctx context.Context, o Options) (err error) {
 	o = o.withDefaults()
-	sel, err := selectedCases(o.Cases)
+	sel, err := selectedCases(o.Cases, o.Suites)
 	if err != nil {
 		return err
 	}
-	metrics, err := selectNames("metric", o.Metrics, MetricNames())
-	if err != nil {
-		return err
+	if len(o.Metrics) > 0 {
+		if _, err := selectNames("metric", o.Metrics, MetricNames()); err != nil {
+			return err
+		}
 	}
-	if err := preflight(metrics); err != nil {
+	// A case none of whose metrics was chosen is left out.
+	var filtered []benchCase
+	var all []string
+	for _, bc := range sel[1:] {
+		ms := caseMetrics(bc, o.Metrics)
+		if len(ms) == 0 {
+			logf(o.Log, "NOTE: %s measures none of --metrics %s: left out", bc.name, strings.Join(o.Metrics, ","))
+			continue
+		}
+		filtered = append(filtered, bc)
+		all = append(all, ms...)
+	}
+	all = append(all, baselineMetrics(nil, nil, o.Metrics)...)
+	if err := preflight(all, filtered); err != nil {
 		return err
 	}
 	var bin string
-	if len(sel) > 1 {
+	if slices.ContainsFunc(filtered, benchCase.hasChain) {
 		if bin, err = findFilterd(o.Filterd); err != nil {
 			return err
 		}
@@ -63,9 +78,13 @@ func Run(ctx context.Context, o Options) (err error) {
 			logf(o.Log, "filterd %s (api %s, attach mode %s) from %s, bpffs %s", v.Version, v.API, v.AttachMode, bin, d.bpffs)
 		}
 	}
+	e, err := newRunEnv(o, topo, d)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, e.close()) }()
 
 	c := newCollected()
-	filtered := sel[1:]
 	if d != nil {
 		skipUnknownFilters(ctx, o, d, filtered, c)
 	}
@@ -75,10 +94,13 @@ func Run(ctx context.Context, o Options) (err error) {
 measure:
 	for rep := range o.Reps {
 		c.base = append(c.base, nil)
+		var undo func() error // the live case's teardown
 		for k := 0; k <= len(filtered); k++ {
 			// The baseline before case k (and after case k-1).
-			if d != nil {
-				if err := d.setChain(ctx, topo.a.tap, nil); err != nil {
+			if undo != nil {
+				err := undo()
+				undo = nil
+				if err != nil {
 					if ctx.Err() != nil {
 						return ctx.Err()
 					}
@@ -87,7 +109,14 @@ measure:
 					break measure
 				}
 			}
-			s, err := measureAll(ctx, o, topo, metrics, rep, baselineCase, c)
+			var prev, next *benchCase
+			if k > 0 {
+				prev = &filtered[k-1]
+			}
+			if k < len(filtered) {
+				next = &filtered[k]
+			}
+			s, err := measureAll(ctx, o, e, baselineMetrics(prev, next, o.Metrics), rep, cases[0], c)
 			if err != nil {
 				return err
 			}
@@ -102,31 +131,66 @@ measure:
 			if c.cases[bc.name] == nil {
 				c.cases[bc.name] = make([]sample, o.Reps)
 			}
-			if err := d.setChain(ctx, topo.a.tap, bc.chain); err != nil {
+			t0 := time.Now()
+			undo, err = e.setup(ctx, bc)
+			if err != nil {
 				if ctx.Err() != nil {
 					return ctx.Err()
 				}
 				if bc.name == "slow-punt" && api.IsCode(err, api.CodeUnknownFilter) {
 					c.skipped[bc.name] = fmt.Sprintf("filterd has no %q filter (unknown_filter)", puntFilter)
 				} else {
-					c.skipped[bc.name] = fmt.Sprintf("set chain: %v", err)
+					c.skipped[bc.name] = fmt.Sprintf("set up: %v", err)
 				}
 				logf(o.Log, "NOTE: %s skipped: %s", bc.name, c.skipped[bc.name])
 				continue
 			}
-			s, err = measureAll(ctx, o, topo, metrics, rep, bc.name, c)
+			if setupTime := time.Since(t0); setupTime > time.Second {
+				logf(o.Log, "rep %d/%d %-11s set up in %.1f s", rep+1, o.Reps, bc.name, setupTime.Seconds())
+			}
+			if bc.swap {
+				s, err = e.measureSwap(ctx, rep, bc, c)
+			} else {
+				s, err = measureAll(ctx, o, e, caseMetrics(bc, o.Metrics), rep, bc, c)
+			}
 			if err != nil {
+				if undo != nil {
+					_ = undo()
+				}
 				return err
 			}
 			c.cases[bc.name][rep] = s
-			checkTraversal(ctx, o, d, topo.a.tap, bc)
+			if bc.hasChain() {
+				checkTraversal(ctx, o, d, topo.a.tap, bc)
+			}
+		}
+		if undo != nil {
+			if err := undo(); err != nil {
+				aborted = fmt.Errorf("tear down %s: %w", filtered[len(filtered)-1].name, err)
+				logf(o.Log, "ERROR: %v; measurements stop here", aborted)
+				break measure
+			}
 		}
 	}
-	var names []string
+	var mcs []measuredCase
 	for _, bc := range filtered {
-		names = append(names, bc.name)
+		mcs = append(mcs, measuredCase{bc.name, reported(caseMetrics(bc, o.Metrics))})
 	}
-	rs := summarize(c, names, reported(metrics))
+	var baseFigs []string
+	if len(filtered) == 0 {
+		baseFigs = reported(baselineMetrics(nil, nil, o.Metrics))
+	} else {
+		var want []string
+		for _, bc := range filtered {
+			want = append(want, caseMetrics(bc, o.Metrics)...)
+		}
+		for _, m := range MetricNames() {
+			if slices.Contains(want, m) && !unpaired[m] {
+				baseFigs = append(baseFigs, reported([]string{m})...)
+			}
+		}
+	}
+	rs := summarize(c, baseFigs, mcs)
 	if o.JSON {
 		err = writeJSON(o.Out, rs)
 	} else {
@@ -151,16 +215,20 @@ measure:
 
 // preflight checks what the run needs before building anything, and says
 // how to get it.
-func preflight(metrics []string) error {
+func preflight(metrics []string, cs []benchCase) error {
 	if os.Geteuid() != 0 {
 		return errors.New("vfbench needs root (network namespaces, bpffs): run it with sudo")
 	}
-	for _, tool := range []string{"nsenter", "iperf3"} {
-		if tool == "iperf3" && !strings.Contains(strings.Join(metrics, ","), "tcp") {
-			continue
-		}
+	need := map[string]string{"nsenter": "util-linux"}
+	if slices.ContainsFunc(metrics, func(m string) bool { return strings.HasPrefix(m, "tcp_") }) {
+		need["iperf3"] = "iperf3"
+	}
+	if slices.ContainsFunc(cs, func(c benchCase) bool { return c.nft != "" }) {
+		need["nft"] = "nftables"
+	}
+	for tool, pkg := range need {
 		if _, err := exec.LookPath(tool); err != nil {
-			return fmt.Errorf("%s not found: install it (apt-get install -y %s)", tool, map[string]string{"nsenter": "util-linux", "iperf3": "iperf3"}[tool])
+			return fmt.Errorf("%s not found: install it (apt-get install -y %s)", tool, pkg)
 		}
 	}
 	return nil
@@ -178,7 +246,14 @@ func skipUnknownFilters(ctx context.Context, o Options, d *daemon, cs []benchCas
 		have[f.Name] = true
 	}
 	for _, bc := range cs {
-		for _, f := range bc.chain {
+		chain := bc.chain
+		switch {
+		case bc.fwRules > 0:
+			chain = []api.FilterSpec{{Name: "firewall"}}
+		case bc.dlb:
+			chain = []api.FilterSpec{{Name: "dlb"}}
+		}
+		for _, f := range chain {
 			if !have[f.Name] {
 				c.skipped[bc.name] = fmt.Sprintf("filterd has no %q filter (unknown_filter)", f.Name)
 				logf(o.Log, "NOTE: %s skipped: %s", bc.name, c.skipped[bc.name])
@@ -205,10 +280,17 @@ func checkTraversal(ctx context.Context, o Options, d *daemon, vnic string, bc b
 	}
 }
 
-// measureAll measures every selected metric once in the current datapath
-// state. A failed metric is recorded and the run goes on; only cancellation
-// and a failed baseline end it.
-func measureAll(ctx context.Context, o Options, t *topology, metrics []string, rep int, name string, c *collected) (sample, error) {
+// measureAll measures every metric in ms once in the current datapath
+// state, with the traffic going where bc sends it. A failed metric is
+// recorded and the run goes on; only cancellation and a failed baseline end
+// it.
+func measureAll(ctx context.Context, o Options, e *runEnv, ms []string, rep int, bc benchCase, c *collected) (sample, error) {
+	t := e.topo
+	name := bc.name
+	dst := vmBIPv4.IP
+	if bc.vip {
+		dst = vipIPv4
+	}
 	s := sample{}
 	fail := func(m string, err error) error {
 		if ctx.Err() != nil {
@@ -221,14 +303,14 @@ func measureAll(ctx context.Context, o Options, t *topology, metrics []string, r
 		logf(o.Log, "rep %d/%d %-11s %-10s FAILED: %v", rep+1, o.Reps, name, m, err)
 		return nil
 	}
-	for _, m := range metrics {
+	for _, m := range ms {
 		switch m {
 		case MetricTCP1, MetricTCP2:
 			streams := 1
 			if m == MetricTCP2 {
 				streams = 2
 			}
-			g, err := iperfTCP(ctx, t, o.Duration, streams)
+			g, err := iperfTCP(ctx, t, dst, o.Duration, streams)
 			if err != nil {
 				if err := fail(m, err); err != nil {
 					return nil, err
@@ -238,7 +320,7 @@ func measureAll(ctx context.Context, o Options, t *topology, metrics []string, r
 			s[m] = g
 			logf(o.Log, "rep %d/%d %-11s %-10s %s", rep+1, o.Reps, name, m, formatValue(g, units[m]))
 		case MetricUDP64:
-			r, err := udpBlast(ctx, t, o.Duration)
+			r, err := udpBlast(ctx, t, dst, o.Duration)
 			if err != nil {
 				if err := fail(m, err); err != nil {
 					return nil, err
@@ -248,7 +330,7 @@ func measureAll(ctx context.Context, o Options, t *topology, metrics []string, r
 			s[m], s[metricUDP64Snt] = r.received, r.sent
 			logf(o.Log, "rep %d/%d %-11s %-10s %s received (%s sent)", rep+1, o.Reps, name, m, formatValue(r.received, "pps"), formatValue(r.sent, "pps"))
 		case MetricRR:
-			r, err := tcpRR(ctx, t, o.RoundTrips)
+			r, err := tcpRR(ctx, t, dst, o.RoundTrips)
 			if err != nil {
 				for _, mm := range []string{MetricRRP50, MetricRRP99} {
 					if err := fail(mm, err); err != nil {
@@ -259,6 +341,16 @@ func measureAll(ctx context.Context, o Options, t *topology, metrics []string, r
 			}
 			s[MetricRRP50], s[MetricRRP99] = r.p50, r.p99
 			logf(o.Log, "rep %d/%d %-11s %-10s p50 %.1f us, p99 %.1f us", rep+1, o.Reps, name, m, r.p50, r.p99)
+		case MetricConnRate:
+			r, err := connRate(ctx, t, dst, o.Duration)
+			if err != nil {
+				if err := fail(m, err); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			s[m] = r.rate
+			logf(o.Log, "rep %d/%d %-11s %-10s %s (%d failed connects)", rep+1, o.Reps, name, m, formatValue(r.rate, "conn/s"), r.failed)
 		}
 	}
 	return s, nil

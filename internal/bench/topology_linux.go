@@ -16,6 +16,13 @@ var (
 	vmBIPv4 = mustCIDR("10.77.0.2/24")
 	vmAIPv6 = mustCIDR("fd77::1/64")
 	vmBIPv6 = mustCIDR("fd77::2/64")
+	// vmBExtra are B's further addresses: the dlb suite's VIP has three
+	// backends, 10.77.0.2-4, all served by B.
+	vmBExtra = []*net.IPNet{mustCIDR("10.77.0.3/24"), mustCIDR("10.77.0.4/24")}
+	// vipIPv4 is the dlb suite's virtual IP. Nothing owns it: A has a
+	// static neighbour entry sending it to B's MAC, as a VIP behind a
+	// gateway would be.
+	vipIPv4 = net.IPv4(10, 77, 0, 100).To4()
 )
 
 func mustCIDR(s string) *net.IPNet {
@@ -106,16 +113,48 @@ func newTopology() (_ *topology, err error) {
 	if t.a, err = t.addVM("a", "vnetA-"+t.suffix, vmAIPv4, vmAIPv6); err != nil {
 		return nil, err
 	}
-	if t.b, err = t.addVM("b", "vnetB-"+t.suffix, vmBIPv4, vmBIPv6); err != nil {
+	if t.b, err = t.addVM("b", "vnetB-"+t.suffix, vmBIPv4, vmBIPv6, vmBExtra...); err != nil {
+		return nil, err
+	}
+	if err := t.routeVIP(); err != nil {
 		return nil, err
 	}
 	return t, nil
 }
 
+// routeVIP gives A a permanent neighbour entry for the VIP with B's MAC.
+func (t *topology) routeVIP() error {
+	var mac net.HardwareAddr
+	err := t.b.ns.Do(func() error {
+		l, err := netlink.LinkByName(vmIfName)
+		if err == nil {
+			mac = l.Attrs().HardwareAddr
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("find %s in %s: %w", vmIfName, t.b.ns.name, err)
+	}
+	ah, err := netlink.NewHandleAt(t.a.ns.handle)
+	if err != nil {
+		return fmt.Errorf("netlink handle in %s: %w", t.a.ns.name, err)
+	}
+	defer ah.Close()
+	eth, err := ah.LinkByName(vmIfName)
+	if err != nil {
+		return fmt.Errorf("find %s in %s: %w", vmIfName, t.a.ns.name, err)
+	}
+	n := &netlink.Neigh{LinkIndex: eth.Attrs().Index, Family: netlink.FAMILY_V4, State: netlink.NUD_PERMANENT, IP: vipIPv4, HardwareAddr: mac}
+	if err := ah.NeighAdd(n); err != nil {
+		return fmt.Errorf("neighbour %s -> %s in %s: %w", vipIPv4, mac, t.a.ns.name, err)
+	}
+	return nil
+}
+
 // addVM creates a VM namespace and a veth between it and the bridge. The
 // peer is created directly in the VM namespace so no name is ever taken in
 // the host namespace by a VM-side device.
-func (t *topology) addVM(label, tap string, ip4, ip6 *net.IPNet) (_ *vm, err error) {
+func (t *topology) addVM(label, tap string, ip4, ip6 *net.IPNet, extra ...*net.IPNet) (_ *vm, err error) {
 	ns, err := newNamedNS("vfb-vm" + label + "-" + t.suffix)
 	if err != nil {
 		return nil, err
@@ -150,11 +189,15 @@ func (t *topology) addVM(label, tap string, ip4, ip6 *net.IPNet) (_ *vm, err err
 	if err != nil {
 		return nil, fmt.Errorf("find %s in %s: %w", vmIfName, ns.name, err)
 	}
-	for _, a := range []*netlink.Addr{
+	addrs := []*netlink.Addr{
 		{IPNet: ip4},
 		// NODAD: usable at once, not after ~2 s of duplicate detection.
 		{IPNet: ip6, Flags: unix.IFA_F_NODAD},
-	} {
+	}
+	for _, x := range extra {
+		addrs = append(addrs, &netlink.Addr{IPNet: x})
+	}
+	for _, a := range addrs {
 		if err := vh.AddrAdd(eth, a); err != nil {
 			return nil, fmt.Errorf("add %s to %s in %s: %w", a.IPNet, vmIfName, ns.name, err)
 		}

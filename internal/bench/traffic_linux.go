@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -19,17 +20,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Ports inside VM B. The namespaces are private, so fixed ports are safe.
-const (
-	iperfPort = 5201
-	udpPort   = 9000
-	rrPort    = 9001
-)
+// sockaddr4 is ip:port as a sockaddr.
+func sockaddr4(ip net.IP, port int) unix.SockaddrInet4 {
+	return unix.SockaddrInet4{Port: port, Addr: [4]byte(ip.To4())}
+}
+
+// anyAddr4 is 0.0.0.0:port: B's servers answer on all its addresses (the
+// VIP's backends are three of them).
+func anyAddr4(port int) unix.SockaddrInet4 { return unix.SockaddrInet4{Port: port} }
 
 // iperfTCP runs one iperf3 test of streams parallel TCP streams from VM A to
-// VM B and returns the received Gb/s. The server is started for this test
+// dst (VM B or the VIP) and returns the received Gb/s. The server is started for this test
 // only (--one-off) and stopped by pid, whatever happens.
-func iperfTCP(ctx context.Context, t *topology, d time.Duration, streams int) (float64, error) {
+func iperfTCP(ctx context.Context, t *topology, dst net.IP, d time.Duration, streams int) (float64, error) {
 	cpus := pickCPUs()
 	srv, err := startIn(t.b.ns.path, nil, append([]string{"iperf3", "--server", "--one-off", "--port", strconv.Itoa(iperfPort)},
 		iperfAffinity(cpus.server, cpus.ok)...)...)
@@ -44,7 +47,7 @@ func iperfTCP(ctx context.Context, t *topology, d time.Duration, streams int) (f
 	cctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+30*time.Second)
 	defer cancel()
 	args := append([]string{"--net=" + t.a.ns.path, "--",
-		"iperf3", "--client", vmBIPv4.IP.String(), "--port", strconv.Itoa(iperfPort),
+		"iperf3", "--client", dst.String(), "--port", strconv.Itoa(iperfPort),
 		"--time", strconv.Itoa(secs), "--parallel", strconv.Itoa(streams), "--json"},
 		iperfAffinity(cpus.client, cpus.ok)...)
 	cmd := exec.CommandContext(cctx, "nsenter", args...)
@@ -137,12 +140,12 @@ type mmsghdr struct {
 	n   uint32
 }
 
-// udpBlast sends 64-byte UDP payloads from VM A to VM B as fast as one
+// udpBlast sends 64-byte UDP payloads from VM A to dst as fast as one
 // blocking socket on one locked thread can (sendmmsg, batches of 64) and
 // counts what a receiver in VM B gets (recvmmsg) during d, after a warm-up.
 // Raw syscalls on blocking sockets keep Go's netpoller out of the per-packet
 // path: the rate is the datapath's, not the runtime's.
-func udpBlast(ctx context.Context, t *topology, d time.Duration) (udpResult, error) {
+func udpBlast(ctx context.Context, t *topology, dst net.IP, d time.Duration) (udpResult, error) {
 	var sent, recvd atomic.Uint64
 	var stop atomic.Bool
 	ready := make(chan error, 1)
@@ -159,7 +162,7 @@ func udpBlast(ctx context.Context, t *topology, d time.Duration) (udpResult, err
 				return err
 			}
 			defer restore()
-			fd, err := udpSocket(unix.SockaddrInet4{Port: udpPort, Addr: [4]byte(vmBIPv4.IP.To4())}, true)
+			fd, err := udpSocket(anyAddr4(udpPort), true)
 			if err != nil {
 				ready <- err
 				return err
@@ -182,7 +185,7 @@ func udpBlast(ctx context.Context, t *topology, d time.Duration) (udpResult, err
 				return err
 			}
 			defer restore()
-			fd, err := udpSocket(unix.SockaddrInet4{Port: udpPort, Addr: [4]byte(vmBIPv4.IP.To4())}, false)
+			fd, err := udpSocket(sockaddr4(dst, udpPort), false)
 			if err != nil {
 				return err
 			}
@@ -305,10 +308,10 @@ const rrWarmup = 2000
 const rrIOTimeout = 5 * time.Second
 
 // tcpRR makes n one-byte request/response round trips on one TCP connection
-// from VM A to VM B (Nagle off, blocking sockets on locked threads, as
+// from VM A to dst (Nagle off, blocking sockets on locked threads, as
 // netperf's TCP_RR) and returns the p50 and p99 of the per-round-trip times.
-func tcpRR(ctx context.Context, t *topology, n int) (rrResult, error) {
-	addr := unix.SockaddrInet4{Port: rrPort, Addr: [4]byte(vmBIPv4.IP.To4())}
+func tcpRR(ctx context.Context, t *topology, dst net.IP, n int) (rrResult, error) {
+	addr := sockaddr4(dst, rrPort)
 	ready := make(chan error, 1)
 	srvErr := make(chan error, 1)
 	cpus := pickCPUs()
@@ -317,7 +320,7 @@ func tcpRR(ctx context.Context, t *topology, n int) (rrResult, error) {
 			restore, err := pinThread(cpus.server, cpus.ok)
 			if err == nil {
 				defer restore()
-				err = rrServe(addr, ready)
+				err = rrServe(anyAddr4(rrPort), ready)
 			}
 			if err != nil {
 				select {

@@ -1,0 +1,194 @@
+package bench
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	// swaps per repetition of the swap case, swapGap apart.
+	swaps   = 5
+	swapGap = 300 * time.Millisecond
+	// The stream during the swaps: swapBurst datagrams every millisecond,
+	// ~10,000 packets/s — far below what the path carries, so a lost
+	// packet is the swap's doing, not congestion.
+	swapBurst = 10
+)
+
+// measureSwap reloads the firewall's policy file (alternating between two
+// different policies of bc.fwRules rules, both allowing the flow) swaps
+// times while VM A streams sequence-numbered UDP datagrams to VM B, and
+// reports the reload API call's time (what `vfctl fw load` waits for),
+// filterd's own account of it, and the datagrams lost.
+func (e *runEnv) measureSwap(ctx context.Context, rep int, bc benchCase, c *collected) (sample, error) {
+	o, t := e.o, e.topo
+	path := filepath.Join(e.dir, bc.name+".json")
+	seeds := [2]int{bc.fwRules, bc.fwRules + 1}
+	// Generate both policies before the stream starts: the swap timing
+	// is filterd's, not the generator's.
+	e.policy(bc.fwRules, seeds[1])
+
+	cpus := pickCPUs()
+	var stop, rxStop atomic.Bool
+	var sent, recvd, maxSeq atomic.Uint64
+	ready := make(chan error, 1)
+	var wg sync.WaitGroup
+	var rxErr, txErr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rxErr = t.b.ns.Do(func() error {
+			restore, err := pinThread(cpus.server, cpus.ok)
+			if err != nil {
+				ready <- err
+				return err
+			}
+			defer restore()
+			fd, err := udpSocket(anyAddr4(swapPort), true)
+			if err != nil {
+				ready <- err
+				return err
+			}
+			defer unix.Close(fd)
+			ready <- nil
+			return seqRecvLoop(fd, &recvd, &maxSeq, &rxStop)
+		})
+	}()
+	if err := <-ready; err != nil {
+		wg.Wait()
+		return nil, fmt.Errorf("swap stream receiver: %w", err)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		txErr = t.a.ns.Do(func() error {
+			restore, err := pinThread(cpus.client, cpus.ok)
+			if err != nil {
+				return err
+			}
+			defer restore()
+			fd, err := udpSocket(sockaddr4(vmBIPv4.IP, swapPort), false)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			return seqSendLoop(fd, &sent, &stop)
+		})
+	}()
+
+	var apiMS, daemonMS []float64
+	var swapErr error
+	t0 := time.Now()
+	func() {
+		if swapErr = sleepCtx(ctx, udpWarmup); swapErr != nil {
+			return
+		}
+		for i := range swaps {
+			if swapErr = e.writePolicy(path, bc.fwRules, seeds[(i+1)%2]); swapErr != nil {
+				return
+			}
+			start := time.Now()
+			res, err := e.d.client.Reload(ctx, t.a.tap, 0)
+			took := time.Since(start)
+			if err != nil {
+				swapErr = e.d.wrap("reload the policy", err)
+				return
+			}
+			apiMS = append(apiMS, float64(took)/float64(time.Millisecond))
+			daemonMS = append(daemonMS, res.Seconds*1000)
+			if swapErr = sleepCtx(ctx, swapGap); swapErr != nil {
+				return
+			}
+		}
+	}()
+	stop.Store(true)
+	// Let the last datagrams arrive before the receiver stops counting.
+	time.Sleep(200 * time.Millisecond)
+	rxStop.Store(true)
+	wg.Wait()
+	elapsed := time.Since(t0).Seconds()
+	if swapErr != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		c.failed[[2]string{bc.name, MetricSwapP50}] = swapErr.Error()
+		logf(o.Log, "rep %d/%d %-11s swap FAILED: %v", rep+1, o.Reps, bc.name, swapErr)
+		return sample{}, nil
+	}
+	if txErr != nil || rxErr != nil {
+		return nil, fmt.Errorf("swap stream: sender: %v, receiver: %v", txErr, rxErr)
+	}
+	s, r := sent.Load(), recvd.Load()
+	if r == 0 {
+		return nil, fmt.Errorf("swap stream: nothing received (%d sent)", s)
+	}
+	lost := float64(s) - float64(r)
+	sm := sample{
+		MetricSwapP50:  median(apiMS),
+		MetricSwapMax:  percentile(apiMS, 100),
+		MetricSwapD:    median(daemonMS),
+		MetricSwapLost: lost,
+	}
+	logf(o.Log, "rep %d/%d %-11s %d reloads of %d rules: API p50 %.1f ms, max %.1f ms (filterd: %.1f ms); stream %d sent, %d received (%.0f/s, highest sequence number %d), %.0f lost",
+		rep+1, o.Reps, bc.name, swaps, bc.fwRules, sm[MetricSwapP50], sm[MetricSwapMax], sm[MetricSwapD], s, r, float64(s)/elapsed, maxSeq.Load(), lost)
+	return sm, nil
+}
+
+// seqSendLoop sends swapBurst datagrams, each carrying its sequence
+// number, every millisecond until stop.
+func seqSendLoop(fd int, sent *atomic.Uint64, stop *atomic.Bool) error {
+	msgs, buf := batch(swapBurst, udpPayload)
+	var seq uint64
+	next := time.Now()
+	for !stop.Load() {
+		for i := range swapBurst {
+			binary.BigEndian.PutUint64(buf[i*udpPayload:], seq+uint64(i))
+		}
+		n, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
+		switch errno {
+		case 0:
+			seq += uint64(n)
+			sent.Add(uint64(n))
+		case unix.EINTR:
+		default:
+			// Unlike the blast, a paced stream never fills the queue: any
+			// error is one.
+			return fmt.Errorf("sendmmsg: %w", errno)
+		}
+		next = next.Add(time.Millisecond)
+		if d := time.Until(next); d > 0 {
+			time.Sleep(d)
+		}
+	}
+	return nil
+}
+
+// seqRecvLoop counts the datagrams received and the highest sequence
+// number seen.
+func seqRecvLoop(fd int, recvd, maxSeq *atomic.Uint64, stop *atomic.Bool) error {
+	msgs, buf := batch(udpBatch, 2*udpPayload)
+	for !stop.Load() {
+		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), unix.MSG_WAITFORONE, 0, 0)
+		switch errno {
+		case 0:
+			recvd.Add(uint64(n))
+			for i := range int(n) {
+				if s := binary.BigEndian.Uint64(buf[i*2*udpPayload:]); s > maxSeq.Load() {
+					maxSeq.Store(s)
+				}
+			}
+		case unix.EAGAIN, unix.EINTR:
+		default:
+			return fmt.Errorf("recvmmsg: %w", errno)
+		}
+	}
+	return nil
+}
