@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/vnicfilter/vnicfilter/internal/bench"
+	"github.com/vnicfilter/vnicfilter/sdk/slowproc"
 )
 
 const usage = `Usage: vfbench [flags]
@@ -67,6 +68,14 @@ usage error.
 `
 
 func main() {
+	if os.Getenv(slowproc.FDEnv) != "" {
+		// Started by filterd as the slow-ext case's external filter.
+		if err := bench.ServeExtPunt(); err != nil {
+			fmt.Fprintln(os.Stderr, "vfbench:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -71,6 +71,8 @@ func writeAtomic(path string, b []byte) error {
 func (e *runEnv) setup(ctx context.Context, bc benchCase) (undo func() error, err error) {
 	chain := bc.chain
 	switch {
+	case bc.span:
+		chain = []api.FilterSpec{{Name: "mirror", Params: map[string]string{"sink": "vnic://" + e.topo.mon.tap}}}
 	case bc.fwRules > 0:
 		path := filepath.Join(e.dir, bc.name+".json")
 		if err := e.writePolicy(path, bc.fwRules, bc.fwRules); err != nil {

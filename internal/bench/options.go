@@ -111,6 +111,8 @@ type benchCase struct {
 	nft string
 	// dlb: the chain is one dlb filter with the VIP's services file.
 	dlb bool
+	// span: the chain is one mirror cloning to the monitoring VM's vNIC.
+	span bool
 	// vip: the traffic goes to the VIP (10.77.0.100), not to VM B.
 	vip bool
 	// swap: the case measures the policy swap under a live stream instead
@@ -123,7 +125,7 @@ type benchCase struct {
 }
 
 // hasChain reports whether the case puts a chain on the vNIC.
-func (c benchCase) hasChain() bool { return c.chain != nil || c.fwRules > 0 || c.dlb }
+func (c benchCase) hasChain() bool { return c.chain != nil || c.fwRules > 0 || c.dlb || c.span }
 
 // baselineCase has no datapath on the vNIC at all.
 const baselineCase = "baseline"
@@ -131,16 +133,23 @@ const baselineCase = "baseline"
 // puntFilter is the slow-path pass-through filter of the slow-punt case.
 const puntFilter = "punt"
 
+// ExtPuntFilter is the external slow-path filter of the slow-ext case:
+// vfbench loads it into its filterd with itself as the process
+// (ServeExtPunt), which passes every frame.
+const ExtPuntFilter = "vfbench-extpunt"
+
 // Suites.
 const (
 	SuiteCore = "core"
 	SuiteFW   = "fw"
 	SuiteDLB  = "dlb"
-	SuiteAll  = "all"
+	// SuiteMirror: the mirror filter at full speed (issue 7).
+	SuiteMirror = "mirror"
+	SuiteAll    = "all"
 )
 
 // SuiteNames lists what --suite accepts.
-func SuiteNames() []string { return []string{SuiteCore, SuiteFW, SuiteDLB, SuiteAll} }
+func SuiteNames() []string { return []string{SuiteCore, SuiteFW, SuiteDLB, SuiteMirror, SuiteAll} }
 
 func count() api.FilterSpec { return api.FilterSpec{Name: "count"} }
 
@@ -161,6 +170,9 @@ var cases = []benchCase{
 	{name: "fast-1", suite: SuiteCore, chain: []api.FilterSpec{count()}, doc: "one eBPF fast-path filter (count)"},
 	{name: "fast-4", suite: SuiteCore, chain: []api.FilterSpec{count(), count(), count(), count()}, doc: "four eBPF fast-path filters (count x4)"},
 	{name: "slow-punt", suite: SuiteCore, chain: []api.FilterSpec{{Name: puntFilter}}, doc: "every frame through the Go slow path (punt) and back"},
+	{name: "slow-ext", suite: SuiteCore, chain: []api.FilterSpec{{Name: ExtPuntFilter}}, doc: "every frame through an external slow-path process (sdk/slowproc: vfbench itself, started by filterd) and back"},
+	{name: "mirror", suite: SuiteMirror, chain: []api.FilterSpec{{Name: "mirror", Params: map[string]string{"sink": "/dev/null"}}}, doc: "mirror to pcapng (discarded): frames copied through the ring buffer to Go, default rate limit 10,000/s"},
+	{name: "mirror-span", suite: SuiteMirror, span: true, doc: "mirror to a monitoring VM's vNIC (SPAN: clones in the kernel), default rate limit 10,000/s"},
 
 	{name: "fw-1", suite: SuiteFW, fwRules: 1, metrics: fwMetrics, doc: "firewall, 1-rule policy (the allowing rule)"},
 	{name: "fw-10k", suite: SuiteFW, fwRules: 10000, metrics: fwMetrics, doc: "firewall, 10,000 random rules, the allowing rule near the end"},

@@ -255,9 +255,10 @@ func TestSelect(t *testing.T) {
 		suites []string
 		want   string
 	}{
-		{nil, "baseline,empty-chain,fast-1,fast-4,slow-punt"},
+		{nil, "baseline,empty-chain,fast-1,fast-4,slow-punt,slow-ext"},
+		{[]string{SuiteMirror}, "baseline,mirror,mirror-span"},
 		{[]string{SuiteFW}, "baseline,fw-1,fw-10k,fw-100k,nft-linear-10k,nft-ct-10k,fw-swap-10k"},
-		{[]string{SuiteDLB, SuiteCore}, "baseline,empty-chain,fast-1,fast-4,slow-punt,dlb-vip,nft-dnat"},
+		{[]string{SuiteDLB, SuiteCore}, "baseline,empty-chain,fast-1,fast-4,slow-punt,slow-ext,dlb-vip,nft-dnat"},
 	} {
 		cs, err := selectedCases(nil, tc.suites)
 		if err != nil {

@@ -86,6 +86,7 @@ func Run(ctx context.Context, o Options) (err error) {
 
 	c := newCollected()
 	if d != nil {
+		loadExtPunt(ctx, o, d, filtered, c)
 		skipUnknownFilters(ctx, o, d, filtered, c)
 	}
 	// A datapath that cannot be put back to the baseline ends the
@@ -252,6 +253,8 @@ func skipUnknownFilters(ctx context.Context, o Options, d *daemon, cs []benchCas
 			chain = []api.FilterSpec{{Name: "firewall"}}
 		case bc.dlb:
 			chain = []api.FilterSpec{{Name: "dlb"}}
+		case bc.span:
+			chain = []api.FilterSpec{{Name: "mirror"}}
 		}
 		for _, f := range chain {
 			if !have[f.Name] {

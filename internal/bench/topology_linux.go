@@ -16,6 +16,9 @@ var (
 	vmBIPv4 = mustCIDR("10.77.0.2/24")
 	vmAIPv6 = mustCIDR("fd77::1/64")
 	vmBIPv6 = mustCIDR("fd77::2/64")
+	// The monitoring VM (mirror-span's destination).
+	monIPv4 = mustCIDR("10.77.0.9/24")
+	monIPv6 = mustCIDR("fd77::9/64")
 	// vmBExtra are B's further addresses: the dlb suite's VIP has three
 	// backends, 10.77.0.2-4, all served by B.
 	vmBExtra = []*net.IPNet{mustCIDR("10.77.0.3/24"), mustCIDR("10.77.0.4/24")}
@@ -60,6 +63,8 @@ type topology struct {
 	suffix string
 	host   *host
 	a, b   *vm
+	// mon is a monitoring VM: the destination of the mirror-span case.
+	mon *vm
 }
 
 // newHost creates the host namespace with lo and a bridge up.
@@ -114,6 +119,9 @@ func newTopology() (_ *topology, err error) {
 		return nil, err
 	}
 	if t.b, err = t.addVM("b", "vnetB-"+t.suffix, vmBIPv4, vmBIPv6, vmBExtra...); err != nil {
+		return nil, err
+	}
+	if t.mon, err = t.addVM("m", "vnetM-"+t.suffix, monIPv4, monIPv6); err != nil {
 		return nil, err
 	}
 	if err := t.routeVIP(); err != nil {
@@ -225,7 +233,7 @@ func setUp(h *netlink.Handle, name string) error {
 // with it. It reports every error, not only the first.
 func (t *topology) Close() error {
 	var errs []error
-	for _, v := range []*vm{t.a, t.b} {
+	for _, v := range []*vm{t.a, t.b, t.mon} {
 		if v != nil {
 			errs = append(errs, v.ns.Close())
 		}
