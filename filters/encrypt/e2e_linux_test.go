@@ -3,8 +3,17 @@ package encrypt
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
 
 var (
@@ -76,4 +85,317 @@ func TestTwoHosts(t *testing.T) {
 	if after := counter(t, fb, "clear_dropped_packets_total", hostName(1)); after <= before {
 		t.Errorf("clear_dropped did not count c's packets (%v -> %v)", before, after)
 	}
+}
+
+// waitPing pings dst from v until a reply comes or timeout passes, and
+// returns how long it took.
+func waitPing(t *testing.T, v *testkit.VM, dst net.IP, timeout time.Duration) (time.Duration, error) {
+	t.Helper()
+	start := time.Now()
+	for {
+		err := v.Ping(t, dst, 1)
+		if err == nil {
+			return time.Since(start), nil
+		}
+		if time.Since(start) > timeout {
+			return time.Since(start), err
+		}
+	}
+}
+
+// sendUDP sends marker-bearing datagrams from v to dst for d.
+func sendUDP(t *testing.T, v *testkit.VM, dst net.IP, d time.Duration) {
+	t.Helper()
+	c, err := v.DialUDP(context.Background(), net.JoinHostPort(dst.String(), "7999"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		_, _ = c.Write(payload(secret, 10))
+	}
+}
+
+// Tunnel down: the peer's WireGuard device stops (as when its process
+// dies), then the underlay drops. Each time protected traffic is dropped
+// and counted at the sender's vNIC, nothing of it crosses in clear, and it
+// flows again once the tunnel is back.
+func TestTunnelDown(t *testing.T) {
+	m := newMesh(t, 2)
+	h1, h2 := m.hosts[0], m.hosts[1]
+	a, b := m.addVM(h1, "a"), m.addVM(h2, "b")
+	fa, fb := m.protect(h1, a, nil), m.protect(h2, b, nil)
+	waitUp(t, fa, hostName(2))
+	waitUp(t, fb, hostName(1))
+	if _, err := waitPing(t, a, b.IPv4.IP, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	cap := m.capture()
+
+	outage := func(name string, down, up func()) {
+		t.Helper()
+		before := counter(t, fa, "down_dropped_packets_total", hostName(2))
+		down()
+		// Past peer_timeout (4s) host-1 must have given the peer up.
+		sendUDP(t, a, b.IPv4.IP, 6*time.Second)
+		if err := a.Ping(t, b.IPv4.IP, 2); err == nil {
+			t.Fatalf("%s: a reached b with the tunnel down", name)
+		}
+		after := counter(t, fa, "down_dropped_packets_total", hostName(2))
+		if after <= before {
+			t.Errorf("%s: down_dropped did not grow (%v -> %v)", name, before, after)
+		}
+		t.Logf("%s: %v protected packets dropped at a's vNIC", name, after-before)
+		up()
+		took, err := waitPing(t, a, b.IPv4.IP, 30*time.Second)
+		if err != nil {
+			t.Fatalf("%s: no recovery: %v", name, err)
+		}
+		t.Logf("%s: traffic back %v after the tunnel came back", name, took.Round(time.Millisecond))
+	}
+	outage("peer device stopped", fb.tunnel.Stop, func() {
+		if err := fb.tunnel.Start(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	ul := func(up bool) func() {
+		return func() {
+			l, err := h2.h.Handle().LinkByName("ul0")
+			if err == nil {
+				if up {
+					err = h2.h.Handle().LinkSetUp(l)
+				} else {
+					err = h2.h.Handle().LinkSetDown(l)
+				}
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if up { // the link-down removed the routes through ul0
+				for _, o := range m.hosts {
+					if o != h2 {
+						_, dst, _ := net.ParseCIDR(fmt.Sprintf("10.99.%d.0/24", o.i))
+						_ = h2.h.Handle().RouteAdd(&netlink.Route{Dst: dst, Gw: net.IP(o.ul.AsSlice())})
+					}
+				}
+			}
+		}
+	}
+	outage("underlay down", ul(false), ul(true))
+
+	cap.stop()
+	s := cap.summarize()
+	t.Logf("underlay: %d frames, %d WireGuard, other %v", s.frames, s.wireguard, s.clearIPs)
+	if cap.contains(secret) {
+		t.Fatal("protected payload seen on the underlay")
+	}
+	for flow := range s.clearIPs {
+		if strings.Contains(flow, "10.99.") {
+			t.Errorf("VM traffic in clear on the underlay: %s", flow)
+		}
+	}
+}
+
+// Three hosts: every pair of protected VMs talks through the tunnels;
+// then host-3 is removed from the others' peers files: its VMs become
+// unreachable (counted as no_peer drops) and nothing goes to them in
+// clear.
+func TestThreeHostsAndRevocation(t *testing.T) {
+	m := newMesh(t, 3)
+	h1, h2, h3 := m.hosts[0], m.hosts[1], m.hosts[2]
+	a, b, c := m.addVM(h1, "a"), m.addVM(h2, "b"), m.addVM(h3, "c")
+	fa, fb, fc := m.protect(h1, a, nil), m.protect(h2, b, nil), m.protect(h3, c, nil)
+	waitUp(t, fa, hostName(2), hostName(3))
+	waitUp(t, fb, hostName(1), hostName(3))
+	waitUp(t, fc, hostName(1), hostName(2))
+
+	cap := m.capture()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i, p := range []struct{ from, to *testkit.VM }{{a, b}, {a, c}, {b, c}, {c, a}} {
+		if err := exchange(ctx, p.from, p.to, 7100+i, payload(secret, 5000)); err != nil {
+			t.Fatalf("%s -> %s: %v", p.from.Label, p.to.Label, err)
+		}
+	}
+
+	// Revoke host-3.
+	m.writePeers(h1, []*simHost{h1, h2})
+	m.writePeers(h2, []*simHost{h1, h2})
+	if err := m.reload(h1, fa, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.reload(h2, fb, nil); err != nil {
+		t.Fatal(err)
+	}
+	before := counter(t, fa, "no_peer_dropped_packets_total", "")
+	if err := a.Ping(t, c.IPv4.IP, 3); err == nil {
+		t.Fatal("a still reaches c on revoked host-3")
+	}
+	if err := c.Ping(t, b.IPv4.IP, 3); err == nil {
+		t.Fatal("c on revoked host-3 still reaches b")
+	}
+	if after := counter(t, fa, "no_peer_dropped_packets_total", ""); after <= before {
+		t.Errorf("no_peer_dropped did not grow (%v -> %v)", before, after)
+	}
+	if _, err := waitPing(t, a, b.IPv4.IP, 5*time.Second); err != nil {
+		t.Fatalf("a -> b after revoking host-3: %v", err)
+	}
+	cap.stop()
+	s := cap.summarize()
+	t.Logf("underlay: %d frames, %d WireGuard, other %v", s.frames, s.wireguard, s.clearIPs)
+	if cap.contains(secret) {
+		t.Fatal("protected payload seen on the underlay")
+	}
+	for flow := range s.clearIPs {
+		if strings.Contains(flow, "10.99.") {
+			t.Errorf("VM traffic in clear on the underlay: %s", flow)
+		}
+	}
+	for _, p := range fa.tunnel.Status().Peers {
+		if p.Name == hostName(3) {
+			t.Errorf("host-1 still lists revoked %s", p.Name)
+		}
+	}
+}
+
+// rekeyed waits until fp's tunnel has a handshake with peer newer than
+// since, and returns how long after since it came.
+func rekeyed(t *testing.T, fp *fastPath, peer string, since time.Time) time.Duration {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, p := range fp.tunnel.Status().Peers {
+			if p.Name == peer && p.HandshakeAgeSeconds >= 0 && p.Up {
+				at := time.Now().Add(-time.Duration(p.HandshakeAgeSeconds * float64(time.Second)))
+				if at.After(since) {
+					return at.Sub(since)
+				}
+			}
+		}
+	}
+	t.Fatalf("%s: no handshake with %s after the key rotation", fp.tunnel.cfg.Name, peer)
+	return 0
+}
+
+// Key rotation on both hosts, one after the other, while a TCP transfer
+// runs between their protected VMs: the transfer completes with every
+// byte and no reset; the longest stall is logged.
+func TestKeyRotationDuringTransfer(t *testing.T) {
+	m := newMesh(t, 2)
+	h1, h2 := m.hosts[0], m.hosts[1]
+	a, b := m.addVM(h1, "a"), m.addVM(h2, "b")
+	fa, fb := m.protect(h1, a, nil), m.protect(h2, b, nil)
+	waitUp(t, fa, hostName(2))
+	waitUp(t, fb, hostName(1))
+
+	addr := net.JoinHostPort(b.IPv4.IP.String(), "7200")
+	l, err := b.ListenTCP(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	type result struct {
+		n      int64
+		maxGap time.Duration
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer c.Close()
+		var r result
+		buf := make([]byte, 1<<16)
+		last := time.Now()
+		for {
+			n, err := c.Read(buf)
+			now := time.Now()
+			if n > 0 {
+				r.maxGap = max(r.maxGap, now.Sub(last))
+				last = now
+				r.n += int64(n)
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				r.err = err
+				break
+			}
+		}
+		done <- r
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conn, err := a.DialTCP(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	rotate := func(sh *simHost, fp *fastPath, other *simHost, otherFP *fastPath) {
+		oldPub := sh.pub
+		start := time.Now()
+		pub, err := fp.tunnel.Rotate()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		sh.pub = pub
+		// The control plane pushes the new public key to the peer.
+		m.writePeers(other, m.hosts)
+		if err := m.reload(other, otherFP, nil); err != nil {
+			t.Error(err)
+			return
+		}
+		took := rekeyed(t, otherFP, hostName(sh.i), start)
+		t.Logf("host-%d rotated %s -> %s: new session %v after the rotation", sh.i, oldPub, pub, took.Round(time.Millisecond))
+		st, err := os.Stat(KeyStore{Dir: sh.keyDir, Name: DefaultTunnel}.Path())
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("key file after rotation: %v %v", st, err)
+		}
+		if k, err := (KeyStore{Dir: sh.keyDir, Name: DefaultTunnel}).LoadOrCreate(); err != nil || k.Public() != pub {
+			t.Errorf("stored key is not the new one (%v)", err)
+		}
+	}
+	var written int64
+	chunk := payload(secret, 2000)
+	start := time.Now()
+	rotated := 0
+	for time.Since(start) < 9*time.Second {
+		conn.SetWriteDeadline(time.Now().Add(20 * time.Second))
+		n, err := conn.Write(chunk)
+		written += int64(n)
+		if err != nil {
+			t.Fatalf("write after %d bytes: %v", written, err)
+		}
+		switch {
+		case rotated == 0 && time.Since(start) > 2*time.Second:
+			rotated++
+			go rotate(h1, fa, h2, fb)
+		case rotated == 1 && time.Since(start) > 5*time.Second:
+			rotated++
+			go rotate(h2, fb, h1, fa)
+		}
+	}
+	if err := conn.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		t.Fatal("receiver did not finish")
+	}
+	if r.err != nil {
+		t.Fatalf("receiver: %v after %d bytes", r.err, r.n)
+	}
+	if r.n != written {
+		t.Fatalf("received %d of %d bytes", r.n, written)
+	}
+	el := time.Since(start)
+	t.Logf("transferred %d MB in %v (%.2f Gb/s) across two key rotations; longest stall at the receiver %v",
+		written>>20, el.Round(time.Millisecond), float64(written)*8/el.Seconds()/1e9, r.maxGap.Round(time.Millisecond))
 }

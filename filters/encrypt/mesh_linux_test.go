@@ -21,6 +21,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/vnicfilter/vnicfilter/sdk"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
 
@@ -31,7 +32,7 @@ import (
 // gateway 10.99.<i>.254 on br0) to each other over the underlay, so
 // unprotected traffic crosses in clear as on a routed hypervisor network.
 type mesh struct {
-	t        *testing.T
+	t        testing.TB
 	underlay *testkit.Host
 	hosts    []*simHost
 	dir      string
@@ -50,7 +51,7 @@ type simHost struct {
 
 const underlayMTU = 1600
 
-func newMesh(t *testing.T, n int) *mesh {
+func newMesh(t testing.TB, n int) *mesh {
 	t.Helper()
 	testkit.Need(t, testkit.Root, testkit.BPF)
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
@@ -228,19 +229,35 @@ func (m *mesh) addVM(sh *simHost, label string) *testkit.VM {
 	return v
 }
 
-// protect attaches the encrypt filter to v's vNIC with the host's files.
-func (m *mesh) protect(sh *simHost, v *testkit.VM, extra map[string]string) *fastPath {
-	m.t.Helper()
+// params are the encrypt parameters of a protect=all vNIC on sh. The
+// short keepalive and peer timeout make outages show within seconds; the
+// tests' flows are all two-way.
+func (m *mesh) params(sh *simHost, extra map[string]string) map[string]string {
 	params := map[string]string{"peers": sh.peers, "policy": sh.policy, "protect": "all", "key_dir": sh.keyDir, "keepalive": "1s", "peer_timeout": "4s"}
 	for k, val := range extra {
 		params[k] = val
 	}
-	c := v.AttachFilter(m.t, Descriptor, params)
+	return params
+}
+
+// protect attaches the encrypt filter to v's vNIC with the host's files.
+func (m *mesh) protect(sh *simHost, v *testkit.VM, extra map[string]string) *fastPath {
+	m.t.Helper()
+	c := v.AttachFilter(m.t, Descriptor, m.params(sh, extra))
 	return c.FastPath.(*fastPath)
 }
 
+// reload makes fp re-read its host's files, as POST .../reload does.
+func (m *mesh) reload(sh *simHost, fp *fastPath, extra map[string]string) error {
+	p, err := sdk.ValidateParams(Descriptor.Params, m.params(sh, extra))
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	return fp.Reload(p)
+}
+
 // waitUp waits until fp's tunnel reports every named peer up.
-func waitUp(t *testing.T, fp *fastPath, peers ...string) {
+func waitUp(t testing.TB, fp *fastPath, peers ...string) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -264,7 +281,7 @@ func waitUp(t *testing.T, fp *fastPath, peers ...string) {
 }
 
 // counter returns fp's counter name{peer=peer}.
-func counter(t *testing.T, fp *fastPath, name, peer string) float64 {
+func counter(t testing.TB, fp *fastPath, name, peer string) float64 {
 	t.Helper()
 	cs, err := fp.Counters()
 	if err != nil {
