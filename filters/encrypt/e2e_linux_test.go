@@ -3,16 +3,19 @@ package encrypt
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/vnicfilter/vnicfilter/sdk"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
 
@@ -398,4 +401,111 @@ func TestKeyRotationDuringTransfer(t *testing.T) {
 	el := time.Since(start)
 	t.Logf("transferred %d MB in %v (%.2f Gb/s) across two key rotations; longest stall at the receiver %v",
 		written>>20, el.Round(time.Millisecond), float64(written)*8/el.Seconds()/1e9, r.maxGap.Round(time.Millisecond))
+}
+
+// Bad input: at attach, a policy naming an unknown peer, a malformed key,
+// a peer holding this host's own key and a second vNIC disagreeing on the
+// tunnel's parameters are refused with an error naming the problem, and
+// no tunnel device is left behind. At reload, a bad file is refused and
+// the running configuration keeps protecting traffic.
+func TestBadInput(t *testing.T) {
+	m := newMesh(t, 2)
+	h1, h2 := m.hosts[0], m.hosts[1]
+	a, b := m.addVM(h1, "a"), m.addVM(h2, "b")
+
+	load := func(params map[string]string) error {
+		p, err := sdk.ValidateParams(Descriptor.Params, params)
+		if err != nil {
+			return err
+		}
+		return h1.h.Do(func() error {
+			inst := sdk.Instance{VNIC: sdk.VNIC{Name: a.TapName, Ifindex: a.TapIndex}, Directions: sdk.DirBoth, Params: p}
+			fp, err := Descriptor.FastPath(sdk.NewFastPathContext(inst, false, nil, nil, ""))
+			if err == nil {
+				fp.Close()
+				return errors.New("loaded")
+			}
+			return err
+		})
+	}
+	noTunnel := func() {
+		t.Helper()
+		if _, err := h1.h.Handle().LinkByName(DefaultTunnel); err == nil {
+			t.Fatal("a failed load left the tunnel device behind")
+		}
+	}
+	good, _ := os.ReadFile(h1.peers)
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	badKey := write("badkey.json", strings.Replace(string(good), h2.pub.String(), "not-a-key", 1))
+	ownKey := write("ownkey.json", strings.Replace(string(good), h2.pub.String(), h1.pub.String(), 1))
+	unknownPeer := write("unknown.json", `{"vnics": {"`+a.TapName+`": ["peer:host-9"]}}`)
+	for _, tc := range []struct {
+		name   string
+		params map[string]string
+		want   string
+	}{
+		{"malformed key", m.params(h1, map[string]string{"peers": badKey}), badKey + ":9:21: peers[0].public_key: malformed"},
+		{"own key", m.params(h1, map[string]string{"peers": ownKey}), `peer "host-2" has this host's own public key`},
+		{"unknown peer", m.params(h1, map[string]string{"policy": unknownPeer}), unknownPeer + `:1:22: vnics.vnet1[0]: unknown peer "host-9" (known: host-2)`},
+		{"missing peers file", m.params(h1, map[string]string{"peers": filepath.Join(dir, "nope.json")}), "no such file"},
+		{"keepalive not whole seconds", m.params(h1, map[string]string{"keepalive": "1500ms"}), "want whole seconds"},
+		{"timeout below keepalive", m.params(h1, map[string]string{"peer_timeout": "1s"}), "must be longer than keepalive"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := load(tc.params)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("got %v, want an error containing %q", err, tc.want)
+			}
+			if !errors.Is(err, sdk.ErrInvalidParam) {
+				t.Errorf("%v does not wrap sdk.ErrInvalidParam", err)
+			}
+			noTunnel()
+		})
+	}
+
+	fa, fb := m.protect(h1, a, nil), m.protect(h2, b, nil)
+	waitUp(t, fa, hostName(2))
+	waitUp(t, fb, hostName(1))
+	if err := load(m.params(h1, map[string]string{"peer_timeout": "9s"})); err == nil || !strings.Contains(err.Error(), "every vNIC of a host must give it the same") {
+		t.Errorf("second vNIC with other tunnel parameters: %v", err)
+	}
+
+	cap := m.capture()
+	if err := os.WriteFile(h1.peers, []byte(strings.Replace(string(good), h2.pub.String(), "not-a-key", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.reload(h1, fa, nil); err == nil || !strings.Contains(err.Error(), h1.peers+":9:21: peers[0].public_key: malformed") || !errors.Is(err, sdk.ErrInvalidParam) {
+		t.Fatalf("reload with a malformed key: %v", err)
+	}
+	m.writePolicy(h1, map[string][]string{a.TapName: {"peer:host-9"}})
+	if err := os.WriteFile(h1.peers, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.reload(h1, fa, nil); err == nil || !strings.Contains(err.Error(), `unknown peer "host-9"`) {
+		t.Fatalf("reload with a policy naming an unknown peer: %v", err)
+	}
+	// The running configuration still protects a's traffic.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := exchange(ctx, a, b, 7300, payload(secret, 5000)); err != nil {
+		t.Fatalf("a -> b while the files are bad: %v", err)
+	}
+	cap.stop()
+	if cap.contains(secret) {
+		t.Fatal("protected payload seen on the underlay while the configuration was invalid")
+	}
+	if s := cap.summarize(); s.wireguard == 0 {
+		t.Fatal("no WireGuard packets: did the exchange go through the tunnel?")
+	}
+	m.writePolicy(h1, nil)
+	if err := m.reload(h1, fa, nil); err != nil {
+		t.Fatalf("reload with the files fixed: %v", err)
+	}
 }
