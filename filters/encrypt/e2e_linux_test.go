@@ -3,6 +3,7 @@ package encrypt
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -507,5 +508,64 @@ func TestBadInput(t *testing.T) {
 	m.writePolicy(h1, nil)
 	if err := m.reload(h1, fa, nil); err != nil {
 		t.Fatalf("reload with the files fixed: %v", err)
+	}
+}
+
+// protect=policy: only the destinations the policy file lists for the
+// vNIC are protected; a's traffic to b goes through the tunnel, to d in
+// clear. Inspect shows the tunnel, the peers and the vNIC's routes.
+func TestPolicyMode(t *testing.T) {
+	m := newMesh(t, 2)
+	h1, h2 := m.hosts[0], m.hosts[1]
+	a := m.addVM(h1, "a")
+	b, d := m.addVM(h2, "b"), m.addVM(h2, "d")
+	m.writePolicy(h1, map[string][]string{a.TapName: {b.IPv4.IP.String()}})
+	m.writePolicy(h2, map[string][]string{b.TapName: {"peer:" + hostName(1)}})
+	fa := m.protect(h1, a, map[string]string{"protect": "policy"})
+	fb := m.protect(h2, b, map[string]string{"protect": "policy"})
+	waitUp(t, fa, hostName(2))
+	waitUp(t, fb, hostName(1))
+
+	cap := m.capture()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := exchange(ctx, a, b, 7400, payload(secret, 5000)); err != nil {
+		t.Fatalf("a -> b: %v", err)
+	}
+	if err := exchange(ctx, a, d, 7401, payload(clear, 5000)); err != nil {
+		t.Fatalf("a -> d: %v", err)
+	}
+	cap.stop()
+	if cap.contains(secret) {
+		t.Fatal("protected payload seen on the underlay")
+	}
+	if !cap.contains(clear) {
+		t.Fatal("a -> d is not protected by the policy but did not cross in clear")
+	}
+
+	res, err := fa.Inspect(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := res.(Inspection)
+	js, _ := json.MarshalIndent(in, "", "  ")
+	t.Logf("inspect:\n%s", js)
+	if in.Protect != ProtectPolicy || len(in.Tunnel.Peers) != 1 || !in.Tunnel.Peers[0].Up || in.Tunnel.Peers[0].HandshakeAgeSeconds < 0 || in.Tunnel.Peers[0].TxBytes == 0 {
+		t.Errorf("tunnel state: %+v", in.Tunnel)
+	}
+	var found bool
+	for _, r := range in.Routes {
+		if r.Prefix == b.IPv4.IP.String()+"/32" {
+			found = r.Protected && r.Peer == hostName(2)
+		}
+	}
+	if !found {
+		t.Errorf("no protected route to b via %s: %+v", hostName(2), in.Routes)
+	}
+	if in.Counters[0].SteeredPackets == 0 {
+		t.Errorf("counters: %+v", in.Counters)
+	}
+	if _, err := fa.Inspect(context.Background(), map[string]string{"limit": "1"}); !errors.Is(err, sdk.ErrInvalidParam) {
+		t.Errorf("unknown query parameter: %v", err)
 	}
 }
