@@ -1,0 +1,146 @@
+package encrypt
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/vnicfilter/vnicfilter/sdk"
+	"github.com/vnicfilter/vnicfilter/sdk/testkit"
+)
+
+// tc return codes.
+const (
+	tcOK       = 0
+	tcShot     = 2
+	tcRedirect = 7
+)
+
+// loadBare loads encrypt.c for BPF_PROG_TEST_RUN without a tunnel: the
+// test fills the maps through the same Go code the tunnel uses.
+func loadBare(t *testing.T) *fastPath {
+	t.Helper()
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	spec, err := encSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := sdk.Instance{VNIC: sdk.VNIC{Name: "vnet1", Ifindex: 1}, Directions: sdk.DirBoth}
+	fp := &fastPath{vnic: "vnet1", mode: ProtectPolicy}
+	if err := sdk.NewFastPathContext(inst, false, nil, testkit.VNICMaps(t, spec), "").Load(spec, &fp.objs); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fp.objs.Close() })
+	return fp
+}
+
+// frame builds an Ethernet frame carrying an IPv4 or IPv6 UDP packet.
+func frame(src, dst string) []byte {
+	s, d := netip.MustParseAddr(src), netip.MustParseAddr(dst)
+	eth := []byte{2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00}
+	udp := []byte{0x30, 0x39, 0x1f, 0x40, 0, 12, 0, 0, 'd', 'a', 't', 'a'}
+	if s.Is4() {
+		ip := make([]byte, 20)
+		ip[0], ip[8], ip[9] = 0x45, 64, 17
+		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(udp)))
+		copy(ip[12:], s.AsSlice())
+		copy(ip[16:], d.AsSlice())
+		return append(append(eth, ip...), udp...)
+	}
+	eth[12], eth[13] = 0x86, 0xdd
+	ip := make([]byte, 40)
+	ip[0], ip[6], ip[7] = 0x60, 17, 64
+	binary.BigEndian.PutUint16(ip[4:], uint16(len(udp)))
+	copy(ip[8:], s.AsSlice())
+	copy(ip[24:], d.AsSlice())
+	return append(append(eth, ip...), udp...)
+}
+
+func TestFastPathVerdicts(t *testing.T) {
+	fp := loadBare(t)
+	peers, err := ParsePeers([]byte(`{"prefixes": ["10.99.1.0/24"], "peers": [
+		{"name": "b", "public_key": "` + keyB + `", "endpoint": "192.0.2.2:1", "prefixes": ["10.99.2.0/24", "fd00:2::/64"]},
+		{"name": "c", "public_key": "` + keyC + `", "endpoint": "192.0.2.3:1", "prefixes": ["10.99.3.0/24"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := ParsePolicy([]byte(`{"space": ["10.99.0.0/16"], "vnics": {"vnet1": ["peer:b", "10.99.3.7", "10.99.9.0/24"]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slots := map[string]uint32{"b": 3, "c": 5}
+	const tun = 42
+	if err := fp.writeRoutesLocked(peers, pol, slots); err != nil {
+		t.Fatal(err)
+	}
+	if err := fp.setTunnelIfindex(tun); err != nil {
+		t.Fatal(err)
+	}
+	live := func(slots ...uint32) {
+		t.Helper()
+		leases := make([]uint64, MaxPeers)
+		for _, s := range slots {
+			leases[s] = sdk.KtimeNow() + 60e9
+		}
+		if err := fp.writeLeases(leases); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name       string
+		dir        sdk.Direction
+		frame      []byte
+		iif        uint32
+		live       []uint32
+		tun        uint32
+		want       uint32
+		slot, stat uint32 // counter that must grow (stat < numStats)
+	}{
+		{"protected, peer up", sdk.FromVM, frame("10.99.1.2", "10.99.2.5"), 0, []uint32{3}, tun, tcRedirect, 3, 0},
+		{"protected IPv6, peer up", sdk.FromVM, frame("fd00:1::2", "fd00:2::5"), 0, []uint32{3}, tun, tcRedirect, 3, 0},
+		{"protected, peer down", sdk.FromVM, frame("10.99.1.2", "10.99.2.5"), 0, nil, tun, tcShot, 3, 1},
+		{"protected, other peer up", sdk.FromVM, frame("10.99.1.2", "10.99.2.5"), 0, []uint32{5}, tun, tcShot, 3, 1},
+		{"protected, tunnel stopped", sdk.FromVM, frame("10.99.1.2", "10.99.2.5"), 0, []uint32{3}, 0, tcShot, 3, 1},
+		{"protected host in c", sdk.FromVM, frame("10.99.1.2", "10.99.3.7"), 0, []uint32{5}, tun, tcRedirect, 5, 0},
+		{"unprotected host in c", sdk.FromVM, frame("10.99.1.2", "10.99.3.8"), 0, nil, tun, tcOK, 0, numStats},
+		{"protected, no peer", sdk.FromVM, frame("10.99.1.2", "10.99.9.1"), 0, []uint32{3, 5}, tun, tcShot, peerNone, 3},
+		{"local", sdk.FromVM, frame("10.99.1.2", "10.99.1.3"), 0, nil, tun, tcOK, 0, numStats},
+		{"outside", sdk.FromVM, frame("10.99.1.2", "8.8.8.8"), 0, nil, tun, tcOK, 0, numStats},
+		{"to-vm via tunnel", sdk.ToVM, frame("10.99.2.5", "10.99.1.2"), tun, nil, tun, tcOK, 3, 4},
+		{"to-vm in clear", sdk.ToVM, frame("10.99.2.5", "10.99.1.2"), 7, []uint32{3}, tun, tcShot, 3, 2},
+		{"to-vm in clear, tunnel stopped", sdk.ToVM, frame("10.99.2.5", "10.99.1.2"), 0, nil, 0, tcShot, 3, 2},
+		{"to-vm unprotected source", sdk.ToVM, frame("10.99.3.8", "10.99.1.2"), 7, nil, tun, tcOK, 0, numStats},
+		{"to-vm from a revoked prefix in clear", sdk.ToVM, frame("10.99.9.1", "10.99.1.2"), 7, nil, tun, tcShot, peerNone, 2},
+		{"ARP", sdk.FromVM, append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x06}, make([]byte, 28)...), 0, nil, tun, tcOK, 0, numStats},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			live(tc.live...)
+			if err := fp.setTunnelIfindex(int(tc.tun)); err != nil {
+				t.Fatal(err)
+			}
+			var before [numStats][2]uint64
+			if tc.stat < numStats {
+				before, _ = fp.stats(tc.slot)
+			}
+			// struct __sk_buff: ingress_ifindex at byte 36, cb[0] at 48.
+			ctx := make([]byte, 192)
+			binary.LittleEndian.PutUint32(ctx[48:], uint32(tc.dir)<<8) // cb[0]: dir << 8 | slot 0
+			binary.LittleEndian.PutUint32(ctx[36:], tc.iif)            // ingress_ifindex
+			ret, err := fp.Program().Run(&ebpf.RunOptions{Data: tc.frame, Context: ctx})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ret != tc.want {
+				t.Fatalf("verdict %d, want %d", ret, tc.want)
+			}
+			if tc.stat < numStats {
+				after, _ := fp.stats(tc.slot)
+				if after[tc.stat][0] != before[tc.stat][0]+1 {
+					t.Errorf("counter %s of slot %d: %d -> %d", statNames[tc.stat].name, tc.slot, before[tc.stat][0], after[tc.stat][0])
+				}
+			}
+		})
+	}
+}
