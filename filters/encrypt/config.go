@@ -191,6 +191,9 @@ func ParsePeers(data []byte) (*Peers, error) {
 			}
 			for j, p := range peer.Prefixes {
 				for _, o := range owned {
+					if o.p.Overlaps(p) && o.name == "peer "+peer.Name {
+						return nil, errAt(n.get("prefixes").vals[j], join(f, "prefixes"), "%s overlaps %s of the same peer (list each address once)", p, o.p)
+					}
 					if o.p.Overlaps(p) {
 						return nil, errAt(n.get("prefixes").vals[j], join(f, "prefixes"), "%s overlaps %s of %s: a prefix is behind one host only", p, o.p, o.name)
 					}

@@ -103,6 +103,13 @@ func (t *Tunnel) attach(fp *fastPath) error {
 	if err := fp.writeLeases(make([]uint64, MaxPeers)); err != nil {
 		return err
 	}
+	// An adopted instance's pinned table holds the routes of the
+	// configuration it ran with: known, so that those the current one
+	// lacks are deleted (a stale unprotected entry could otherwise shadow
+	// a protected prefix).
+	if err := fp.readRoutes(); err != nil {
+		return err
+	}
 	if err := fp.writeRoutesLocked(t.peers, t.policy, t.slots); err != nil {
 		return err
 	}
@@ -152,6 +159,28 @@ func (f *fastPath) revokeSlot(slot uint32) error {
 		if err := f.objs.EncStats.Put(slot*numStats+s, zero); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// readRoutes loads what enc_routes holds into f.routes.
+func (f *fastPath) readRoutes() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.routes = map[netip.Prefix]Route{}
+	var k encryptEncKey
+	var v encryptEncRoute
+	it := f.objs.EncRoutes.Iterate()
+	for it.Next(&k, &v) {
+		a := netip.AddrFrom16(k.Addr)
+		bits := int(k.Prefixlen)
+		if a.Is4In6() && bits >= 96 {
+			a, bits = a.Unmap(), bits-96
+		}
+		f.routes[netip.PrefixFrom(a, bits)] = Route{Peer: v.Peer, Flags: v.Flags}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read enc_routes: %w", err)
 	}
 	return nil
 }
@@ -258,6 +287,9 @@ func (f *fastPath) stats(slot uint32) ([numStats][2]uint64, error) {
 // Counters reports per peer what this vNIC sent into the tunnel, what it
 // dropped and why, and the peer's tunnel state (shared by the host's vNICs).
 func (f *fastPath) Counters() ([]sdk.Counter, error) {
+	if f.tunnel == nil {
+		return nil, errors.New("encrypt: instance closed")
+	}
 	st := f.tunnel.Status()
 	var out []sdk.Counter
 	for _, p := range st.Peers {
@@ -327,6 +359,9 @@ type Inspection struct {
 func (f *fastPath) Inspect(_ context.Context, query map[string]string) (any, error) {
 	for k := range query {
 		return nil, fmt.Errorf("%w: unknown query parameter %q", sdk.ErrInvalidParam, k)
+	}
+	if f.tunnel == nil {
+		return nil, errors.New("encrypt: instance closed")
 	}
 	st := f.tunnel.Status()
 	names := map[uint32]string{}

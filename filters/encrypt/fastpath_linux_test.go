@@ -144,3 +144,57 @@ func TestFastPathVerdicts(t *testing.T) {
 		})
 	}
 }
+
+// An adopted instance (filterd restarted) finds the routes of the old
+// configuration in its pinned table and deletes those the new one lacks.
+func TestAdoptedRoutesReplaced(t *testing.T) {
+	fp := loadBare(t)
+	old, err := ParsePeers([]byte(`{"peers": [
+		{"name": "b", "public_key": "` + keyB + `", "endpoint": "192.0.2.2:1", "prefixes": ["10.99.2.0/25", "10.99.2.128/25", "fd00:2::/64"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fp.writeRoutesLocked(old, nil, map[string]uint32{"b": 0}); err != nil {
+		t.Fatal(err)
+	}
+	// filterd restarts: a new instance on the same pinned maps.
+	adopted := &fastPath{objs: fp.objs, vnic: fp.vnic, mode: ProtectAll}
+	if err := adopted.readRoutes(); err != nil {
+		t.Fatal(err)
+	}
+	if len(adopted.routes) != len(fp.routes) {
+		t.Fatalf("read back %v, wrote %v", adopted.routes, fp.routes)
+	}
+	for p, r := range fp.routes {
+		if adopted.routes[p] != r {
+			t.Errorf("%s: read back %+v, wrote %+v", p, adopted.routes[p], r)
+		}
+	}
+	cur, err := ParsePeers([]byte(`{"peers": [
+		{"name": "b", "public_key": "` + keyB + `", "endpoint": "192.0.2.2:1", "prefixes": ["10.99.2.0/24"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := adopted.writeRoutesLocked(cur, nil, map[string]uint32{"b": 0}); err != nil {
+		t.Fatal(err)
+	}
+	// (A lookup in an LPM trie matches the longest prefix: list the keys.)
+	now := &fastPath{objs: fp.objs}
+	if err := now.readRoutes(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"10.99.2.0/25", "10.99.2.128/25", "fd00:2::/64"} {
+		if _, ok := now.routes[netip.MustParsePrefix(p)]; ok {
+			t.Errorf("stale route %s still in enc_routes", p)
+		}
+	}
+	if len(now.routes) != 1 {
+		t.Errorf("enc_routes holds %v, want 10.99.2.0/24 only", now.routes)
+	}
+	ret, err := fp.Program().Run(&ebpf.RunOptions{Data: frame("10.99.1.2", "10.99.2.7"), Context: fromVMCtx()})
+	if err != nil || ret != tcShot {
+		t.Fatalf("10.99.2.7 now falls under protected 10.99.2.0/24 with no lease: verdict %d (%v), want drop", ret, err)
+	}
+}
+
+func fromVMCtx() []byte { return make([]byte, 192) }
