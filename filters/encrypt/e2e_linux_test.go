@@ -186,6 +186,15 @@ func TestTunnelDown(t *testing.T) {
 		}
 	}
 	outage("underlay down", ul(false), ul(true))
+	// The host's own tunnel process dies (kill -9 of filterd): nothing
+	// renews the leases or touches the maps any more, the TUN device goes
+	// with the process. Within the lease (1 s) a's protected packets are
+	// dropped at its vNIC.
+	outage("own tunnel process killed", func() { crashForTest(fa.tunnel) }, func() {
+		if err := restartForTest(fa.tunnel); err != nil {
+			t.Fatal(err)
+		}
+	})
 
 	cap.stop()
 	s := cap.summarize()
@@ -198,6 +207,25 @@ func TestTunnelDown(t *testing.T) {
 			t.Errorf("VM traffic in clear on the underlay: %s", flow)
 		}
 	}
+}
+
+// crashForTest stops t as a killed process would: the monitor stops, the
+// device closes, the fast path's maps are left as they were.
+func crashForTest(t *Tunnel) {
+	t.stopTick()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.dev.Close()
+	t.dev, t.tdev, t.ifindex, t.running = nil, nil, 0, false
+}
+
+// restartForTest brings a crashed tunnel back as a restarted filterd does.
+func restartForTest(t *Tunnel) error {
+	if err := t.Start(); err != nil {
+		return err
+	}
+	t.stopTick = sdk.Periodic(tickInterval, t.tick)
+	return nil
 }
 
 // Three hosts: every pair of protected VMs talks through the tunnels;
@@ -291,6 +319,7 @@ func TestKeyRotationDuringTransfer(t *testing.T) {
 	waitUp(t, fa, hostName(2))
 	waitUp(t, fb, hostName(1))
 
+	cap := m.capture()
 	addr := net.JoinHostPort(b.IPv4.IP.String(), "7200")
 	l, err := b.ListenTCP(addr)
 	if err != nil {
@@ -398,6 +427,13 @@ func TestKeyRotationDuringTransfer(t *testing.T) {
 	}
 	if r.n != written {
 		t.Fatalf("received %d of %d bytes", r.n, written)
+	}
+	cap.stop()
+	if cap.contains(secret) {
+		t.Error("protected payload seen on the underlay during the rotations")
+	}
+	if s := cap.summarize(); len(s.clearIPs) > 0 {
+		t.Errorf("non-WireGuard traffic on the underlay during the rotations: %v", s.clearIPs)
 	}
 	el := time.Since(start)
 	t.Logf("transferred %d MB in %v (%.2f Gb/s) across two key rotations; longest stall at the receiver %v",

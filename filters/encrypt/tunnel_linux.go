@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"slices"
@@ -82,7 +83,10 @@ type peerState struct {
 	lastRx     time.Time // rx last grew
 	handshake  time.Time
 	lastPoke   time.Time
-	up         bool
+	// keepaliveAt: when to switch the peer's persistent keepalive on
+	// (zero: on). See newPeerState.
+	keepaliveAt time.Time
+	up          bool
 }
 
 // debugWG prints wireguard-go's verbose log to stderr (VF_WG_DEBUG=1).
@@ -230,7 +234,7 @@ func (t *Tunnel) startLocked() error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "private_key=%s\nlisten_port=%d\nreplace_peers=true\n", t.priv.hex(), t.peers.ListenPort)
 	for _, p := range t.peers.Peers {
-		writePeer(&b, p, t.cfg.Keepalive)
+		writePeer(&b, p, 0)
 	}
 	if err := t.dev.IpcSet(b.String()); err != nil {
 		t.dev.Close()
@@ -242,7 +246,7 @@ func (t *Tunnel) startLocked() error {
 	}
 	now := time.Now()
 	for _, p := range t.peers.Peers {
-		t.state[p.Name] = &peerState{key: p.PublicKey, configured: now}
+		t.state[p.Name] = newPeerState(p, now)
 	}
 	t.running = true
 	for fp := range t.instances {
@@ -280,6 +284,28 @@ func (t *Tunnel) Start() error {
 	defer t.mu.Unlock()
 	return t.startLocked()
 }
+
+// newPeerState is the state of a peer just configured. Its persistent
+// keepalive — what makes wireguard-go initiate a handshake on its own — is
+// switched on a little later, at a random moment: when both ends configure
+// each other at once (a key rotation pushed within a round trip, two hosts
+// restarting together) and both initiate, the handshakes cross, each side
+// drops the other's response and the session waits for WireGuard's 5 s
+// retry (seen in TestKeyRotationDuringTransfer). Until then the peer's
+// lease is not granted either, since outgoing traffic would make
+// wireguard-go initiate just the same: a handshake the other end
+// initiates brings the session up, else ours does.
+func newPeerState(p Peer, now time.Time) *peerState {
+	jitter := time.Duration(rand.Int64N(int64(keepaliveJitter)))
+	return &peerState{key: p.PublicKey, configured: now, keepaliveAt: now.Add(keepaliveDelay + jitter)}
+}
+
+// When a new peer's persistent keepalive goes on: after keepaliveDelay
+// plus up to keepaliveJitter.
+const (
+	keepaliveDelay  = 100 * time.Millisecond
+	keepaliveJitter = 400 * time.Millisecond
+)
 
 func writePeer(b *strings.Builder, p Peer, keepalive time.Duration) {
 	fmt.Fprintf(b, "public_key=%s\nendpoint=%s\npersistent_keepalive_interval=%d\nreplace_allowed_ips=true\n",
@@ -352,6 +378,16 @@ func (t *Tunnel) Reload() error {
 			_ = fp.revokeSlot(s)
 		}
 	}
+	// A re-keyed peer loses its lease at once: its old sessions are about
+	// to go, and traffic would make wireguard-go initiate a handshake
+	// before newPeerState's delay.
+	for _, p := range peers.Peers {
+		if op := old.Peer(p.Name); op != nil && op.PublicKey != p.PublicKey {
+			for fp := range t.instances {
+				_ = fp.objs.EncPeers.Put(t.slots[p.Name], encryptEncPeer{})
+			}
+		}
+	}
 	t.peers, t.policy = peers, pol
 	var errs []error
 	for fp := range t.instances {
@@ -373,8 +409,15 @@ func (t *Tunnel) Reload() error {
 		}
 	}
 	for _, p := range peers.Peers {
-		if op := old.Peer(p.Name); op == nil || !peerEqual(*op, p) {
-			writePeer(&b, p, t.cfg.Keepalive)
+		switch op := old.Peer(p.Name); {
+		case op == nil || op.PublicKey != p.PublicKey:
+			writePeer(&b, p, 0) // keepalive switched on by tick
+		case !peerEqual(*op, p):
+			ka := t.cfg.Keepalive
+			if st := t.state[p.Name]; st != nil && !st.keepaliveAt.IsZero() {
+				ka = 0 // not switched on yet: tick does it
+			}
+			writePeer(&b, p, ka)
 		}
 	}
 	if b.Len() > 0 {
@@ -395,7 +438,7 @@ func (t *Tunnel) syncState(old, peers *Peers) {
 	}
 	for _, p := range peers.Peers {
 		if st := t.state[p.Name]; st == nil || st.key != p.PublicKey {
-			t.state[p.Name] = &peerState{key: p.PublicKey, configured: now}
+			t.state[p.Name] = newPeerState(p, now)
 		}
 	}
 }
@@ -453,13 +496,24 @@ func (t *Tunnel) tick() {
 			}
 			st.tx, st.handshake = s.tx, s.handshake
 			st.up = !st.handshake.IsZero() && now.Sub(st.handshake) < rejectAfterTime && now.Sub(st.lastRx) < t.cfg.PeerTimeout
-			if st.up || now.Sub(st.configured) < t.cfg.PeerTimeout {
+			// The grace period of a new peer starts with its keepalive:
+			// before that its traffic would make wireguard-go initiate
+			// as surely as a keepalive (see newPeerState).
+			if st.up || st.keepaliveAt.IsZero() && now.Sub(st.configured) < t.cfg.PeerTimeout {
 				leases[t.slots[name]] = kt + uint64(leaseDuration)
 			}
 			// WireGuard gives up handshaking after 90 s without an answer
 			// and only tries again when there is something to send; a
 			// down peer is poked every keepalive interval so the tunnel
 			// comes back by itself when the peer or the underlay does.
+			if !st.keepaliveAt.IsZero() {
+				if now.Before(st.keepaliveAt) {
+					continue
+				}
+				st.keepaliveAt, st.lastPoke = time.Time{}, now
+				fmt.Fprintf(&poke, "public_key=%s\npersistent_keepalive_interval=%d\n", st.key.hex(), int(t.cfg.Keepalive/time.Second))
+				continue
+			}
 			if !st.up && now.Sub(st.lastPoke) >= t.cfg.Keepalive {
 				st.lastPoke = now
 				fmt.Fprintf(&poke, "public_key=%s\npersistent_keepalive_interval=0\npublic_key=%s\npersistent_keepalive_interval=%d\n",
