@@ -507,6 +507,21 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 
+	// Reverse-path filtering on for all devices would drop every decrypted
+	// packet: refused with the fix.
+	sysctl := func(v string) {
+		t.Helper()
+		if err := h1.h.Do(func() error { return os.WriteFile("/proc/sys/net/ipv4/conf/all/rp_filter", []byte(v), 0o644) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sysctl("1")
+	if err := load(m.params(h1, nil)); err == nil || !strings.Contains(err.Error(), "net.ipv4.conf.all.rp_filter is 1") {
+		t.Errorf("all.rp_filter=1: %v", err)
+	}
+	noTunnel()
+	sysctl("0")
+
 	fa, fb := m.protect(h1, a, nil), m.protect(h2, b, nil)
 	waitUp(t, fa, hostName(2))
 	waitUp(t, fb, hostName(1))

@@ -211,6 +211,9 @@ func (t *Tunnel) startLocked() error {
 			t.ifindex = l.Attrs().Index
 			err = netlink.LinkSetUp(l)
 		}
+		if err == nil {
+			err = rpFilterOff(t.cfg.Name)
+		}
 		if err != nil {
 			td.Close()
 			return fmt.Errorf("tunnel device %s: %w", t.cfg.Name, err)
@@ -251,6 +254,25 @@ func (t *Tunnel) startLocked() error {
 	t.running = true
 	for fp := range t.instances {
 		fp.setTunnelIfindex(t.ifindex)
+	}
+	return nil
+}
+
+// rpFilterOff turns reverse-path filtering off on the tunnel device. A
+// decrypted packet's source is routed via the underlay, not the tunnel,
+// and the device has no address: the kernel's check drops such packets in
+// strict and in loose mode alike. It applies max(all, device), so "all"
+// must be 0 too; per-device settings keep other interfaces filtered.
+func rpFilterOff(dev string) error {
+	all, err := os.ReadFile("/proc/sys/net/ipv4/conf/all/rp_filter")
+	if err != nil {
+		return fmt.Errorf("read net.ipv4.conf.all.rp_filter: %w", err)
+	}
+	if v := strings.TrimSpace(string(all)); v != "0" {
+		return fmt.Errorf("net.ipv4.conf.all.rp_filter is %s: every decrypted packet arriving on %s would fail the reverse-path check (set it to 0 and filter per device with net.ipv4.conf.<device>.rp_filter)", v, dev)
+	}
+	if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+dev+"/rp_filter", []byte("0"), 0o644); err != nil {
+		return fmt.Errorf("set net.ipv4.conf.%s.rp_filter=0: %w", dev, err)
 	}
 	return nil
 }
