@@ -73,6 +73,31 @@ type Tunnel struct {
 	instances map[*fastPath]struct{}
 	refs      int
 	stopTick  func()
+	logLimit  logLimiter
+}
+
+// logLimiter lets one wireguard-go error per format through every
+// logInterval: a peer that stays unreachable would otherwise log each
+// handshake attempt.
+type logLimiter struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+const logInterval = time.Minute
+
+func (l *logLimiter) allow(format string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := time.Now()
+	if l.last == nil {
+		l.last = map[string]time.Time{}
+	}
+	if t, ok := l.last[format]; ok && now.Sub(t) < logInterval {
+		return false
+	}
+	l.last[format] = now
+	return true
 }
 
 // peerState is what the monitor knows about one peer.
@@ -230,7 +255,9 @@ func (t *Tunnel) startLocked() error {
 			}
 		},
 		Errorf: func(format string, args ...any) {
-			t.log.Warn("wireguard: "+fmt.Sprintf(format, args...), "tunnel", t.cfg.Name)
+			if t.logLimit.allow(format) {
+				t.log.Warn("wireguard: "+fmt.Sprintf(format, args...), "tunnel", t.cfg.Name)
+			}
 		},
 	}
 	t.dev = device.NewDevice(t.tdev, nsBind{Bind: conn.NewDefaultBind(), t: t}, logger)
