@@ -2,6 +2,7 @@ package encrypt
 
 import (
 	"encoding/binary"
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 
@@ -198,3 +199,83 @@ func TestAdoptedRoutesReplaced(t *testing.T) {
 }
 
 func fromVMCtx() []byte { return make([]byte, 192) }
+
+// TestDifferential runs random frames through encrypt.c and the Go model
+// with random leases, tunnel state and ingress devices, and compares the
+// verdicts and the counter each one moves.
+func TestDifferential(t *testing.T) {
+	fp := loadBare(t)
+	peers, err := ParsePeers([]byte(`{"prefixes": ["10.99.1.0/24", "fd00:1::/64"], "peers": [
+		{"name": "b", "public_key": "` + keyB + `", "endpoint": "192.0.2.2:1", "prefixes": ["10.99.2.0/24", "fd00:2::/64"]},
+		{"name": "c", "public_key": "` + keyC + `", "endpoint": "192.0.2.3:1", "prefixes": ["10.99.3.0/25"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := ParsePolicy([]byte(`{"space": ["10.99.0.0/16", "fd00::/16"], "vnics": {"vnet1": ["10.99.3.0/26", "10.99.2.128/25", "fd00:2::8"]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := []string{"10.99.1.5", "10.99.2.1", "10.99.2.200", "10.99.3.1", "10.99.3.100", "10.99.3.200", "10.99.9.9", "8.8.8.8",
+		"fd00:1::5", "fd00:2::8", "fd00:2::9", "fd00:9::1", "2001:db8::1"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	const tun = 42
+	for _, mode := range []Mode{ProtectPolicy, ProtectAll} {
+		fp.mode = mode
+		if err := fp.writeRoutesLocked(peers, pol, map[string]uint32{"b": 1, "c": 2}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 2000 {
+			live := [3]bool{rng.IntN(2) == 0, rng.IntN(2) == 0, rng.IntN(2) == 0}
+			leases := make([]uint64, MaxPeers)
+			for s, l := range live {
+				if l {
+					leases[s] = sdk.KtimeNow() + 60e9
+				}
+			}
+			if err := fp.writeLeases(leases); err != nil {
+				t.Fatal(err)
+			}
+			tunIdx := uint32(tun)
+			if rng.IntN(5) == 0 {
+				tunIdx = 0
+			}
+			if err := fp.setTunnelIfindex(int(tunIdx)); err != nil {
+				t.Fatal(err)
+			}
+			src, dst := addrs[rng.IntN(len(addrs))], addrs[rng.IntN(len(addrs))]
+			if netip.MustParseAddr(src).Is4() != netip.MustParseAddr(dst).Is4() {
+				continue
+			}
+			toVM := rng.IntN(2) == 0
+			iif := []uint32{0, 7, tun}[rng.IntN(3)]
+			f := frame(src, dst)
+			m := &Model{Routes: fp.routes, Live: func(s uint32) bool { return s < 3 && live[s] }, Tunnel: tunIdx}
+			want, slot, stat := m.Decide(f, toVM, iif)
+			var before [numStats][2]uint64
+			if stat < numStats {
+				before, _ = fp.stats(slot)
+			}
+			ctx := make([]byte, 192)
+			dir := uint32(sdk.FromVM)
+			if toVM {
+				dir = uint32(sdk.ToVM)
+			}
+			binary.LittleEndian.PutUint32(ctx[48:], dir<<8)
+			binary.LittleEndian.PutUint32(ctx[36:], iif)
+			ret, err := fp.Program().Run(&ebpf.RunOptions{Data: f, Context: ctx})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[uint32]Verdict{tcOK: Continue, tcRedirect: Redirect, tcShot: Drop}[ret]
+			if got != want {
+				t.Fatalf("%s #%d: %s -> %s to-vm=%v iif=%d tunnel=%d live=%v: eBPF %s (%d), model %s", mode, i, src, dst, toVM, iif, tunIdx, live, got, ret, want)
+			}
+			if stat < numStats {
+				after, _ := fp.stats(slot)
+				if after[stat][0] != before[stat][0]+1 {
+					t.Fatalf("%s #%d: %s -> %s: counter %s of slot %d did not move", mode, i, src, dst, statNames[stat].name, slot)
+				}
+			}
+		}
+	}
+}
