@@ -335,14 +335,18 @@ type RouteStatus struct {
 
 // PeerCounters are one vNIC's counters toward one peer.
 type PeerCounters struct {
-	Peer               string `json:"peer"`
-	SteeredPackets     uint64 `json:"steered_packets"`
-	SteeredBytes       uint64 `json:"steered_bytes"`
-	DownDropped        uint64 `json:"down_dropped_packets"`
-	ClearDropped       uint64 `json:"clear_dropped_packets"`
-	ReceivedPackets    uint64 `json:"received_packets"`
-	NoPeerDropped      uint64 `json:"no_peer_dropped_packets,omitempty"`
-	ClearDroppedNoPeer uint64 `json:"clear_dropped_no_peer_packets,omitempty"`
+	Peer            string `json:"peer"`
+	SteeredPackets  uint64 `json:"steered_packets"`
+	SteeredBytes    uint64 `json:"steered_bytes"`
+	DownDropped     uint64 `json:"down_dropped_packets"`
+	ClearDropped    uint64 `json:"clear_dropped_packets"`
+	ReceivedPackets uint64 `json:"received_packets"`
+}
+
+// NoPeerCounters count protected traffic of prefixes no peer carries.
+type NoPeerCounters struct {
+	Dropped      uint64 `json:"dropped_packets"`
+	ClearDropped uint64 `json:"clear_dropped_packets"`
 }
 
 // Inspection is what GET .../inspect returns (`vfctl crypt show`).
@@ -352,6 +356,7 @@ type Inspection struct {
 	Protect  Mode           `json:"protect"`
 	Routes   []RouteStatus  `json:"routes"`
 	Counters []PeerCounters `json:"counters"`
+	NoPeer   NoPeerCounters `json:"no_peer"`
 }
 
 // Inspect describes the tunnel, its peers and this vNIC's routes and
@@ -386,6 +391,6 @@ func (f *fastPath) Inspect(_ context.Context, query map[string]string) (any, err
 	if err != nil {
 		return nil, err
 	}
-	in.Counters = append(in.Counters, PeerCounters{Peer: "", NoPeerDropped: s[3][0], ClearDroppedNoPeer: s[2][0]})
+	in.NoPeer = NoPeerCounters{Dropped: s[3][0], ClearDropped: s[2][0]}
 	return in, nil
 }
