@@ -32,6 +32,8 @@ const (
 	// into the tunnel: if this process stalls or dies, the fast path drops
 	// within this time.
 	leaseDuration = time.Second
+	// tunGoneTimeout bounds the wait for a closed tunnel's device to go.
+	tunGoneTimeout = 3 * time.Second
 )
 
 // TunnelConfig is the host-wide part of an instance's parameters: every
@@ -226,6 +228,13 @@ func (t *Tunnel) startLocked() error {
 		return nil
 	}
 	err := nsutil.Do(t.ns, "tunnel "+t.cfg.Name, func() error {
+		// The device of a tunnel just closed goes away once wireguard-go's
+		// reader has let go of it: wait for the name to be free.
+		for start := time.Now(); time.Since(start) < tunGoneTimeout; time.Sleep(10 * time.Millisecond) {
+			if _, err := netlink.LinkByName(t.cfg.Name); err != nil {
+				break
+			}
+		}
 		td, err := tun.CreateTUN(t.cfg.Name, t.cfg.MTU)
 		if err != nil {
 			return fmt.Errorf("create tunnel device %s: %w", t.cfg.Name, err)
