@@ -110,8 +110,9 @@ type peerState struct {
 	lastRx     time.Time // rx last grew
 	handshake  time.Time
 	lastPoke   time.Time
-	// keepaliveAt: when to switch the peer's persistent keepalive on
-	// (zero: on). See newPeerState.
+	// keepaliveAt: when to activate the peer (its prefixes and
+	// persistent keepalive) at the latest; zero once active. See
+	// newPeerState.
 	keepaliveAt time.Time
 	up          bool
 }
@@ -273,7 +274,7 @@ func (t *Tunnel) startLocked() error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "private_key=%s\nlisten_port=%d\nreplace_peers=true\n", t.priv.hex(), t.peers.ListenPort)
 	for _, p := range t.peers.Peers {
-		writePeer(&b, p, 0)
+		writePeer(&b, p, 0, false) // activated by tick
 	}
 	if err := t.dev.IpcSet(b.String()); err != nil {
 		t.dev.Close()
@@ -343,16 +344,19 @@ func (t *Tunnel) Start() error {
 	return t.startLocked()
 }
 
-// newPeerState is the state of a peer just configured. Its persistent
-// keepalive — what makes wireguard-go initiate a handshake on its own — is
-// switched on a little later, at a random moment: when both ends configure
-// each other at once (a key rotation pushed within a round trip, two hosts
-// restarting together) and both initiate, the handshakes cross, each side
-// drops the other's response and the session waits for WireGuard's 5 s
-// retry (seen in TestKeyRotationDuringTransfer). Until then the peer's
-// lease is not granted either, since outgoing traffic would make
-// wireguard-go initiate just the same: a handshake the other end
-// initiates brings the session up, else ours does.
+// newPeerState is the state of a peer just configured. wireguard-go gets
+// it without prefixes (AllowedIPs) and without persistent keepalive: it
+// answers the peer's handshakes but starts none of its own. tick
+// activates it — prefixes and keepalive, after which it initiates — as
+// soon as a handshake exists or at a random moment 100-500 ms later.
+// When both ends configure each other at once (a key rotation pushed
+// within a round trip, two hosts restarting together) and both initiate,
+// the handshakes cross, each side drops the other's response and the
+// session waits for WireGuard's 5 s retry (seen in
+// TestKeyRotationDuringTransfer). Keepalive alone does not prevent that:
+// packets the fast path queued in the TUN device before the reload, or any
+// traffic, make wireguard-go initiate for a peer that has prefixes; hence
+// no prefixes, and no lease, until activation.
 func newPeerState(p Peer, now time.Time) *peerState {
 	jitter := time.Duration(rand.Int64N(int64(keepaliveJitter)))
 	return &peerState{key: p.PublicKey, configured: now, keepaliveAt: now.Add(keepaliveDelay + jitter)}
@@ -365,12 +369,29 @@ const (
 	keepaliveJitter = 400 * time.Millisecond
 )
 
-func writePeer(b *strings.Builder, p Peer, keepalive time.Duration) {
-	fmt.Fprintf(b, "public_key=%s\nendpoint=%s\npersistent_keepalive_interval=%d\nreplace_allowed_ips=true\n",
-		p.PublicKey.hex(), p.Endpoint, int(keepalive/time.Second))
+// writePeer writes p's UAPI configuration: with its prefixes and
+// keepalive when active, else without either.
+func writePeer(b *strings.Builder, p Peer, keepalive time.Duration, active bool) {
+	fmt.Fprintf(b, "public_key=%s\nendpoint=%s\n", p.PublicKey.hex(), p.Endpoint)
+	if active {
+		activeLines(b, p, keepalive)
+		return
+	}
+	b.WriteString("persistent_keepalive_interval=0\nreplace_allowed_ips=true\n")
+}
+
+// activate gives a peer its prefixes and its persistent keepalive.
+func activate(b *strings.Builder, p Peer, keepalive time.Duration) {
+	fmt.Fprintf(b, "public_key=%s\n", p.PublicKey.hex())
+	activeLines(b, p, keepalive)
+}
+
+func activeLines(b *strings.Builder, p Peer, keepalive time.Duration) {
+	b.WriteString("replace_allowed_ips=true\n")
 	for _, pr := range p.Prefixes {
 		fmt.Fprintf(b, "allowed_ip=%s\n", pr)
 	}
+	fmt.Fprintf(b, "persistent_keepalive_interval=%d\n", int(keepalive/time.Second))
 }
 
 // PublicKey is the host's public key, for the control plane.
@@ -469,13 +490,10 @@ func (t *Tunnel) Reload() error {
 	for _, p := range peers.Peers {
 		switch op := old.Peer(p.Name); {
 		case op == nil || op.PublicKey != p.PublicKey:
-			writePeer(&b, p, 0) // keepalive switched on by tick
+			writePeer(&b, p, 0, false) // activated by tick
 		case !peerEqual(*op, p):
-			ka := t.cfg.Keepalive
-			if st := t.state[p.Name]; st != nil && !st.keepaliveAt.IsZero() {
-				ka = 0 // not switched on yet: tick does it
-			}
-			writePeer(&b, p, ka)
+			st := t.state[p.Name]
+			writePeer(&b, p, t.cfg.Keepalive, st == nil || st.keepaliveAt.IsZero())
 		}
 	}
 	if b.Len() > 0 {
@@ -565,11 +583,13 @@ func (t *Tunnel) tick() {
 			// down peer is poked every keepalive interval so the tunnel
 			// comes back by itself when the peer or the underlay does.
 			if !st.keepaliveAt.IsZero() {
-				if now.Before(st.keepaliveAt) {
+				if now.Before(st.keepaliveAt) && st.handshake.IsZero() {
 					continue
 				}
 				st.keepaliveAt, st.lastPoke = time.Time{}, now
-				fmt.Fprintf(&poke, "public_key=%s\npersistent_keepalive_interval=%d\n", st.key.hex(), int(t.cfg.Keepalive/time.Second))
+				if p := t.peers.Peer(name); p != nil {
+					activate(&poke, *p, t.cfg.Keepalive)
+				}
 				continue
 			}
 			if !st.up && now.Sub(st.lastPoke) >= t.cfg.Keepalive {
