@@ -7,6 +7,7 @@ import (
 	_ "github.com/vnicfilter/vnicfilter/filters/dlb"
 	_ "github.com/vnicfilter/vnicfilter/filters/dnslog"
 	_ "github.com/vnicfilter/vnicfilter/filters/encap"
+	_ "github.com/vnicfilter/vnicfilter/filters/encrypt"
 	_ "github.com/vnicfilter/vnicfilter/filters/firewall"
 	_ "github.com/vnicfilter/vnicfilter/filters/mirror"
 	_ "github.com/vnicfilter/vnicfilter/filters/punt"

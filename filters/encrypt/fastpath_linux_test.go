@@ -1,0 +1,281 @@
+package encrypt
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"net/netip"
+	"testing"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/vnicfilter/vnicfilter/sdk"
+	"github.com/vnicfilter/vnicfilter/sdk/testkit"
+)
+
+// tc return codes.
+const (
+	tcOK       = 0
+	tcShot     = 2
+	tcRedirect = 7
+)
+
+// loadBare loads encrypt.c for BPF_PROG_TEST_RUN without a tunnel: the
+// test fills the maps through the same Go code the tunnel uses.
+func loadBare(t *testing.T) *fastPath {
+	t.Helper()
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	spec, err := encSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := sdk.Instance{VNIC: sdk.VNIC{Name: "vnet1", Ifindex: 1}, Directions: sdk.DirBoth}
+	fp := &fastPath{vnic: "vnet1", mode: ProtectPolicy}
+	if err := sdk.NewFastPathContext(inst, false, nil, testkit.VNICMaps(t, spec), "").Load(spec, &fp.objs); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fp.objs.Close() })
+	return fp
+}
+
+// frame builds an Ethernet frame carrying an IPv4 or IPv6 UDP packet.
+func frame(src, dst string) []byte {
+	s, d := netip.MustParseAddr(src), netip.MustParseAddr(dst)
+	eth := []byte{2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00}
+	udp := []byte{0x30, 0x39, 0x1f, 0x40, 0, 12, 0, 0, 'd', 'a', 't', 'a'}
+	if s.Is4() {
+		ip := make([]byte, 20)
+		ip[0], ip[8], ip[9] = 0x45, 64, 17
+		binary.BigEndian.PutUint16(ip[2:], uint16(20+len(udp)))
+		copy(ip[12:], s.AsSlice())
+		copy(ip[16:], d.AsSlice())
+		return append(append(eth, ip...), udp...)
+	}
+	eth[12], eth[13] = 0x86, 0xdd
+	ip := make([]byte, 40)
+	ip[0], ip[6], ip[7] = 0x60, 17, 64
+	binary.BigEndian.PutUint16(ip[4:], uint16(len(udp)))
+	copy(ip[8:], s.AsSlice())
+	copy(ip[24:], d.AsSlice())
+	return append(append(eth, ip...), udp...)
+}
+
+func TestFastPathVerdicts(t *testing.T) {
+	fp := loadBare(t)
+	peers, err := ParsePeers([]byte(`{"prefixes": ["10.99.1.0/24"], "peers": [
+		{"name": "b", "public_key": "` + keyB + `", "endpoint": "192.0.2.2:1", "prefixes": ["10.99.2.0/24", "fd00:2::/64"]},
+		{"name": "c", "public_key": "` + keyC + `", "endpoint": "192.0.2.3:1", "prefixes": ["10.99.3.0/24"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := ParsePolicy([]byte(`{"space": ["10.99.0.0/16"], "vnics": {"vnet1": ["peer:b", "10.99.3.7", "10.99.9.0/24"]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slots := map[string]uint32{"b": 3, "c": 5}
+	const tun = 42
+	if err := fp.writeRoutesLocked(peers, pol, slots); err != nil {
+		t.Fatal(err)
+	}
+	if err := fp.setTunnelIfindex(tun); err != nil {
+		t.Fatal(err)
+	}
+	live := func(slots ...uint32) {
+		t.Helper()
+		leases := make([]uint64, MaxPeers)
+		for _, s := range slots {
+			leases[s] = sdk.KtimeNow() + 60e9
+		}
+		if err := fp.writeLeases(leases); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name       string
+		dir        sdk.Direction
+		frame      []byte
+		iif        uint32
+		live       []uint32
+		tun        uint32
+		want       uint32
+		slot, stat uint32 // counter that must grow (stat < numStats)
+	}{
+		{"protected, peer up", sdk.FromVM, frame("10.99.1.2", "10.99.2.5"), 0, []uint32{3}, tun, tcRedirect, 3, 0},
+		{"protected IPv6, peer up", sdk.FromVM, frame("fd00:1::2", "fd00:2::5"), 0, []uint32{3}, tun, tcRedirect, 3, 0},
+		{"protected, peer down", sdk.FromVM, frame("10.99.1.2", "10.99.2.5"), 0, nil, tun, tcShot, 3, 1},
+		{"protected, other peer up", sdk.FromVM, frame("10.99.1.2", "10.99.2.5"), 0, []uint32{5}, tun, tcShot, 3, 1},
+		{"protected, tunnel stopped", sdk.FromVM, frame("10.99.1.2", "10.99.2.5"), 0, []uint32{3}, 0, tcShot, 3, 1},
+		{"protected host in c", sdk.FromVM, frame("10.99.1.2", "10.99.3.7"), 0, []uint32{5}, tun, tcRedirect, 5, 0},
+		{"unprotected host in c", sdk.FromVM, frame("10.99.1.2", "10.99.3.8"), 0, nil, tun, tcOK, 0, numStats},
+		{"protected, no peer", sdk.FromVM, frame("10.99.1.2", "10.99.9.1"), 0, []uint32{3, 5}, tun, tcShot, peerNone, 3},
+		{"local", sdk.FromVM, frame("10.99.1.2", "10.99.1.3"), 0, nil, tun, tcOK, 0, numStats},
+		{"outside", sdk.FromVM, frame("10.99.1.2", "8.8.8.8"), 0, nil, tun, tcOK, 0, numStats},
+		{"to-vm via tunnel", sdk.ToVM, frame("10.99.2.5", "10.99.1.2"), tun, nil, tun, tcOK, 3, 4},
+		{"to-vm in clear", sdk.ToVM, frame("10.99.2.5", "10.99.1.2"), 7, []uint32{3}, tun, tcShot, 3, 2},
+		{"to-vm in clear, tunnel stopped", sdk.ToVM, frame("10.99.2.5", "10.99.1.2"), 0, nil, 0, tcShot, 3, 2},
+		{"to-vm unprotected source", sdk.ToVM, frame("10.99.3.8", "10.99.1.2"), 7, nil, tun, tcOK, 0, numStats},
+		{"to-vm from a revoked prefix in clear", sdk.ToVM, frame("10.99.9.1", "10.99.1.2"), 7, nil, tun, tcShot, peerNone, 2},
+		{"ARP", sdk.FromVM, append([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x06}, make([]byte, 28)...), 0, nil, tun, tcOK, 0, numStats},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			live(tc.live...)
+			if err := fp.setTunnelIfindex(int(tc.tun)); err != nil {
+				t.Fatal(err)
+			}
+			var before [numStats][2]uint64
+			if tc.stat < numStats {
+				before, _ = fp.stats(tc.slot)
+			}
+			// struct __sk_buff: ingress_ifindex at byte 36, cb[0] at 48.
+			ctx := make([]byte, 192)
+			binary.LittleEndian.PutUint32(ctx[48:], uint32(tc.dir)<<8) // cb[0]: dir << 8 | slot 0
+			binary.LittleEndian.PutUint32(ctx[36:], tc.iif)            // ingress_ifindex
+			ret, err := fp.Program().Run(&ebpf.RunOptions{Data: tc.frame, Context: ctx})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ret != tc.want {
+				t.Fatalf("verdict %d, want %d", ret, tc.want)
+			}
+			if tc.stat < numStats {
+				after, _ := fp.stats(tc.slot)
+				if after[tc.stat][0] != before[tc.stat][0]+1 {
+					t.Errorf("counter %s of slot %d: %d -> %d", statNames[tc.stat].name, tc.slot, before[tc.stat][0], after[tc.stat][0])
+				}
+			}
+		})
+	}
+}
+
+// An adopted instance (filterd restarted) finds the routes of the old
+// configuration in its pinned table and deletes those the new one lacks.
+func TestAdoptedRoutesReplaced(t *testing.T) {
+	fp := loadBare(t)
+	old, err := ParsePeers([]byte(`{"peers": [
+		{"name": "b", "public_key": "` + keyB + `", "endpoint": "192.0.2.2:1", "prefixes": ["10.99.2.0/25", "10.99.2.128/25", "fd00:2::/64"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fp.writeRoutesLocked(old, nil, map[string]uint32{"b": 0}); err != nil {
+		t.Fatal(err)
+	}
+	// filterd restarts: a new instance on the same pinned maps.
+	adopted := &fastPath{objs: fp.objs, vnic: fp.vnic, mode: ProtectAll}
+	if err := adopted.readRoutes(); err != nil {
+		t.Fatal(err)
+	}
+	if len(adopted.routes) != len(fp.routes) {
+		t.Fatalf("read back %v, wrote %v", adopted.routes, fp.routes)
+	}
+	for p, r := range fp.routes {
+		if adopted.routes[p] != r {
+			t.Errorf("%s: read back %+v, wrote %+v", p, adopted.routes[p], r)
+		}
+	}
+	cur, err := ParsePeers([]byte(`{"peers": [
+		{"name": "b", "public_key": "` + keyB + `", "endpoint": "192.0.2.2:1", "prefixes": ["10.99.2.0/24"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := adopted.writeRoutesLocked(cur, nil, map[string]uint32{"b": 0}); err != nil {
+		t.Fatal(err)
+	}
+	// (A lookup in an LPM trie matches the longest prefix: list the keys.)
+	now := &fastPath{objs: fp.objs}
+	if err := now.readRoutes(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"10.99.2.0/25", "10.99.2.128/25", "fd00:2::/64"} {
+		if _, ok := now.routes[netip.MustParsePrefix(p)]; ok {
+			t.Errorf("stale route %s still in enc_routes", p)
+		}
+	}
+	if len(now.routes) != 1 {
+		t.Errorf("enc_routes holds %v, want 10.99.2.0/24 only", now.routes)
+	}
+	ret, err := fp.Program().Run(&ebpf.RunOptions{Data: frame("10.99.1.2", "10.99.2.7"), Context: fromVMCtx()})
+	if err != nil || ret != tcShot {
+		t.Fatalf("10.99.2.7 now falls under protected 10.99.2.0/24 with no lease: verdict %d (%v), want drop", ret, err)
+	}
+}
+
+func fromVMCtx() []byte { return make([]byte, 192) }
+
+// TestDifferential runs random frames through encrypt.c and the Go model
+// with random leases, tunnel state and ingress devices, and compares the
+// verdicts and the counter each one moves.
+func TestDifferential(t *testing.T) {
+	fp := loadBare(t)
+	peers, err := ParsePeers([]byte(`{"prefixes": ["10.99.1.0/24", "fd00:1::/64"], "peers": [
+		{"name": "b", "public_key": "` + keyB + `", "endpoint": "192.0.2.2:1", "prefixes": ["10.99.2.0/24", "fd00:2::/64"]},
+		{"name": "c", "public_key": "` + keyC + `", "endpoint": "192.0.2.3:1", "prefixes": ["10.99.3.0/25"]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := ParsePolicy([]byte(`{"space": ["10.99.0.0/16", "fd00::/16"], "vnics": {"vnet1": ["10.99.3.0/26", "10.99.2.128/25", "fd00:2::8"]}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := []string{"10.99.1.5", "10.99.2.1", "10.99.2.200", "10.99.3.1", "10.99.3.100", "10.99.3.200", "10.99.9.9", "8.8.8.8",
+		"fd00:1::5", "fd00:2::8", "fd00:2::9", "fd00:9::1", "2001:db8::1"}
+	rng := rand.New(rand.NewPCG(1, 2))
+	const tun = 42
+	for _, mode := range []Mode{ProtectPolicy, ProtectAll} {
+		fp.mode = mode
+		if err := fp.writeRoutesLocked(peers, pol, map[string]uint32{"b": 1, "c": 2}); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 2000 {
+			live := [3]bool{rng.IntN(2) == 0, rng.IntN(2) == 0, rng.IntN(2) == 0}
+			leases := make([]uint64, MaxPeers)
+			for s, l := range live {
+				if l {
+					leases[s] = sdk.KtimeNow() + 60e9
+				}
+			}
+			if err := fp.writeLeases(leases); err != nil {
+				t.Fatal(err)
+			}
+			tunIdx := uint32(tun)
+			if rng.IntN(5) == 0 {
+				tunIdx = 0
+			}
+			if err := fp.setTunnelIfindex(int(tunIdx)); err != nil {
+				t.Fatal(err)
+			}
+			src, dst := addrs[rng.IntN(len(addrs))], addrs[rng.IntN(len(addrs))]
+			if netip.MustParseAddr(src).Is4() != netip.MustParseAddr(dst).Is4() {
+				continue
+			}
+			toVM := rng.IntN(2) == 0
+			iif := []uint32{0, 7, tun}[rng.IntN(3)]
+			f := frame(src, dst)
+			m := &Model{Routes: fp.routes, Live: func(s uint32) bool { return s < 3 && live[s] }, Tunnel: tunIdx}
+			want, slot, stat := m.Decide(f, toVM, iif)
+			var before [numStats][2]uint64
+			if stat < numStats {
+				before, _ = fp.stats(slot)
+			}
+			ctx := make([]byte, 192)
+			dir := uint32(sdk.FromVM)
+			if toVM {
+				dir = uint32(sdk.ToVM)
+			}
+			binary.LittleEndian.PutUint32(ctx[48:], dir<<8)
+			binary.LittleEndian.PutUint32(ctx[36:], iif)
+			ret, err := fp.Program().Run(&ebpf.RunOptions{Data: f, Context: ctx})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[uint32]Verdict{tcOK: Continue, tcRedirect: Redirect, tcShot: Drop}[ret]
+			if got != want {
+				t.Fatalf("%s #%d: %s -> %s to-vm=%v iif=%d tunnel=%d live=%v: eBPF %s (%d), model %s", mode, i, src, dst, toVM, iif, tunIdx, live, got, ret, want)
+			}
+			if stat < numStats {
+				after, _ := fp.stats(slot)
+				if after[stat][0] != before[stat][0]+1 {
+					t.Fatalf("%s #%d: %s -> %s: counter %s of slot %d did not move", mode, i, src, dst, statNames[stat].name, slot)
+				}
+			}
+		}
+	}
+}
