@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vnicfilter/vnicfilter/sdk"
 )
 
 // ErrInvalidConfig is wrapped by every error about a services file's content.
@@ -32,6 +34,8 @@ type Config struct {
 
 // Service is one VIP:port/protocol and its pool.
 type Service struct {
+	// PoolGroup is the host group some of Backends came from ("" none).
+	PoolGroup string
 	Name      string
 	VIP       netip.Addr
 	Port      uint16
@@ -145,6 +149,13 @@ type FileService struct {
 	Affinity  string        `json:"affinity,omitempty"`
 	Health    *FileHealth   `json:"health,omitempty"`
 	Backends  []FileBackend `json:"backends"`
+	// PoolGroup names a host address group (filterd's table, e.g.
+	// "tag:web"): each of its addresses is a backend too, on PoolPort
+	// (default: the service port) with PoolWeight (default 1). The pool
+	// follows the group as VMs are tagged and untagged.
+	PoolGroup  string `json:"pool_group,omitempty"`
+	PoolPort   int    `json:"pool_port,omitempty"`
+	PoolWeight *int   `json:"pool_weight,omitempty"`
 }
 
 // FileBackend is one backend of a FileService.
@@ -167,23 +178,33 @@ type FileHealth struct {
 	Netns    string  `json:"netns,omitempty"`
 }
 
-// LoadConfig reads and parses the services file at path.
+// LoadConfig reads and parses the services file at path; a pool_group
+// is refused (see LoadConfigGroups).
 func LoadConfig(path string) (*Config, error) {
+	cfg, _, err := LoadConfigGroups(path, nil)
+	return cfg, err
+}
+
+// LoadConfigGroups is LoadConfig resolving pool_group through groups,
+// and it returns the groups it resolved.
+func LoadConfigGroups(path string, groups sdk.Groups) (*Config, []string, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
+		return nil, nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
-	c, err := ParseConfig(data)
-	var ce *ConfigError
-	if errors.As(err, &ce) {
-		ce.File = path
+	cfg, used, err := ParseConfigGroups(data, groups)
+	if err != nil {
+		var ce *ConfigError
+		if errors.As(err, &ce) {
+			ce.File = path
+		}
 	}
-	return c, err
+	return cfg, used, err
 }
 
 var allowedFields = map[string][]string{
 	"top":     {"services"},
-	"service": {"name", "vip", "port", "protocol", "table_size", "backends", "affinity", "health"},
+	"service": {"name", "vip", "port", "protocol", "table_size", "backends", "affinity", "health", "pool_group", "pool_port", "pool_weight"},
 	"health":  {"type", "port", "path", "interval", "timeout", "rise", "fall", "netns"},
 	"backend": {"addr", "port", "weight", "mac"},
 }
@@ -191,23 +212,37 @@ var allowedFields = map[string][]string{
 // ParseConfig parses a services file (docs/dlb.md). Errors are
 // *ConfigError with line and column.
 func ParseConfig(data []byte) (*Config, error) {
+	cfg, _, err := ParseConfigGroups(data, nil)
+	return cfg, err
+}
+
+// ParseConfigGroups is ParseConfig resolving each service's pool_group
+// through groups (nil: pool_group is an error); used lists the groups it
+// resolved.
+func ParseConfigGroups(data []byte, groups sdk.Groups) (_ *Config, used []string, _ error) {
+	cfg, used, err := parseConfig(data, groups)
+	return cfg, used, err
+}
+
+func parseConfig(data []byte, groups sdk.Groups) (*Config, []string, error) {
+	var used []string
 	at := map[string]int64{}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := walk(dec, data, "", "top", at); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if tok, err := dec.Token(); err != io.EOF {
 		line, col := lineCol(data, dec.InputOffset())
-		return nil, &ConfigError{Line: line, Col: col, Err: fmt.Errorf("trailing data after the top-level object (%v)", tok)}
+		return nil, nil, &ConfigError{Line: line, Col: col, Err: fmt.Errorf("trailing data after the top-level object (%v)", tok)}
 	}
 	var raw File
 	if err := json.Unmarshal(data, &raw); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			line, col := lineCol(data, te.Offset)
-			return nil, &ConfigError{Line: line, Col: col, Field: te.Field, Err: fmt.Errorf("want %s, got %s", te.Type, te.Value)}
+			return nil, nil, &ConfigError{Line: line, Col: col, Field: te.Field, Err: fmt.Errorf("want %s, got %s", te.Type, te.Value)}
 		}
-		return nil, &ConfigError{Err: err}
+		return nil, nil, &ConfigError{Err: err}
 	}
 	fail := func(field, format string, args ...any) error {
 		off, ok := at[field]
@@ -224,7 +259,7 @@ func ParseConfig(data []byte) (*Config, error) {
 		return &ConfigError{Line: line, Col: col, Field: field, Err: fmt.Errorf(format, args...)}
 	}
 	if _, ok := at["services"]; !ok {
-		return nil, fail("", "no \"services\" list")
+		return nil, nil, fail("", "no \"services\" list")
 	}
 	type svcKey struct {
 		vip   netip.Addr
@@ -243,7 +278,7 @@ func ParseConfig(data []byte) (*Config, error) {
 		case AffinityClient:
 			s.Affinity = AffinityClient
 		default:
-			return nil, fail(p+".affinity", "%q: want client or none", rs.Affinity)
+			return nil, nil, fail(p+".affinity", "%q: want client or none", rs.Affinity)
 		}
 		if s.Name == "" {
 			s.Name = strconv.Itoa(i)
@@ -251,15 +286,15 @@ func ParseConfig(data []byte) (*Config, error) {
 		vip, err := netip.ParseAddr(rs.VIP)
 		switch {
 		case rs.VIP == "":
-			return nil, fail(p+".vip", "missing")
+			return nil, nil, fail(p+".vip", "missing")
 		case err != nil || vip.Zone() != "":
-			return nil, fail(p+".vip", "invalid address %q", rs.VIP)
+			return nil, nil, fail(p+".vip", "invalid address %q", rs.VIP)
 		case vip.Unmap().IsUnspecified() || vip.Unmap().IsMulticast() || vip.Unmap() == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-			return nil, fail(p+".vip", "%s cannot be a VIP", rs.VIP)
+			return nil, nil, fail(p+".vip", "%s cannot be a VIP", rs.VIP)
 		}
 		s.VIP = vip.Unmap()
 		if rs.Port < 1 || rs.Port > 65535 {
-			return nil, fail(p+".port", "port %d out of range 1-65535", rs.Port)
+			return nil, nil, fail(p+".port", "port %d out of range 1-65535", rs.Port)
 		}
 		s.Port = uint16(rs.Port)
 		switch rs.Protocol {
@@ -268,23 +303,23 @@ func ParseConfig(data []byte) (*Config, error) {
 		case "udp":
 			s.Proto = ProtoUDP
 		case "":
-			return nil, fail(p+".protocol", "missing (tcp or udp)")
+			return nil, nil, fail(p+".protocol", "missing (tcp or udp)")
 		default:
-			return nil, fail(p+".protocol", "%q: want tcp or udp", rs.Protocol)
+			return nil, nil, fail(p+".protocol", "%q: want tcp or udp", rs.Protocol)
 		}
 		if rs.TableSize != nil {
 			s.TableSize = *rs.TableSize
 			if s.TableSize < 7 || s.TableSize > MaxTableSize || !IsPrime(s.TableSize) {
-				return nil, fail(p+".table_size", "%d: the Maglev table size must be a prime between 7 and %d (e.g. 251, 4099, 65537)", s.TableSize, MaxTableSize)
+				return nil, nil, fail(p+".table_size", "%d: the Maglev table size must be a prime between 7 and %d (e.g. 251, 4099, 65537)", s.TableSize, MaxTableSize)
 			}
 		}
 		if prev, ok := names[s.Name]; ok {
-			return nil, fail(p+".name", "duplicate service name %q (also services[%d]): names label counters and select services in vfctl lb", s.Name, prev)
+			return nil, nil, fail(p+".name", "duplicate service name %q (also services[%d]): names label counters and select services in vfctl lb", s.Name, prev)
 		}
 		names[s.Name] = i
 		k := svcKey{s.VIP, s.Port, s.Proto}
 		if prev, ok := seen[k]; ok {
-			return nil, fail(p+".vip", "duplicate service %s:%d/%s (also service %q)", s.VIP, s.Port, rs.Protocol, prev)
+			return nil, nil, fail(p+".vip", "duplicate service %s:%d/%s (also service %q)", s.VIP, s.Port, rs.Protocol, prev)
 		}
 		seen[k] = s.Name
 		var total uint64
@@ -294,53 +329,93 @@ func ParseConfig(data []byte) (*Config, error) {
 			a, err := netip.ParseAddr(rb.Addr)
 			switch {
 			case rb.Addr == "":
-				return nil, fail(bp+".addr", "missing")
+				return nil, nil, fail(bp+".addr", "missing")
 			case err != nil || a.Zone() != "":
-				return nil, fail(bp+".addr", "invalid address %q", rb.Addr)
+				return nil, nil, fail(bp+".addr", "invalid address %q", rb.Addr)
 			case a.Unmap().Is4() != s.VIP.Is4():
-				return nil, fail(bp+".addr", "%s: a backend must be of the VIP's address family (%s)", rb.Addr, s.VIP)
+				return nil, nil, fail(bp+".addr", "%s: a backend must be of the VIP's address family (%s)", rb.Addr, s.VIP)
 			case a.Unmap().IsUnspecified() || a.Unmap().IsMulticast():
-				return nil, fail(bp+".addr", "%s cannot be a backend", rb.Addr)
+				return nil, nil, fail(bp+".addr", "%s cannot be a backend", rb.Addr)
 			}
 			b := Backend{Addr: a.Unmap(), Weight: 1}
 			switch {
 			case rb.Port == 0:
 				b.Port = s.Port
 			case rb.Port < 1 || rb.Port > 65535:
-				return nil, fail(bp+".port", "port %d out of range 1-65535", rb.Port)
+				return nil, nil, fail(bp+".port", "port %d out of range 1-65535", rb.Port)
 			default:
 				b.Port = uint16(rb.Port)
 			}
 			if rb.Weight != nil {
 				if *rb.Weight < 0 || *rb.Weight > 65535 {
-					return nil, fail(bp+".weight", "weight %d out of range 0-65535", *rb.Weight)
+					return nil, nil, fail(bp+".weight", "weight %d out of range 0-65535", *rb.Weight)
 				}
 				b.Weight = uint32(*rb.Weight)
 			}
 			if rb.MAC != "" {
 				mac, err := net.ParseMAC(rb.MAC)
 				if err != nil || len(mac) != 6 {
-					return nil, fail(bp+".mac", "invalid Ethernet address %q", rb.MAC)
+					return nil, nil, fail(bp+".mac", "invalid Ethernet address %q", rb.MAC)
 				}
 				b.MAC = mac
 			}
 			if keys[b.Key()] {
-				return nil, fail(bp, "duplicate backend %s", b.Key())
+				return nil, nil, fail(bp, "duplicate backend %s", b.Key())
 			}
 			keys[b.Key()] = true
 			total += uint64(b.Weight)
 			s.Backends = append(s.Backends, b)
 		}
-		if total == 0 {
-			return nil, fail(p+".backends", "empty pool: service %q has no backend with a weight above 0", s.Name)
+		if rs.PoolGroup != "" {
+			if groups == nil {
+				return nil, nil, fail(p+".pool_group", "%q: no host group table here (pool groups are resolved by filterd)", rs.PoolGroup)
+			}
+			members, err := groups.Members(rs.PoolGroup)
+			if err != nil {
+				return nil, nil, fail(p+".pool_group", "%v", err)
+			}
+			if !slices.Contains(used, rs.PoolGroup) {
+				used = append(used, rs.PoolGroup)
+			}
+			b := Backend{Port: s.Port, Weight: 1}
+			if rs.PoolPort != 0 {
+				if rs.PoolPort < 1 || rs.PoolPort > 65535 {
+					return nil, nil, fail(p+".pool_port", "port %d out of range 1-65535", rs.PoolPort)
+				}
+				b.Port = uint16(rs.PoolPort)
+			}
+			if rs.PoolWeight != nil {
+				if *rs.PoolWeight < 1 || *rs.PoolWeight > 65535 {
+					return nil, nil, fail(p+".pool_weight", "weight %d out of range 1-65535", *rs.PoolWeight)
+				}
+				b.Weight = uint32(*rs.PoolWeight)
+			}
+			for _, m := range members {
+				a := m.Addr().Unmap()
+				if m.Bits() != a.BitLen() || a.Is4() != s.VIP.Is4() {
+					continue // a range, or the other family: not a backend
+				}
+				nb := b
+				nb.Addr = a
+				if keys[nb.Key()] {
+					continue // also listed in backends: that entry wins
+				}
+				keys[nb.Key()] = true
+				total += uint64(nb.Weight)
+				s.Backends = append(s.Backends, nb)
+			}
+			s.PoolGroup = rs.PoolGroup
+		}
+		if total == 0 && rs.PoolGroup == "" {
+			return nil, nil, fail(p+".backends", "empty pool: service %q has no backend with a weight above 0", s.Name)
 		}
 		if len(s.Backends) >= s.TableSize {
-			return nil, fail(p+".table_size", "%d slots for %d backends: the table must be larger than the pool (100× is advised)", s.TableSize, len(s.Backends))
+			return nil, nil, fail(p+".table_size", "%d slots for %d backends: the table must be larger than the pool (100× is advised)", s.TableSize, len(s.Backends))
 		}
 		if rs.Health != nil {
 			h, err := parseHealth(rs.Health, p+".health", fail)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			s.Health = h
 		}
@@ -348,12 +423,12 @@ func ParseConfig(data []byte) (*Config, error) {
 		cfg.Services = append(cfg.Services, s)
 	}
 	if len(cfg.Services) > MaxServices {
-		return nil, fail("services", "%d services: at most %d", len(cfg.Services), MaxServices)
+		return nil, nil, fail("services", "%d services: at most %d", len(cfg.Services), MaxServices)
 	}
 	if nBackends > MaxBackends {
-		return nil, fail("services", "%d backends over all services: at most %d", nBackends, MaxBackends)
+		return nil, nil, fail("services", "%d backends over all services: at most %d", nBackends, MaxBackends)
 	}
-	return cfg, nil
+	return cfg, used, nil
 }
 
 // parseHealth checks a service's "health" object; p is its path.
@@ -526,3 +601,11 @@ func lineCol(data []byte, off int64) (int, int) {
 	col := int(off) - (bytes.LastIndexByte(before, '\n') + 1) + 1
 	return line, col
 }
+
+// OfflineGroups resolves every group to no member: for checking a
+// services file away from filterd (vfctl lb), where pool groups cannot be
+// resolved but the rest of the file can be checked.
+type OfflineGroups struct{}
+
+// Members implements sdk.Groups.
+func (OfflineGroups) Members(string) ([]netip.Prefix, error) { return nil, nil }

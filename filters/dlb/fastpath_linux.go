@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -23,6 +24,11 @@ var statNames = []string{
 type fastPath struct {
 	objs         dlbObjects
 	tableEntries int
+
+	// groups resolves pool_group (filterd's host group table);
+	// usedGroups are those the live services use (guarded by mu).
+	groups     sdk.Groups
+	usedGroups []string
 
 	log *slog.Logger
 
@@ -55,13 +61,14 @@ var (
 	_ sdk.FastPath  = (*fastPath)(nil)
 	_ sdk.Reloader  = (*fastPath)(nil)
 	_ sdk.Inspector = (*fastPath)(nil)
+	_ sdk.GroupUser = (*fastPath)(nil)
 )
 
 var dlbSpec = sync.OnceValues(loadDlb)
 
 func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 	params := ctx.Instance.Params
-	cfg, err := LoadConfig(params.String("services"))
+	cfg, used, err := LoadConfigGroups(params.String("services"), ctx.Groups)
 	if err != nil {
 		return nil, fmt.Errorf("%w: dlb: %w", sdk.ErrInvalidParam, err)
 	}
@@ -84,7 +91,7 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 	spec.Maps["dlb_backend_flows"].MaxEntries = 2 * MaxBackends
 	spec.Maps["dlb_services"].MaxEntries = 2 * MaxServices
 	spec.Maps["dlb_svc_stats"].MaxEntries = 2 * maxServiceIDs
-	fp := &fastPath{log: ctx.Logger, flowBase: map[backendIdent]uint64{}, healthKick: make(chan struct{}, 1), tableEntries: te, tcpTimeout: params.Duration("tcp_timeout"), udpTimeout: params.Duration("udp_timeout"), closeTimeout: params.Duration("tcp_close_timeout")}
+	fp := &fastPath{groups: ctx.Groups, usedGroups: used, log: ctx.Logger, flowBase: map[backendIdent]uint64{}, healthKick: make(chan struct{}, 1), tableEntries: te, tcpTimeout: params.Duration("tcp_timeout"), udpTimeout: params.Duration("udp_timeout"), closeTimeout: params.Duration("tcp_close_timeout")}
 	if err := ctx.Load(spec, &fp.objs); err != nil {
 		return nil, fmt.Errorf("dlb: %w", err)
 	}
@@ -100,7 +107,7 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 // Reload re-reads the services file and swaps it in atomically; pinned
 // flows keep their backends. A bad file leaves the live services untouched.
 func (f *fastPath) Reload(params sdk.Params) error {
-	cfg, err := LoadConfig(params.String("services"))
+	cfg, used, err := LoadConfigGroups(params.String("services"), f.groups)
 	if err != nil {
 		return fmt.Errorf("%w: dlb: %w", sdk.ErrInvalidParam, err)
 	}
@@ -110,7 +117,18 @@ func (f *fastPath) Reload(params sdk.Params) error {
 		}
 		return fmt.Errorf("dlb: %w", err)
 	}
+	f.mu.Lock()
+	f.usedGroups = used
+	f.mu.Unlock()
 	return nil
+}
+
+// GroupsUsed implements sdk.GroupUser: the pool groups of the live
+// services, whose membership changes reload them.
+func (f *fastPath) GroupsUsed() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.usedGroups)
 }
 
 // Update makes cfg the instance's services: it starts (or shares) the

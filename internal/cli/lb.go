@@ -256,7 +256,7 @@ func (a *app) runEdit(ctx context.Context, e *lbEdit, args []string, change func
 		return err
 	}
 	data := f.Format()
-	if _, err := dlb.ParseConfig(data); err != nil {
+	if _, _, err := dlb.ParseConfigGroups(data, dlb.OfflineGroups{}); err != nil {
 		return &exitError{code: ExitBadInput, msg: fmt.Sprintf("%s: %s refused: %v", path, what, err), hint: "the file is unchanged"}
 	}
 	if err := dlb.WriteFileAtomic(path, data); err != nil {
