@@ -109,4 +109,24 @@ func TestDLBPoolFromTag(t *testing.T) {
 	if got := hits(20); got["web2"] != 20 {
 		t.Fatalf("pool tag:web = {web2}: connections went %v", got)
 	}
+	// An empty pool: new connections to the VIP fail (dropped, counted).
+	if _, err := d.client.SetLabels(ctx, web2.TapName, api.Labels{}); err != nil {
+		t.Fatal(err)
+	}
+	if got := hits(2); got["error"] != 2 {
+		t.Fatalf("empty pool: connections went %v", got)
+	}
+	v, err := d.client.VNIC(ctx, client.TapName)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var noBackend float64
+	for _, c := range v.Slots[0].Counters {
+		if c.Name == "no_backend_total" {
+			noBackend += c.Value
+		}
+	}
+	if noBackend == 0 {
+		t.Errorf("an empty pool dropped new flows without counting them (counters %+v)", v.Slots[0].Counters)
+	}
 }
