@@ -71,11 +71,10 @@ type genRule struct {
 // policy language but make 100,000-rule policies exceed its table budget
 // (ErrTooComplex), and a policy it refuses cannot be measured.
 type policyGen struct {
-	rng     *rand.Rand
-	vm4     netip.Addr
-	vm6     netip.Addr
-	flows   []testFlow
-	hostSeq uint32
+	rng   *rand.Rand
+	vm4   netip.Addr
+	vm6   netip.Addr
+	flows []testFlow
 	// appPorts are the non-standard ports the rule base's applications
 	// use: a pool, not a fresh random port per rule.
 	appPorts []uint16
@@ -133,7 +132,11 @@ func (g *policyGen) draw(i int) genRule {
 			a[3], a[4], a[5], a[6], a[7] = byte(rng.IntN(256)), byte(rng.IntN(256)), byte(rng.IntN(256)), byte(rng.IntN(256)), 0x01
 			r.remote = netip.PrefixFrom(netip.AddrFrom16(a), 64)
 		} else {
-			r.remote = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(64 + rng.IntN(64)), byte(rng.IntN(256)), 0}), 24)
+			b := byte(64 + rng.IntN(63))
+			if b >= 77 {
+				b++ // never 10.77.x.0/24, the benchmark's own subnet
+			}
+			r.remote = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, b, byte(rng.IntN(256)), 0}), 24)
 		}
 	}
 	if v6 {
@@ -177,7 +180,6 @@ func (g *policyGen) draw(i int) genRule {
 func (g *policyGen) v4host() netip.Addr {
 	// Reuse an earlier host now and then, as a rule base names the same
 	// server for several services.
-	g.hostSeq++
 	n := g.rng.Uint32N(1 << 22)
 	if g.rng.IntN(100) < 20 {
 		n = g.rng.Uint32N(1 << 10) // a small pool of popular hosts

@@ -291,7 +291,7 @@ func TestParseIperf(t *testing.T) {
 		want     float64
 		err      string
 	}{
-		{"ok", `{"start":{},"end":{"sum_sent":{"bits_per_second":2e10},"sum_received":{"bits_per_second":1.25e10}}}`, 12.5, ""},
+		{"ok", `{"start":{},"end":{"sum_sent":{"bits_per_second":2e10,"retransmits":3},"sum_received":{"bits_per_second":1.25e10}}}`, 12.5, ""},
 		{"error", `{"start":{},"end":{},"error":"unable to connect to server: Connection refused"}`, 0, "Connection refused"},
 		{"empty end", `{"end":{}}`, 0, "no end.sum_received"},
 		{"not JSON", `iperf3: error`, 0, "parse iperf3 JSON"},
@@ -304,8 +304,8 @@ func TestParseIperf(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got != tc.want {
-				t.Fatalf("= %v, %v; want %v", got, err, tc.want)
+			if err != nil || got.gbps != tc.want || got.retransmits != 3 {
+				t.Fatalf("= %+v, %v; want %v Gb/s, 3 retransmits", got, err, tc.want)
 			}
 		})
 	}

@@ -320,8 +320,8 @@ func measureAll(ctx context.Context, o Options, e *runEnv, ms []string, rep int,
 				}
 				continue
 			}
-			s[m] = g
-			logf(o.Log, "rep %d/%d %-11s %-10s %s", rep+1, o.Reps, name, m, formatValue(g, units[m]))
+			s[m] = g.gbps
+			logf(o.Log, "rep %d/%d %-11s %-10s %s (%d retransmits)", rep+1, o.Reps, name, m, formatValue(g.gbps, units[m]), g.retransmits)
 		case MetricUDP64:
 			r, err := udpBlast(ctx, t, dst, o.Duration)
 			if err != nil {

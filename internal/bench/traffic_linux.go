@@ -32,16 +32,16 @@ func anyAddr4(port int) unix.SockaddrInet4 { return unix.SockaddrInet4{Port: por
 // iperfTCP runs one iperf3 test of streams parallel TCP streams from VM A to
 // dst (VM B or the VIP) and returns the received Gb/s. The server is started for this test
 // only (--one-off) and stopped by pid, whatever happens.
-func iperfTCP(ctx context.Context, t *topology, dst net.IP, d time.Duration, streams int) (float64, error) {
+func iperfTCP(ctx context.Context, t *topology, dst net.IP, d time.Duration, streams int) (iperfResult, error) {
 	cpus := pickCPUs()
 	srv, err := startIn(t.b.ns.path, nil, append([]string{"iperf3", "--server", "--one-off", "--port", strconv.Itoa(iperfPort)},
 		iperfAffinity(cpus.server, cpus.ok)...)...)
 	if err != nil {
-		return 0, err
+		return iperfResult{}, err
 	}
 	defer srv.stop(2 * time.Second)
 	if err := waitListening(ctx, srv, t.b.ns.path, iperfPort); err != nil {
-		return 0, err
+		return iperfResult{}, err
 	}
 	secs := max(1, int(math.Ceil(d.Seconds())))
 	cctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+30*time.Second)
@@ -54,16 +54,16 @@ func iperfTCP(ctx context.Context, t *topology, dst net.IP, d time.Duration, str
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	out, runErr := cmd.Output()
 	if ctx.Err() != nil {
-		return 0, ctx.Err()
+		return iperfResult{}, ctx.Err()
 	}
-	gbps, err := parseIperf(out)
+	res, err := parseIperf(out)
 	if err != nil {
 		if runErr != nil {
-			return 0, fmt.Errorf("iperf3 client (%v): %w", runErr, err)
+			return iperfResult{}, fmt.Errorf("iperf3 client (%v): %w", runErr, err)
 		}
-		return 0, err
+		return iperfResult{}, err
 	}
-	return gbps, nil
+	return res, nil
 }
 
 // waitListening waits until the process p, once inside the namespace at
