@@ -23,9 +23,6 @@ type SupervisorOptions struct {
 	// and restarted.
 	Heartbeat   time.Duration
 	MissedPongs int // default 3
-	// Watchdog: a Process call running longer stalls its instance (the
-	// failure mode applies until it returns); default 2s.
-	Watchdog time.Duration
 	// StartTimeout bounds the wait for the process's hello and for each
 	// instance's opened answer; default 5s.
 	StartTimeout time.Duration
@@ -43,9 +40,6 @@ func (o SupervisorOptions) withDefaults() SupervisorOptions {
 	}
 	if o.MissedPongs <= 0 {
 		o.MissedPongs = 3
-	}
-	if o.Watchdog <= 0 {
-		o.Watchdog = DefaultWatchdog
 	}
 	if o.StartTimeout <= 0 {
 		o.StartTimeout = 5 * time.Second
@@ -374,13 +368,10 @@ func (s *Supervisor) pong(m *slowproc.Msg) {
 			p.log.Error("external slow path panicked; failure mode applies until the process is restarted")
 			p.end()
 		}
-		stalled := time.Duration(st.BusyMS)*time.Millisecond >= s.opts.Watchdog
-		switch {
-		case stalled && !pp.stalled.Load():
-			pp.stalled.Store(true)
-			p.log.Error("external slow path stalled: Process running beyond the watchdog; failure mode applies", "dir", pp.dir, "busy_ms", st.BusyMS)
-			p.end()
-		case !stalled && pp.stalled.Load():
+		// The process's call counter feeds the Punt's own watchdog
+		// (watch), as the in-process reader's does: odd and unchanged
+		// for a watchdog period is a stall; a change ends one.
+		if prev := pp.seq.Swap(st.Calls); prev != st.Calls && pp.stalled.Load() {
 			pp.stalled.Store(false)
 			p.log.Info("external slow path recovered from stall", "dir", pp.dir)
 			p.wake()

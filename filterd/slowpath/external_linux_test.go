@@ -33,7 +33,7 @@ func serveTestFilter() int {
 	}
 	err := slowproc.Serve(slowproc.Filter{
 		Name: name, Version: "0.0.1",
-		Params: []sdk.ParamSpec{{Name: "verdict", Type: sdk.String, Enum: []string{"pass", "drop", "panic"}, Default: "pass"}},
+		Params: []sdk.ParamSpec{{Name: "verdict", Type: sdk.String, Enum: []string{"pass", "drop", "panic", "stall"}, Default: "pass"}},
 		New: func(ctx *sdk.SlowPathContext) (sdk.SlowPath, error) {
 			h := &handler{}
 			switch ctx.Instance.Params.String("verdict") {
@@ -41,6 +41,8 @@ func serveTestFilter() int {
 				h.verdict = sdk.Drop
 			case "panic":
 				h.panics = true
+			case "stall":
+				h.sleep = 2 * time.Second // the first frame's Process call
 			}
 			return h, nil
 		},
@@ -72,12 +74,17 @@ func newSupervisor(t *testing.T, name string, env ...string) (*slowpath.Supervis
 	return s, err
 }
 
-func (l *lab) startExternal(t *testing.T, s *slowpath.Supervisor, mode sdk.FailMode, params map[string]string) *slowpath.Punt {
+func (l *lab) startExternal(t *testing.T, s *slowpath.Supervisor, mode sdk.FailMode, params map[string]string, opts ...slowpath.Options) *slowpath.Punt {
 	t.Helper()
 	var p *slowpath.Punt
 	err := l.host.Do(func() (err error) {
 		vn := sdk.VNIC{Name: l.v.Name, Ifindex: l.v.Ifindex}
-		opts := slowpath.Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)), FailMode: mode}
+		var o slowpath.Options
+		if len(opts) > 0 {
+			o = opts[0]
+		}
+		o.Logger, o.FailMode = slog.New(slog.NewTextHandler(testWriter{t}, nil)), mode
+		opts := o
 		p, err = slowpath.StartExternal(context.Background(), vn, 0, sdk.DirBoth, s, params, l.v, opts)
 		return err
 	})
@@ -203,6 +210,30 @@ func TestExternalPanic(t *testing.T) {
 		t.Fatal("ping passed a panicking fail-closed slow path")
 	}
 	waitState(t, p, slowpath.Panicked, 2*time.Second)
+}
+
+// TestExternalStall: a Process call in the external process running past
+// the watchdog fails the instance by its failure mode (the same watchdog
+// as in-process slow paths, fed by the process's call counter), and it
+// recovers when the call returns.
+func TestExternalStall(t *testing.T) {
+	l := newLab(t, sdk.FailOpen)
+	s, err := newSupervisor(t, "ext-stall")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := l.startExternal(t, s, sdk.FailOpen, map[string]string{"verdict": "stall"},
+		slowpath.Options{Watchdog: 500 * time.Millisecond, Heartbeat: 50 * time.Millisecond, Lease: 400 * time.Millisecond})
+	go l.a.Ping(t, l.b.IPv4.IP, 1) // the first frame stalls the handler
+	waitState(t, p, slowpath.Stalled, 2*time.Second)
+	before := l.stats(t)[sdk.FromVM][0][sdk.StatFailOpen].Packets
+	if err := l.a.Ping(t, l.b.IPv4.IP, 2); err != nil {
+		t.Fatalf("fail-open while stalled: %v", err)
+	}
+	if after := l.stats(t)[sdk.FromVM][0][sdk.StatFailOpen].Packets; after <= before {
+		t.Errorf("fail_open %d → %d: the fast path did not take over", before, after)
+	}
+	waitState(t, p, slowpath.Running, 4*time.Second)
 }
 
 func TestExternalStartErrors(t *testing.T) {

@@ -12,7 +12,7 @@
 //	process -> filterd  opened  {id} or {id, error}
 //	filterd -> process  close   {id}
 //	filterd -> process  ping    {seq}        every heartbeat (200 ms)
-//	process -> filterd  pong    {seq, status: per instance and direction: frames, passed, dropped, busy_ms, panicked}
+//	process -> filterd  pong    {seq, status: per instance and direction: frames, passed, dropped, calls, panicked}
 //
 // Frames never cross the socket: the process reads punted frames from the
 // tap (each behind a struct virtio_net_hdr, GSO frames whole) and writes

@@ -57,8 +57,10 @@ type Status struct {
 	Passed  uint64        `json:"passed"`
 	Dropped uint64        `json:"dropped"`
 	Errors  uint64        `json:"errors"`
-	// BusyMS is how long the Process call running now has run (0: idle).
-	BusyMS   int64         `json:"busy_ms,omitempty"`
+	// Calls counts Process entries and exits: odd while a call runs.
+	// filterd's watchdog compares it between pongs (as for in-process
+	// slow paths), so the frame loop never reads the clock.
+	Calls    uint64        `json:"calls"`
 	Panicked bool          `json:"panicked,omitempty"`
 	Counters []sdk.Counter `json:"counters,omitempty"`
 }

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -107,9 +106,8 @@ func serveConn(c *Conn, f Filter) error {
 		case OpPing:
 			closeFiles(files)
 			pong := &Msg{Op: OpPong, Seq: m.Seq}
-			now := time.Now()
 			for _, in := range insts {
-				pong.Status = append(pong.Status, in.status(now)...)
+				pong.Status = append(pong.Status, in.status()...)
 			}
 			if err := c.Send(pong); err != nil {
 				return err
@@ -138,9 +136,9 @@ type instance struct {
 }
 
 type reader struct {
-	dir  sdk.Direction
-	tap  *os.File
-	busy atomic.Int64 // start of the running Process call, unix ns; 0 idle
+	dir   sdk.Direction
+	tap   *os.File
+	calls atomic.Uint64 // Process entries and exits: odd while a call runs
 
 	frames, passed, dropped, errors atomic.Uint64
 }
@@ -215,14 +213,11 @@ func (in *instance) stop() {
 	}
 }
 
-func (in *instance) status(now time.Time) []Status {
+func (in *instance) status() []Status {
 	out := make([]Status, 0, len(in.readers))
 	for _, r := range in.readers {
-		st := Status{ID: in.id, Dir: r.dir, Frames: r.frames.Load(), Passed: r.passed.Load(), Dropped: r.dropped.Load(), Errors: r.errors.Load(), Panicked: in.panicked.Load()}
-		if b := r.busy.Load(); b != 0 {
-			st.BusyMS = max(now.UnixNano()-b, 0) / int64(time.Millisecond)
-		}
-		out = append(out, st)
+		out = append(out, Status{ID: in.id, Dir: r.dir, Frames: r.frames.Load(), Passed: r.passed.Load(), Dropped: r.dropped.Load(),
+			Errors: r.errors.Load(), Calls: r.calls.Load(), Panicked: in.panicked.Load()})
 	}
 	if sc, ok := in.h.(sdk.SlowCounters); ok && len(out) > 0 {
 		out[0].Counters = sc.Counters()
@@ -273,9 +268,9 @@ func (in *instance) read(r *reader) {
 // process calls the handler; a panic marks the instance panicked (filterd
 // sees it in the next pong and applies the failure mode) and drops.
 func (in *instance) process(r *reader, f *sdk.Frame) (v sdk.SlowVerdict) {
-	r.busy.Store(time.Now().UnixNano())
+	r.calls.Add(1)
 	defer func() {
-		r.busy.Store(0)
+		r.calls.Add(1)
 		if p := recover(); p != nil {
 			v = sdk.Drop
 			if in.panicked.CompareAndSwap(false, true) {
