@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -75,7 +76,7 @@ func (d *Daemon) handleCapture(w http.ResponseWriter, r *http.Request) {
 	for k, v := range q {
 		switch {
 		case k == "direction" || k == "duration":
-		case len(v) == 1 && contains(captureParams, k):
+		case len(v) == 1 && slices.Contains(captureParams, k):
 			spec.Params[k] = v[0]
 		default:
 			replyErr(w, fmt.Errorf("%w: capture: unknown or repeated query parameter %q (known: direction, duration, %v)", ErrBadRequest, k, captureParams))
@@ -119,15 +120,6 @@ func (d *Daemon) handleCapture(w http.ResponseWriter, r *http.Request) {
 	case <-d.ctx.Done():
 	}
 	d.log.Info("capture ended", "vnic", name, "slot", slot)
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // attachCapture puts the capture's mirror after the last filter of name's

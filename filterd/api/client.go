@@ -78,45 +78,14 @@ func NewTLSClient(server, certFile, keyFile, caFile string) (*Client, error) {
 func (c *Client) Socket() string { return c.socket }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	raw := false
-	if b, ok := in.([]byte); ok {
-		body, raw = bytes.NewReader(b), true
-	} else if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	resp, err := c.send(ctx, method, path, in)
 	if err != nil {
 		return err
-	}
-	if raw {
-		req.Header.Set("Content-Type", "application/octet-stream")
-	} else if in != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		var ne *net.OpError
-		if errors.As(err, &ne) && ne.Op == "dial" && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)) {
-			return fmt.Errorf("%w (no daemon on %s: start it with `filterd` or point --socket at it): %w", ErrDaemonNotRunning, c.socket, ne.Err)
-		}
-		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return fmt.Errorf("%s %s: read response: %w", method, path, err)
-	}
-	if resp.StatusCode >= 300 {
-		var e Error
-		if json.Unmarshal(data, &e) != nil || e.Message == "" {
-			e = Error{Code: CodeInternal, Message: fmt.Sprintf("%s %s: %s", method, path, resp.Status)}
-		}
-		return &e
 	}
 	if out == nil {
 		return nil
@@ -133,6 +102,60 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("%s %s: decode response: %w", method, path, err)
 	}
 	return nil
+}
+
+// send makes one request (in: nil, raw []byte, or a value sent as JSON)
+// and returns a response with a 2xx status, its body for the caller to
+// read and close; a daemon that is not there and an API error are errors.
+func (c *Client) send(ctx context.Context, method, path string, in any) (*http.Response, error) {
+	var body io.Reader
+	ctype := ""
+	if b, ok := in.([]byte); ok {
+		body, ctype = bytes.NewReader(b), "application/octet-stream"
+	} else if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return nil, err
+		}
+		body, ctype = bytes.NewReader(b), "application/json"
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, err
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		var ne *net.OpError
+		if errors.As(err, &ne) && ne.Op == "dial" && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)) {
+			return nil, fmt.Errorf("%w (no daemon on %s: start it with `filterd` or point --socket at it): %w", ErrDaemonNotRunning, c.socket, ne.Err)
+		}
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var e Error
+		if json.Unmarshal(data, &e) != nil || e.Message == "" {
+			e = Error{Code: CodeInternal, Message: fmt.Sprintf("%s %s: %s", method, path, resp.Status)}
+		}
+		return nil, &e
+	}
+	return resp, nil
+}
+
+// withQuery appends query as URL query parameters.
+func withQuery(path string, query map[string]string) string {
+	if len(query) == 0 {
+		return path
+	}
+	v := url.Values{}
+	for k, s := range query {
+		v.Set(k, s)
+	}
+	return path + "?" + v.Encode()
 }
 
 func vnicPath(name string) string { return "/" + Version + "/vnics/" + url.PathEscape(name) }
@@ -221,14 +244,7 @@ func (c *Client) Reload(ctx context.Context, vnic string, slot int) (*ReloadResu
 // (e.g. the firewall's connections); query is passed as URL query
 // parameters. State is left as raw JSON for the filter's own type.
 func (c *Client) Inspect(ctx context.Context, vnic string, slot int, query map[string]string) (*InspectResult, json.RawMessage, error) {
-	p := vnicPath(vnic) + "/filters/" + strconv.Itoa(slot) + "/inspect"
-	if len(query) > 0 {
-		v := url.Values{}
-		for k, s := range query {
-			v.Set(k, s)
-		}
-		p += "?" + v.Encode()
-	}
+	p := withQuery(vnicPath(vnic)+"/filters/"+strconv.Itoa(slot)+"/inspect", query)
 	var raw struct {
 		InspectResult
 		State json.RawMessage `json:"state"`
@@ -295,34 +311,9 @@ func (c *Client) DeleteGroup(ctx context.Context, name string) (*GroupChange, er
 // proto, port, cidr, snaplen, sample, rate) until ctx ends or filterd
 // stops; the caller reads and closes the body.
 func (c *Client) Capture(ctx context.Context, vnic string, query map[string]string) (io.ReadCloser, error) {
-	v := url.Values{}
-	for k, s := range query {
-		v.Set(k, s)
-	}
-	p := vnicPath(vnic) + "/capture"
-	if len(v) > 0 {
-		p += "?" + v.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+p, nil)
+	resp, err := c.send(ctx, http.MethodGet, withQuery(vnicPath(vnic)+"/capture", query), nil)
 	if err != nil {
 		return nil, err
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		var ne *net.OpError
-		if errors.As(err, &ne) && ne.Op == "dial" && (errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ECONNREFUSED)) {
-			return nil, fmt.Errorf("%w (no daemon on %s): %w", ErrDaemonNotRunning, c.socket, ne.Err)
-		}
-		return nil, err
-	}
-	if resp.StatusCode >= 300 {
-		defer resp.Body.Close()
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		var e Error
-		if json.Unmarshal(data, &e) != nil || e.Message == "" {
-			e = Error{Code: CodeInternal, Message: "capture: " + resp.Status}
-		}
-		return nil, &e
 	}
 	return resp.Body, nil
 }

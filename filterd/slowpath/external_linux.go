@@ -448,12 +448,11 @@ func (s *Supervisor) Stop() {
 	s.once.Do(func() {
 		close(s.stop)
 		s.mu.Lock()
-		c, pid := s.conn, s.pid
+		c := s.conn
 		s.mu.Unlock()
 		if c != nil {
-			_ = c.Close() // the process sees EOF and exits; serve kills it anyway
+			_ = c.Close() // serve sees the socket closed and kills the process
 		}
-		_ = pid // serve kills it by pid when the socket closes
 		<-s.done
 	})
 }

@@ -219,12 +219,7 @@ func ParseConfig(data []byte) (*Config, error) {
 // ParseConfigGroups is ParseConfig resolving each service's pool_group
 // through groups (nil: pool_group is an error); used lists the groups it
 // resolved.
-func ParseConfigGroups(data []byte, groups sdk.Groups) (_ *Config, used []string, _ error) {
-	cfg, used, err := parseConfig(data, groups)
-	return cfg, used, err
-}
-
-func parseConfig(data []byte, groups sdk.Groups) (*Config, []string, error) {
+func ParseConfigGroups(data []byte, groups sdk.Groups) (*Config, []string, error) {
 	var used []string
 	at := map[string]int64{}
 	dec := json.NewDecoder(bytes.NewReader(data))
