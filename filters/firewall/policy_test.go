@@ -178,16 +178,7 @@ func TestPositionsMatchLineCol(t *testing.T) {
 // BenchmarkParse10k parses a 10,000-rule policy (the swap target is
 // 100 ms for parse, compile and swap together).
 func BenchmarkParse10k(b *testing.B) {
-	var sb strings.Builder
-	sb.WriteString(`{"version": 1, "rules": [` + "\n")
-	for i := range 10000 {
-		if i > 0 {
-			sb.WriteString(",\n")
-		}
-		fmt.Fprintf(&sb, `{"name": "r%d", "direction": "to-vm", "src": ["10.%d.%d.0/24"], "proto": "tcp", "dst_ports": [%d], "action": "allow"}`, i, i/256%256, i%256, 1+i%60000)
-	}
-	sb.WriteString("\n]}\n")
-	data := []byte(sb.String())
+	data := []byte(policy10k())
 	for b.Loop() {
 		if _, err := ParsePolicy(data, ParseOptions{}); err != nil {
 			b.Fatal(err)
@@ -196,16 +187,7 @@ func BenchmarkParse10k(b *testing.B) {
 }
 
 func BenchmarkCompile10k(b *testing.B) {
-	var sb strings.Builder
-	sb.WriteString(`{"version": 1, "rules": [` + "\n")
-	for i := range 10000 {
-		if i > 0 {
-			sb.WriteString(",\n")
-		}
-		fmt.Fprintf(&sb, `{"name": "r%d", "direction": "to-vm", "src": ["10.%d.%d.0/24"], "proto": "tcp", "dst_ports": [%d], "action": "allow"}`, i, i/256%256, i%256, 1+i%60000)
-	}
-	sb.WriteString("\n]}\n")
-	p, err := ParsePolicy([]byte(sb.String()), ParseOptions{})
+	p, err := ParsePolicy([]byte(policy10k()), ParseOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -256,4 +238,19 @@ func TestRuleLines(t *testing.T) {
 	if len(p.Rules) != 2 || p.Rules[0].Line != 2 || p.Rules[1].Line != 4 {
 		t.Errorf("rule lines %d, %d; want 2, 4", p.Rules[0].Line, p.Rules[1].Line)
 	}
+}
+
+// policy10k is a 10,000-rule policy for the parse, compile and reload
+// benchmarks.
+func policy10k() string {
+	var sb strings.Builder
+	sb.WriteString(`{"version": 1, "rules": [` + "\n")
+	for i := range 10000 {
+		if i > 0 {
+			sb.WriteString(",\n")
+		}
+		fmt.Fprintf(&sb, `{"name": "r%d", "direction": "to-vm", "src": ["10.%d.%d.0/24"], "proto": "tcp", "dst_ports": [%d], "action": "allow"}`, i, i/256%256, i%256, 1+i%60000)
+	}
+	sb.WriteString("\n]}\n")
+	return sb.String()
 }

@@ -1,27 +1,12 @@
 package firewall
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
-
-func policy10k() string {
-	var sb strings.Builder
-	sb.WriteString(`{"version": 1, "rules": [` + "\n")
-	for i := range 10000 {
-		if i > 0 {
-			sb.WriteString(",\n")
-		}
-		fmt.Fprintf(&sb, `{"name": "r%d", "direction": "to-vm", "src": ["10.%d.%d.0/24"], "proto": "tcp", "dst_ports": [%d], "action": "allow"}`, i, i/256%256, i%256, 1+i%60000)
-	}
-	sb.WriteString("\n]}\n")
-	return sb.String()
-}
 
 // BenchmarkReload10k is a live instance's reload of a 10,000-rule policy
 // (parse, compile, write the idle generation, flip): what the fw-swap-10k
