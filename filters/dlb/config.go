@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vnicfilter/vnicfilter/internal/jsonpos"
 	"github.com/vnicfilter/vnicfilter/sdk"
 )
 
@@ -114,20 +115,7 @@ type ConfigError struct {
 }
 
 func (e *ConfigError) Error() string {
-	var b strings.Builder
-	if e.File != "" {
-		b.WriteString(e.File + ":")
-	}
-	if e.Line > 0 {
-		fmt.Fprintf(&b, "%d:%d: ", e.Line, e.Col)
-	} else if e.File != "" {
-		b.WriteString(" ")
-	}
-	if e.Field != "" {
-		b.WriteString(e.Field + ": ")
-	}
-	b.WriteString(e.Err.Error())
-	return b.String()
+	return jsonpos.Format(e.File, e.Line, e.Col, e.Field, e.Err)
 }
 
 func (e *ConfigError) Unwrap() []error { return []error{ErrInvalidConfig, e.Err} }
@@ -202,11 +190,25 @@ func LoadConfigGroups(path string, groups sdk.Groups) (*Config, []string, error)
 	return cfg, used, err
 }
 
-var allowedFields = map[string][]string{
-	"top":     {"services"},
-	"service": {"name", "vip", "port", "protocol", "table_size", "backends", "affinity", "health", "pool_group", "pool_port", "pool_weight"},
-	"health":  {"type", "port", "path", "interval", "timeout", "rise", "fall", "netns"},
-	"backend": {"addr", "port", "weight", "mac"},
+// schema is the services file's shape for walk: the fields each object
+// may have, and which member or list element is which kind of object.
+var schema = jsonpos.Schema{
+	Fields: map[string][]string{
+		"top":     {"services"},
+		"service": {"name", "vip", "port", "protocol", "table_size", "backends", "affinity", "health", "pool_group", "pool_port", "pool_weight"},
+		"health":  {"type", "port", "path", "interval", "timeout", "rise", "fall", "netns"},
+		"backend": {"addr", "port", "weight", "mac"},
+	},
+	Members: map[string]string{
+		"top.services":     "services",
+		"service.backends": "backends",
+		"service.health":   "health",
+	},
+	Elems: map[string]string{
+		"services": "service",
+		"backends": "backend",
+	},
+	RawEOFAtClose: true,
 }
 
 // ParseConfig parses a services file (docs/dlb.md). Errors are
@@ -496,106 +498,18 @@ func parseHealth(rh *FileHealth, p string, fail func(field, format string, args 
 }
 
 // walk records the offset of every value under its path and refuses
-// unknown and duplicate fields.
+// unknown and duplicate fields (jsonpos.Walk with the services file's
+// schema; errors are *ConfigError).
 func walk(dec *json.Decoder, data []byte, path, kind string, at map[string]int64) error {
-	off := skipSep(data, dec.InputOffset())
-	at[path] = off
-	tok, err := dec.Token()
-	if err != nil {
-		var se *json.SyntaxError
-		if errors.As(err, &se) {
-			off = se.Offset
-		} else if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			off = int64(len(data))
-			err = errors.New("unexpected end of file")
-		}
-		line, col := lineCol(data, off)
-		return &ConfigError{Line: line, Col: col, Err: err}
+	err := jsonpos.Walk(dec, data, &schema, path, kind, at)
+	var pe *jsonpos.Error
+	if errors.As(err, &pe) {
+		return &ConfigError{Line: pe.Line, Col: pe.Col, Field: pe.Field, Err: pe.Err}
 	}
-	d, ok := tok.(json.Delim)
-	if !ok {
-		return nil
-	}
-	join := func(k string) string {
-		if path == "" {
-			return k
-		}
-		return path + "." + k
-	}
-	switch d {
-	case '{':
-		seen := map[string]bool{}
-		for dec.More() {
-			koff := skipSep(data, dec.InputOffset())
-			kt, err := dec.Token()
-			if err != nil {
-				line, col := lineCol(data, koff)
-				return &ConfigError{Line: line, Col: col, Err: err}
-			}
-			key, _ := kt.(string)
-			if allowed, ok := allowedFields[kind]; ok && !slices.Contains(allowed, key) {
-				line, col := lineCol(data, koff)
-				return &ConfigError{Line: line, Col: col, Field: join(key), Err: fmt.Errorf("unknown field %q (known: %s)", key, strings.Join(allowed, ", "))}
-			}
-			if seen[key] {
-				line, col := lineCol(data, koff)
-				return &ConfigError{Line: line, Col: col, Field: join(key), Err: errors.New("duplicate field")}
-			}
-			seen[key] = true
-			child := ""
-			switch {
-			case kind == "top" && key == "services":
-				child = "services"
-			case kind == "service" && key == "backends":
-				child = "backends"
-			case kind == "service" && key == "health":
-				child = "health"
-			}
-			if err := walk(dec, data, join(key), child, at); err != nil {
-				return err
-			}
-		}
-	case '[':
-		elem := ""
-		switch kind {
-		case "services":
-			elem = "service"
-		case "backends":
-			elem = "backend"
-		}
-		for i := 0; dec.More(); i++ {
-			if err := walk(dec, data, fmt.Sprintf("%s[%d]", path, i), elem, at); err != nil {
-				return err
-			}
-		}
-	}
-	if _, err := dec.Token(); err != nil { // closing delimiter
-		line, col := lineCol(data, dec.InputOffset())
-		return &ConfigError{Line: line, Col: col, Err: err}
-	}
-	return nil
+	return err
 }
 
-func skipSep(data []byte, off int64) int64 {
-	for off < int64(len(data)) {
-		switch data[off] {
-		case ' ', '\t', '\r', '\n', ':', ',':
-			off++
-		default:
-			return off
-		}
-	}
-	return off
-}
-
-// lineCol turns a byte offset into a 1-based line and column.
-func lineCol(data []byte, off int64) (int, int) {
-	off = min(max(off, 0), int64(len(data)))
-	before := data[:off]
-	line := bytes.Count(before, []byte{'\n'}) + 1
-	col := int(off) - (bytes.LastIndexByte(before, '\n') + 1) + 1
-	return line, col
-}
+func lineCol(data []byte, off int64) (int, int) { return jsonpos.LineCol(data, off) }
 
 // OfflineGroups resolves every group to no member: for checking a
 // services file away from filterd (vfctl lb), where pool groups cannot be

@@ -11,6 +11,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/vnicfilter/vnicfilter/internal/jsonpos"
 )
 
 // ErrInvalidFIB is wrapped by every error about a forwarding table's
@@ -63,20 +65,7 @@ type FIBError struct {
 }
 
 func (e *FIBError) Error() string {
-	var b strings.Builder
-	if e.File != "" {
-		b.WriteString(e.File + ":")
-	}
-	if e.Line > 0 {
-		fmt.Fprintf(&b, "%d:%d: ", e.Line, e.Col)
-	} else if e.File != "" {
-		b.WriteString(" ")
-	}
-	if e.Field != "" {
-		b.WriteString(e.Field + ": ")
-	}
-	b.WriteString(e.Err.Error())
-	return b.String()
+	return jsonpos.Format(e.File, e.Line, e.Col, e.Field, e.Err)
 }
 
 func (e *FIBError) Unwrap() []error { return []error{ErrInvalidFIB, e.Err} }
@@ -112,10 +101,22 @@ func LoadFIB(path string) (*FIB, error) {
 	return f, err
 }
 
-var allowedFields = map[string][]string{
-	"top":     {"segments", "entries"},
-	"segment": {"vni", "hosts"},
-	"entry":   {"vni", "mac", "host", "ips"},
+// schema is the forwarding table's shape for walk: the fields each object
+// may have, and which member or list element is which kind of object.
+var schema = jsonpos.Schema{
+	Fields: map[string][]string{
+		"top":     {"segments", "entries"},
+		"segment": {"vni", "hosts"},
+		"entry":   {"vni", "mac", "host", "ips"},
+	},
+	Members: map[string]string{
+		"top.segments": "segments",
+		"top.entries":  "entries",
+	},
+	Elems: map[string]string{
+		"segments": "segment",
+		"entries":  "entry",
+	},
 }
 
 // ParseFIB parses a forwarding table (docs/encap.md). Errors are
@@ -298,82 +299,15 @@ func joinAddrs(as []netip.Addr) string {
 }
 
 // walk records the offset of every value under its path and refuses
-// unknown and duplicate fields.
+// unknown and duplicate fields (jsonpos.Walk with the forwarding table's
+// schema; errors are *FIBError).
 func walk(dec *json.Decoder, data []byte, path, kind string, at map[string]int64) error {
-	off := skipSep(data, dec.InputOffset())
-	at[path] = off
-	tok, err := dec.Token()
-	if err != nil {
-		var se *json.SyntaxError
-		if errors.As(err, &se) {
-			off = se.Offset
-		} else if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			off = int64(len(data))
-			err = errors.New("unexpected end of file")
-		}
-		line, col := lineCol(data, off)
-		return &FIBError{Line: line, Col: col, Err: err}
+	err := jsonpos.Walk(dec, data, &schema, path, kind, at)
+	var pe *jsonpos.Error
+	if errors.As(err, &pe) {
+		return &FIBError{Line: pe.Line, Col: pe.Col, Field: pe.Field, Err: pe.Err}
 	}
-	d, ok := tok.(json.Delim)
-	if !ok {
-		return nil
-	}
-	join := func(k string) string {
-		if path == "" {
-			return k
-		}
-		return path + "." + k
-	}
-	switch d {
-	case '{':
-		seen := map[string]bool{}
-		for dec.More() {
-			koff := skipSep(data, dec.InputOffset())
-			kt, err := dec.Token()
-			if err != nil {
-				line, col := lineCol(data, koff)
-				return &FIBError{Line: line, Col: col, Err: err}
-			}
-			key, _ := kt.(string)
-			if allowed, ok := allowedFields[kind]; ok && !slices.Contains(allowed, key) {
-				line, col := lineCol(data, koff)
-				return &FIBError{Line: line, Col: col, Field: join(key), Err: fmt.Errorf("unknown field %q (known: %s)", key, strings.Join(allowed, ", "))}
-			}
-			if seen[key] {
-				line, col := lineCol(data, koff)
-				return &FIBError{Line: line, Col: col, Field: join(key), Err: errors.New("duplicate field")}
-			}
-			seen[key] = true
-			child := ""
-			if kind == "top" {
-				child = key // "segments" or "entries"
-			}
-			if err := walk(dec, data, join(key), child, at); err != nil {
-				return err
-			}
-		}
-	case '[':
-		elem := ""
-		switch kind {
-		case "segments":
-			elem = "segment"
-		case "entries":
-			elem = "entry"
-		}
-		for i := 0; dec.More(); i++ {
-			if err := walk(dec, data, fmt.Sprintf("%s[%d]", path, i), elem, at); err != nil {
-				return err
-			}
-		}
-	}
-	if _, err := dec.Token(); err != nil { // closing delimiter
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			err = errors.New("unexpected end of file")
-		}
-		line, col := lineCol(data, dec.InputOffset())
-		return &FIBError{Line: line, Col: col, Err: err}
-	}
-	return nil
+	return err
 }
 
 // valueAt returns the path of the innermost value recorded in at whose
@@ -389,23 +323,4 @@ func valueAt(at map[string]int64, off int64) (string, int64, bool) {
 	return best, bestOff, bestOff >= 0
 }
 
-func skipSep(data []byte, off int64) int64 {
-	for off < int64(len(data)) {
-		switch data[off] {
-		case ' ', '\t', '\r', '\n', ':', ',':
-			off++
-		default:
-			return off
-		}
-	}
-	return off
-}
-
-// lineCol turns a byte offset into a 1-based line and column.
-func lineCol(data []byte, off int64) (int, int) {
-	off = min(max(off, 0), int64(len(data)))
-	before := data[:off]
-	line := bytes.Count(before, []byte{'\n'}) + 1
-	col := int(off) - (bytes.LastIndexByte(before, '\n') + 1) + 1
-	return line, col
-}
+func lineCol(data []byte, off int64) (int, int) { return jsonpos.LineCol(data, off) }

@@ -8,6 +8,8 @@ import (
 	"io"
 	"slices"
 	"strings"
+
+	"github.com/vnicfilter/vnicfilter/internal/jsonpos"
 )
 
 // ErrInvalidConfig is wrapped by every error about the content of a peers
@@ -24,20 +26,7 @@ type ConfigError struct {
 }
 
 func (e *ConfigError) Error() string {
-	var b strings.Builder
-	if e.File != "" {
-		b.WriteString(e.File + ":")
-	}
-	if e.Line > 0 {
-		fmt.Fprintf(&b, "%d:%d: ", e.Line, e.Col)
-	} else if e.File != "" {
-		b.WriteString(" ")
-	}
-	if e.Field != "" {
-		b.WriteString(e.Field + ": ")
-	}
-	b.WriteString(e.Err.Error())
-	return b.String()
+	return jsonpos.Format(e.File, e.Line, e.Col, e.Field, e.Err)
 }
 
 func (e *ConfigError) Unwrap() []error { return []error{ErrInvalidConfig, e.Err} }
@@ -92,12 +81,7 @@ func (p *jparser) pos() (int, int) {
 	return lineCol(p.data, off)
 }
 
-func lineCol(data []byte, off int) (int, int) {
-	off = min(max(off, 0), len(data))
-	before := data[:off]
-	line := bytes.Count(before, []byte{'\n'}) + 1
-	return line, off - (bytes.LastIndexByte(before, '\n') + 1) + 1
-}
+func lineCol(data []byte, off int) (int, int) { return jsonpos.LineCol(data, int64(off)) }
 
 const maxDepth = 32
 
