@@ -228,12 +228,7 @@ func startUDPFlow(t *topology, dst net.IP, port int, rx, tx func(fd int) error) 
 	f.wg.Add(1)
 	go func() {
 		defer f.wg.Done()
-		f.txErr = t.a.ns.Do(func() error {
-			restore, err := pinThread(cpus.client, cpus.ok)
-			if err != nil {
-				return err
-			}
-			defer restore()
+		f.txErr = t.a.ns.doPinned(cpus.client, cpus.ok, func() error {
 			fd, err := udpSocket(sockaddr4(dst, port), false)
 			if err != nil {
 				return err
@@ -375,12 +370,8 @@ func tcpRR(ctx context.Context, t *topology, dst net.IP, n int) (rrResult, error
 		return rrResult{}, fmt.Errorf("rr server in %s: %w", t.b.ns.name, err)
 	}
 	var rtts []float64
-	cliErr := t.a.ns.Do(func() error {
-		restore, err := pinThread(cpus.client, cpus.ok)
-		if err != nil {
-			return err
-		}
-		defer restore()
+	cliErr := t.a.ns.doPinned(cpus.client, cpus.ok, func() error {
+		var err error
 		rtts, err = rrClient(ctx, addr, n)
 		return err
 	})
