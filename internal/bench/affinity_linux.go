@@ -53,6 +53,20 @@ func pinThread(cpu int, ok bool) (restore func(), err error) {
 	return func() { _ = unix.SchedSetaffinity(0, &old) }, nil
 }
 
+// doPinned runs fn like n.Do, on the namespace's locked thread pinned to
+// cpu (pinThread) for fn's duration. A pinning error is returned without
+// running fn.
+func (n *namedNS) doPinned(cpu int, ok bool, fn func() error) error {
+	return n.Do(func() error {
+		restore, err := pinThread(cpu, ok)
+		if err != nil {
+			return err
+		}
+		defer restore()
+		return fn()
+	})
+}
+
 // iperfAffinity is iperf3's --affinity argument for one side.
 func iperfAffinity(cpu int, ok bool) []string {
 	if !ok {

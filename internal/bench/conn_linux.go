@@ -80,12 +80,7 @@ func connRate(ctx context.Context, t *topology, dst net.IP, d time.Duration) (co
 				extra.Add(1)
 				go func() {
 					defer extra.Done()
-					srvErr <- t.b.ns.Do(func() error {
-						restore, err := pinThread(cpus.server, cpus.ok)
-						if err != nil {
-							return err
-						}
-						defer restore()
+					srvErr <- t.b.ns.doPinned(cpus.server, cpus.ok, func() error {
 						return acceptLoop(ln, &stop)
 					})
 				}()
@@ -106,12 +101,7 @@ func connRate(ctx context.Context, t *topology, dst net.IP, d time.Duration) (co
 		cliWG.Add(1)
 		go func() {
 			defer cliWG.Done()
-			cliErr <- t.a.ns.Do(func() error {
-				restore, err := pinThread(cpus.client, cpus.ok)
-				if err != nil {
-					return err
-				}
-				defer restore()
+			cliErr <- t.a.ns.doPinned(cpus.client, cpus.ok, func() error {
 				addr := sockaddr4(dst, connPort)
 				for !stop.Load() {
 					err := connectClose(&addr)

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -36,53 +35,14 @@ func (e *runEnv) measureSwap(ctx context.Context, rep int, bc benchCase, c *coll
 	// is filterd's, not the generator's.
 	e.policy(bc.fwRules, seeds[1])
 
-	cpus := pickCPUs()
 	var stop, rxStop atomic.Bool
 	var sent, recvd, maxSeq atomic.Uint64
-	ready := make(chan error, 1)
-	var wg sync.WaitGroup
-	var rxErr, txErr error
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		rxErr = t.b.ns.Do(func() error {
-			restore, err := pinThread(cpus.server, cpus.ok)
-			if err != nil {
-				ready <- err
-				return err
-			}
-			defer restore()
-			fd, err := udpSocket(anyAddr4(swapPort), true)
-			if err != nil {
-				ready <- err
-				return err
-			}
-			defer unix.Close(fd)
-			ready <- nil
-			return seqRecvLoop(fd, &recvd, &maxSeq, &rxStop)
-		})
-	}()
-	if err := <-ready; err != nil {
-		wg.Wait()
+	f, err := startUDPFlow(t, vmBIPv4.IP, swapPort,
+		func(fd int) error { return recvLoop(fd, &recvd, &maxSeq, &rxStop) },
+		func(fd int) error { return seqSendLoop(fd, &sent, &stop) })
+	if err != nil {
 		return nil, fmt.Errorf("swap stream receiver: %w", err)
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		txErr = t.a.ns.Do(func() error {
-			restore, err := pinThread(cpus.client, cpus.ok)
-			if err != nil {
-				return err
-			}
-			defer restore()
-			fd, err := udpSocket(sockaddr4(vmBIPv4.IP, swapPort), false)
-			if err != nil {
-				return err
-			}
-			defer unix.Close(fd)
-			return seqSendLoop(fd, &sent, &stop)
-		})
-	}()
 
 	var apiMS, daemonMS []float64
 	var swapErr error
@@ -113,7 +73,7 @@ func (e *runEnv) measureSwap(ctx context.Context, rep int, bc benchCase, c *coll
 	// Let the last datagrams arrive before the receiver stops counting.
 	time.Sleep(200 * time.Millisecond)
 	rxStop.Store(true)
-	wg.Wait()
+	txErr, rxErr := f.wait()
 	elapsed := time.Since(t0).Seconds()
 	if swapErr != nil {
 		if ctx.Err() != nil {
@@ -166,28 +126,6 @@ func seqSendLoop(fd int, sent *atomic.Uint64, stop *atomic.Bool) error {
 		next = next.Add(time.Millisecond)
 		if d := time.Until(next); d > 0 {
 			time.Sleep(d)
-		}
-	}
-	return nil
-}
-
-// seqRecvLoop counts the datagrams received and the highest sequence
-// number seen.
-func seqRecvLoop(fd int, recvd, maxSeq *atomic.Uint64, stop *atomic.Bool) error {
-	msgs, buf := batch(udpBatch, 2*udpPayload)
-	for !stop.Load() {
-		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), unix.MSG_WAITFORONE, 0, 0)
-		switch errno {
-		case 0:
-			recvd.Add(uint64(n))
-			for i := range int(n) {
-				if s := binary.BigEndian.Uint64(buf[i*2*udpPayload:]); s > maxSeq.Load() {
-					maxSeq.Store(s)
-				}
-			}
-		case unix.EAGAIN, unix.EINTR:
-		default:
-			return fmt.Errorf("recvmmsg: %w", errno)
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -148,51 +149,12 @@ type mmsghdr struct {
 func udpBlast(ctx context.Context, t *topology, dst net.IP, d time.Duration) (udpResult, error) {
 	var sent, recvd atomic.Uint64
 	var stop atomic.Bool
-	ready := make(chan error, 1)
-	var wg sync.WaitGroup
-	var rxErr, txErr error
-	cpus := pickCPUs()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		rxErr = t.b.ns.Do(func() error {
-			restore, err := pinThread(cpus.server, cpus.ok)
-			if err != nil {
-				ready <- err
-				return err
-			}
-			defer restore()
-			fd, err := udpSocket(anyAddr4(udpPort), true)
-			if err != nil {
-				ready <- err
-				return err
-			}
-			defer unix.Close(fd)
-			ready <- nil
-			return recvLoop(fd, &recvd, &stop)
-		})
-	}()
-	if err := <-ready; err != nil {
-		wg.Wait()
+	f, err := startUDPFlow(t, dst, udpPort,
+		func(fd int) error { return recvLoop(fd, &recvd, nil, &stop) },
+		func(fd int) error { return sendLoop(fd, &sent, &stop) })
+	if err != nil {
 		return udpResult{}, fmt.Errorf("udp receiver in %s: %w", t.b.ns.name, err)
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		txErr = t.a.ns.Do(func() error {
-			restore, err := pinThread(cpus.client, cpus.ok)
-			if err != nil {
-				return err
-			}
-			defer restore()
-			fd, err := udpSocket(sockaddr4(dst, udpPort), false)
-			if err != nil {
-				return err
-			}
-			defer unix.Close(fd)
-			return sendLoop(fd, &sent, &stop)
-		})
-	}()
 	measure := func() (r udpResult, err error) {
 		if err := sleepCtx(ctx, udpWarmup); err != nil {
 			return r, err
@@ -206,7 +168,7 @@ func udpBlast(ctx context.Context, t *topology, dst net.IP, d time.Duration) (ud
 	}
 	r, err := measure()
 	stop.Store(true)
-	wg.Wait()
+	txErr, rxErr := f.wait()
 	if err != nil {
 		return r, err
 	}
@@ -220,6 +182,69 @@ func udpBlast(ctx context.Context, t *topology, dst net.IP, d time.Duration) (ud
 		return r, fmt.Errorf("udp: nothing received (sent %.0f pps)", r.sent)
 	}
 	return r, nil
+}
+
+// udpFlow is a UDP sender in VM A and its receiver in VM B, each running on
+// its own locked thread in its namespace, pinned to the client and server
+// CPU (pickCPUs). udpBlast and measureSwap both drive one.
+type udpFlow struct {
+	wg           sync.WaitGroup
+	txErr, rxErr error
+}
+
+// startUDPFlow binds a receiver socket to port in VM B and runs rx on it;
+// once it is bound, it connects a sender socket in VM A to dst:port and runs
+// tx on it. An error is the receiver's setup failing (nothing is left
+// running then). The caller makes rx and tx return (their stop flags) and
+// then calls wait.
+func startUDPFlow(t *topology, dst net.IP, port int, rx, tx func(fd int) error) (*udpFlow, error) {
+	f := &udpFlow{}
+	cpus := pickCPUs()
+	ready := make(chan error, 1)
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		f.rxErr = t.b.ns.Do(func() error {
+			restore, err := pinThread(cpus.server, cpus.ok)
+			if err != nil {
+				ready <- err
+				return err
+			}
+			defer restore()
+			fd, err := udpSocket(anyAddr4(port), true)
+			if err != nil {
+				ready <- err
+				return err
+			}
+			defer unix.Close(fd)
+			ready <- nil
+			return rx(fd)
+		})
+	}()
+	if err := <-ready; err != nil {
+		f.wg.Wait()
+		return nil, err
+	}
+	f.wg.Add(1)
+	go func() {
+		defer f.wg.Done()
+		f.txErr = t.a.ns.doPinned(cpus.client, cpus.ok, func() error {
+			fd, err := udpSocket(sockaddr4(dst, port), false)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			return tx(fd)
+		})
+	}()
+	return f, nil
+}
+
+// wait waits for the sender and the receiver to return, and returns their
+// errors.
+func (f *udpFlow) wait() (txErr, rxErr error) {
+	f.wg.Wait()
+	return f.txErr, f.rxErr
 }
 
 // udpSocket returns a blocking UDP socket bound to (server) or connected to
@@ -280,15 +305,24 @@ func sendLoop(fd int, sent *atomic.Uint64, stop *atomic.Bool) error {
 	return nil
 }
 
-func recvLoop(fd int, recvd *atomic.Uint64, stop *atomic.Bool) error {
+// recvLoop counts the datagrams received until stop and, unless maxSeq is
+// nil, the highest sequence number seen (seqSendLoop's first 8 bytes).
+func recvLoop(fd int, recvd, maxSeq *atomic.Uint64, stop *atomic.Bool) error {
 	// Buffers larger than the payload: a truncated datagram would be
 	// counted all the same, but the flag would hide a sizing mistake.
-	msgs, _ := batch(udpBatch, 2*udpPayload)
+	msgs, buf := batch(udpBatch, 2*udpPayload)
 	for !stop.Load() {
 		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), unix.MSG_WAITFORONE, 0, 0)
 		switch errno {
 		case 0:
 			recvd.Add(uint64(n))
+			if maxSeq != nil {
+				for i := range int(n) {
+					if s := binary.BigEndian.Uint64(buf[i*2*udpPayload:]); s > maxSeq.Load() {
+						maxSeq.Store(s)
+					}
+				}
+			}
 		case unix.EAGAIN, unix.EINTR: // receive timeout: look at stop
 		default:
 			return fmt.Errorf("recvmmsg: %w", errno)
@@ -336,12 +370,8 @@ func tcpRR(ctx context.Context, t *topology, dst net.IP, n int) (rrResult, error
 		return rrResult{}, fmt.Errorf("rr server in %s: %w", t.b.ns.name, err)
 	}
 	var rtts []float64
-	cliErr := t.a.ns.Do(func() error {
-		restore, err := pinThread(cpus.client, cpus.ok)
-		if err != nil {
-			return err
-		}
-		defer restore()
+	cliErr := t.a.ns.doPinned(cpus.client, cpus.ok, func() error {
+		var err error
 		rtts, err = rrClient(ctx, addr, n)
 		return err
 	})
