@@ -372,9 +372,7 @@ func (s *Supervisor) pong(m *slowproc.Msg) {
 		// (watch), as the in-process reader's does: odd and unchanged
 		// for a watchdog period is a stall; a change ends one.
 		if prev := pp.seq.Swap(st.Calls); prev != st.Calls && pp.stalled.Load() {
-			pp.stalled.Store(false)
-			p.log.Info("external slow path recovered from stall", "dir", pp.dir)
-			p.wake()
+			p.unstall(pp)
 		}
 	}
 }

@@ -255,6 +255,10 @@ func (p *Punt) closePipes() error {
 func (p *Punt) renew() error {
 	p.hbMu.Lock()
 	defer p.hbMu.Unlock()
+	return p.renewLocked()
+}
+
+func (p *Punt) renewLocked() error {
 	if p.State() != Running {
 		return nil
 	}
@@ -268,6 +272,21 @@ func (p *Punt) renew() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// unstall ends pp's stall and renews the lease in the same step, so the
+// Punt never reads Running while its slot still applies the failure mode
+// (waking the heartbeat goroutine left that window open under load).
+func (p *Punt) unstall(pp *pipe) {
+	p.hbMu.Lock()
+	defer p.hbMu.Unlock()
+	if !pp.stalled.Swap(false) {
+		return
+	}
+	p.log.Info("slow path recovered from stall", "dir", pp.dir)
+	if err := p.renewLocked(); err != nil {
+		p.log.Error("renew slow-path lease after a stall", "err", err)
+	}
 }
 
 // end ends the lease of every handled direction now: the fast path stops
@@ -400,9 +419,7 @@ func (p *Punt) process(pp *pipe, f *sdk.Frame) (v sdk.SlowVerdict, ok bool) {
 			return
 		}
 		if pp.stalled.Load() {
-			pp.stalled.Store(false)
-			p.log.Info("slow path recovered from stall", "dir", pp.dir)
-			p.wake()
+			p.unstall(pp)
 		}
 	}()
 	return p.h.Process(f), true
