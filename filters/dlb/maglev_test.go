@@ -124,3 +124,81 @@ func TestFlowHashSpread(t *testing.T) {
 		t.Fatalf("ports hash to %d of 7 buckets", len(seen))
 	}
 }
+
+// TestMaglevResilience repeats the resilience experiment of the Maglev
+// paper (NSDI 2016, section 5.3: 1,000 backends, lookup tables of 65,537
+// and 655,373 entries, a fraction k of the backends failing at once) and
+// reports the share of table entries that change. The entries of the
+// failed backends must change (k of the table); the rest is the price
+// Maglev hashing pays for balance. The paper's conclusions are asserted:
+// a larger table changes fewer entries beyond the minimum; with the
+// table size the paper recommends (M > 100 N) at most twice the minimum
+// changes, and below it (M = 65,537 for 1,000 backends) less than 5 % of
+// the table beyond the minimum. Also reported: the balance (largest
+// share over the mean), the paper's other measure.
+func TestMaglevResilience(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds 26 tables of up to 655,373 entries")
+	}
+	const n = 1000
+	names := backendNames(n)
+	w := make([]uint32, n)
+	for i := range w {
+		w[i] = 1
+	}
+	ks := []int{1, 2, 3, 5, 8, 10} // percent of backends failing at once
+	excess := map[int]map[int]float64{}
+	for _, m := range []int{65537, 655373} {
+		before := Maglev(names, w, m)
+		slots := make([]int, n)
+		for _, b := range before {
+			slots[b]++
+		}
+		largest := 0
+		for _, s := range slots {
+			largest = max(largest, s)
+		}
+		t.Logf("N=%d M=%d: balance: largest backend share / mean = %.4f", n, m, float64(largest)*float64(n)/float64(m))
+		excess[m] = map[int]float64{}
+		rng := rand.New(rand.NewPCG(uint64(m), 13))
+		for _, k := range ks {
+			failed := map[int]bool{}
+			for _, i := range rng.Perm(n)[:k*n/100] {
+				failed[i] = true
+			}
+			var keepNames []string
+			var keepW []uint32
+			var index []int // new backend index → old
+			for i := range n {
+				if !failed[i] {
+					keepNames, keepW, index = append(keepNames, names[i]), append(keepW, 1), append(index, i)
+				}
+			}
+			after := Maglev(keepNames, keepW, m)
+			own, changed := 0, 0
+			for i, b := range before {
+				if failed[int(b)] {
+					own++
+				}
+				if index[after[i]] != int(b) {
+					changed++
+				}
+			}
+			minimum, total := float64(own)/float64(m), float64(changed)/float64(m)
+			excess[m][k] = total - minimum
+			t.Logf("N=%d M=%d k=%2d%%: %.3f%% of entries changed (minimum %.3f%%, beyond it %.3f%%, %.2fx the minimum)",
+				n, m, k, 100*total, 100*minimum, 100*(total-minimum), total/minimum)
+			if m > 100*n && total > 2*minimum {
+				t.Errorf("M=%d k=%d%%: %.3f%% changed, more than twice the minimum %.3f%%", m, k, 100*total, 100*minimum)
+			}
+			if total-minimum > 0.05 {
+				t.Errorf("M=%d k=%d%%: %.3f%% changed beyond the minimum %.3f%%, want < 5%%", m, k, 100*(total-minimum), 100*minimum)
+			}
+		}
+	}
+	for _, k := range ks {
+		if excess[655373][k] >= excess[65537][k] {
+			t.Errorf("k=%d%%: the larger table changed %.3f%% beyond the minimum, the smaller %.3f%%: want fewer", k, 100*excess[655373][k], 100*excess[65537][k])
+		}
+	}
+}
