@@ -148,13 +148,13 @@ func TestMatchModel(t *testing.T) {
 		{"dst=2001:db8:1::/48", with(tcp6, func(f *frame) { f.ext = []uint8{0, 0, 0, 0, 0, 0, 0} }), true},
 		{"proto=tcp", with(tcp6, func(f *frame) { f.ext = []uint8{0, 0, 0, 0, 0, 0} }), true},
 		{"proto=tcp", with(tcp6, func(f *frame) { f.ext = []uint8{0, 0, 0, 0, 0, 0, 0} }), false}, // too many
-		{"dport=80", with(tcp6, func(f *frame) { f.ext = []uint8{44} }), true},                 // first fragment
+		{"dport=80", with(tcp6, func(f *frame) { f.ext = []uint8{44} }), true},                    // first fragment
 		{"dport=80", with(tcp6, func(f *frame) { f.ext = []uint8{44}; f.fragOffset = 3 }), false},
 		{"proto=tcp", with(tcp6, func(f *frame) { f.ext = []uint8{44}; f.fragOffset = 3 }), true},
 		{"proto=tcp", with(tcp4, func(f *frame) { f.fragOffset = 3 }), true},
 		{"port=80", with(tcp4, func(f *frame) { f.fragOffset = 3 }), false},
 		{"port=80", with(tcp4, func(f *frame) { f.fragOffset = 0x2000 }), true}, // MF only
-		{"dport=80", with(tcp4, func(f *frame) { f.truncate = 19 }), false},       // 1 byte of ports
+		{"dport=80", with(tcp4, func(f *frame) { f.truncate = 19 }), false},     // 1 byte of ports
 		{"dport=80", with(tcp4, func(f *frame) { f.truncate = 16 }), true},
 		{"src=10.0.0.5", with(tcp4, func(f *frame) { f.truncate = 21 }), false}, // IPv4 header cut
 		{"proto=icmp", with(tcp4, func(f *frame) { f.proto = 1 }), true},
