@@ -220,3 +220,18 @@ func FuzzParseMatch(f *testing.F) {
 		}
 	})
 }
+
+// FuzzMatches: the model never panics, whatever the frame and the match.
+// (TestMatchDifferential checks what it answers against mirror.c.)
+func FuzzMatches(f *testing.F) {
+	tcp6 := frame{v6: true, src: "2001:db8::5", dst: "2001:db8:1::3", proto: 6, sport: 40000, dport: 80, ext: []uint8{0, 44}}
+	f.Add(tcp6.bytes(), "src=2001:db8::/64,dport=80,bidir")
+	f.Add(frame{src: "10.0.0.5", dst: "10.1.2.3", proto: 17, sport: 53, dport: 53}.bytes(), "host=10.0.0.0/8,proto=udp,port=53")
+	f.Fuzz(func(t *testing.T, b []byte, text string) {
+		m, err := ParseMatch(text)
+		if err != nil {
+			return
+		}
+		m.Matches(b)
+	})
+}
