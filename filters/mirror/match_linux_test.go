@@ -2,13 +2,18 @@ package mirror
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+
+	"github.com/vnicfilter/vnicfilter/sdk"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
 
@@ -123,5 +128,47 @@ func echoTCP(t *testing.T, a, b *testkit.VM, addr string) {
 	}
 	if _, err := io.ReadFull(c, msg); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBadMatchRefused: a bad match text is refused at load with an
+// ErrInvalidParam error naming the parameter and the term, before anything
+// is loaded; a mirror already running keeps its match.
+func TestBadMatchRefused(t *testing.T) {
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	dir := t.TempDir()
+	fp := loadTestRun(t, map[string]string{"sink": filepath.Join(dir, "ok.pcapng"), "match": "dst=10.2.0.0/16,dport=53"})
+	spec, err := mirrorSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for bad, want := range map[string]string{
+		"dst=10.2.0.0/16,dport=53-":        `parameter "match": match: dport: "53-" is not a port or range`,
+		"dst=10.2.0.1/16":                  `parameter "match": match: dst: 10.2.0.1/16 has bits set past the prefix length (did you mean 10.2.0.0/16?)`,
+		"src=fd00::/8,dst=10.2.0.0/16":     `parameter "match": match: dst: 10.2.0.0/16 is IPv4 but src is IPv6`,
+		"proto=icmp,dport=53":              `parameter "match": match: dport: ports need proto tcp or udp`,
+		"dst=10.2.0.0/16,dport=53,dport=5": `parameter "match": match: dport: given twice`,
+	} {
+		p, err := sdk.ValidateParams(Descriptor.Params, map[string]string{"sink": filepath.Join(dir, "bad.pcapng"), "match": bad})
+		if err != nil {
+			t.Fatal(err)
+		}
+		maps := testkit.VNICMaps(t, spec)
+		_, err = loadFastPath(sdk.NewFastPathContext(sdk.Instance{VNIC: sdk.VNIC{Name: "test", Ifindex: 1}, Params: p}, false, nil, maps, ""))
+		if !errors.Is(err, sdk.ErrInvalidParam) || !strings.Contains(err.Error(), want) {
+			t.Errorf("match %q: load error %v, want ErrInvalidParam with %q", bad, err, want)
+		}
+	}
+	for _, c := range []struct {
+		frame []byte
+		want  bool
+	}{{udpFrame(40000, 53, 10), true}, {udpFrame(40000, 54, 10), false}} {
+		before := counter(t, fp, "mirrored_packets_total")
+		if _, err := fp.Program().Run(&ebpf.RunOptions{Data: c.frame}); err != nil {
+			t.Fatal(err)
+		}
+		if got := counter(t, fp, "mirrored_packets_total") > before; got != c.want {
+			t.Errorf("running mirror after refused loads: mirrored %v, want %v", got, c.want)
+		}
 	}
 }
