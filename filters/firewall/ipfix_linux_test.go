@@ -131,7 +131,7 @@ func TestIPFIXExport(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	type rec struct{ event, src, dst, dport, proto, packets, octets, ifname, direction string }
+	type rec struct{ event, src, dst, dport, proto, packets, octets, ifname, direction, selector string }
 	var recs []rec
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		mu.Lock()
@@ -140,7 +140,7 @@ func TestIPFIXExport(t *testing.T) {
 		file := filepath.Join(dir, "ipfix.pcap")
 		writeUDPPcap(t, file, 4739, got)
 		rows := testkit.TsharkFields(t, file, "cflow.firewall_event", "cflow.srcaddr", "cflow.dstaddr", "cflow.dstport",
-			"cflow.protocol", "cflow.packets", "cflow.octets", "cflow.if_name", "cflow.direction")
+			"cflow.protocol", "cflow.packets", "cflow.octets", "cflow.if_name", "cflow.direction", "cflow.selector_id")
 		recs = recs[:0]
 		for _, r := range rows {
 			cols := make([][]string, len(r))
@@ -155,7 +155,7 @@ func TestIPFIXExport(t *testing.T) {
 					return ""
 				}
 				if at(0) != "" {
-					recs = append(recs, rec{at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7), at(8)})
+					recs = append(recs, rec{at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7), at(8), at(9)})
 				}
 			}
 		}
@@ -163,11 +163,13 @@ func TestIPFIXExport(t *testing.T) {
 		for _, r := range recs {
 			base := r.src == a.IPv4.IP.String() && r.dst == b.IPv4.IP.String() && r.proto == "6" && r.ifname == b.TapName && r.direction == "1"
 			switch {
-			case base && r.event == "1" && r.dport == "5001":
+			// selectorId: rule tcp-5001 is index 0 (1); the to-vm
+			// default denied 5002 (0).
+			case base && r.event == "1" && r.dport == "5001" && r.selector == "1":
 				created = true
-			case base && r.event == "3" && r.dport == "5002":
+			case base && r.event == "3" && r.dport == "5002" && r.selector == "0":
 				denied = true
-			case r.event == "2" && r.dport == "5001" && r.ifname == b.TapName && atoi(r.packets) >= 6 && atoi(r.octets) > 2000:
+			case r.event == "2" && r.dport == "5001" && r.ifname == b.TapName && atoi(r.packets) >= 6 && atoi(r.octets) > 2000 && r.selector == "1":
 				ended = true
 			}
 		}
@@ -180,7 +182,7 @@ func TestIPFIXExport(t *testing.T) {
 			return
 		}
 	}
-	t.Fatalf("IPFIX records decoded: %+v; want a created (1) 5001, a denied (3) 5002 and a deleted (2) 5001 with packets and octets", recs)
+	t.Fatalf("IPFIX records decoded: %+v; want a created (1) 5001 and a deleted (2) 5001 with packets and octets, both by rule 1, and a denied (3) 5002 by the default (0)", recs)
 }
 
 func atoi(s string) int {
