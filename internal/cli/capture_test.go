@@ -58,3 +58,21 @@ func TestCaptureMatch(t *testing.T) {
 		}
 	}
 }
+
+// TestChainSpecMirrorMatch: a mirror's match goes through the chain
+// syntax of "vfctl chain set" with blanks between its terms, or with its
+// commas escaped, as docs/mirror.md says.
+func TestChainSpecMirrorMatch(t *testing.T) {
+	for in, want := range map[string]string{
+		`mirror:sink=/tmp/x,match=src=2001:db8::1 dport=80-90 bidir`:  "src=2001:db8::1 dport=80-90 bidir",
+		`mirror:sink=/tmp/x,match=src=10.0.0.0/8\,proto=udp\,port=53`: "src=10.0.0.0/8,proto=udp,port=53",
+	} {
+		spec, err := parseFilterSpec(in)
+		if err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if spec.Params["match"] != want || spec.Params["sink"] != "/tmp/x" {
+			t.Errorf("%s: params %q, want match %q", in, spec.Params, want)
+		}
+	}
+}
