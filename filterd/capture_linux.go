@@ -21,7 +21,7 @@ import (
 const captureFilter = "mirror"
 
 // captureParams maps the capture request's query to mirror parameters.
-var captureParams = []string{"proto", "port", "cidr", "snaplen", "sample", "rate"}
+var captureParams = []string{"match", "proto", "port", "cidr", "snaplen", "sample", "rate"}
 
 // streamWriter hands what the mirror writes to the HTTP response. Bytes
 // written before start (the pcapng header, during the attach) are held,

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // IPFIX export of flow-log events (RFC 7011) over UDP: flow_log=ipfix://HOST:PORT.
@@ -18,10 +19,24 @@ import (
 // protocolIdentifier (4), packetDeltaCount (2), octetDeltaCount (1),
 // firewallEvent (233: 1 flow created = allow, 2 flow deleted = end,
 // 3 flow denied = deny, reject, cut), flowDirection (61: 0 ingress =
-// from-vm, into the vNIC's chain; 1 egress = to-vm) and interfaceName (82,
-// the vNIC). Templates go with the first message and again every
-// ipfixTemplateEvery, as UDP transport requires; records are batched into
-// messages of at most ipfixMaxMessage bytes and sent at each flush.
+// from-vm, into the vNIC's chain; 1 egress = to-vm), interfaceName (82,
+// the vNIC), then the rule and the VM:
+//
+//   - selectorId (302) = the deciding rule's index + 1, 0 when a
+//     direction's default decided, and selectorName (335) = the rule's
+//     name ("" for a default). IANA has no element for a firewall or ACL
+//     rule (Cisco's ACL ids, 33000/33001, are NetFlow v9 vendor fields, not
+//     IPFIX elements); a PSAMP Selector (RFC 5476/5477) is the function
+//     that selected the packet for export — here the rule that decided it,
+//     which is also why a flow is logged at all ("log": true).
+//   - virtualStationName (350), "the name of a virtual station ... a
+//     virtual machine" (IANA): the VM behind the vNIC as filterd knows it
+//     (the libvirt domain), "" when unknown. filterd does not know the
+//     VM's UUID, so virtualStationUUID (349) is not sent.
+//
+// Templates go with the first message and again every ipfixTemplateEvery,
+// as UDP transport requires; records are batched into messages of at most
+// ipfixMaxMessage bytes and sent at each flush.
 const (
 	ipfixVersion       = 10
 	ipfixTemplateV4    = 256
@@ -40,7 +55,29 @@ func ipfixFields(v6 bool) []ipfixField {
 	return []ipfixField{
 		{152, 8}, {153, 8}, {src, alen}, {dst, alen}, {7, 2}, {11, 2}, {4, 1},
 		{2, 8}, {1, 8}, {233, 1}, {61, 1}, {82, 0xffff},
+		{ieSelectorID, 8}, {ieSelectorName, 0xffff}, {ieVirtualStationName, 0xffff},
 	}
+}
+
+// Information elements for the rule and the VM (see above).
+const (
+	ieSelectorID         = 302
+	ieSelectorName       = 335
+	ieVirtualStationName = 350
+)
+
+// appendVarString appends s as a variable-length IPFIX string of at most
+// 254 bytes (one length byte), cut at a UTF-8 rune boundary.
+func appendVarString(b []byte, s string) []byte {
+	if len(s) > 254 {
+		cut := 254
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut]
+	}
+	b = append(b, byte(len(s)))
+	return append(b, s...)
 }
 
 // ipfixExporter sends IPFIX messages to one collector.
@@ -121,12 +158,14 @@ func (x *ipfixExporter) record(e *FlowEvent) error {
 		dir = 1
 	}
 	b = append(b, ev, dir)
-	name := e.VNIC
-	if len(name) > 254 {
-		name = name[:254]
+	b = appendVarString(b, e.VNIC)
+	var selector uint64 // 0: a direction's default
+	if e.RuleIndex != nil {
+		selector = uint64(*e.RuleIndex) + 1
 	}
-	b = append(b, byte(len(name)))
-	b = append(b, name...)
+	b = binary.BigEndian.AppendUint64(b, selector)
+	b = appendVarString(b, e.Rule)
+	b = appendVarString(b, e.VM)
 
 	x.mu.Lock()
 	defer x.mu.Unlock()

@@ -131,7 +131,7 @@ func TestIPFIXExport(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	type rec struct{ event, src, dst, dport, proto, packets, octets, ifname, direction string }
+	type rec struct{ event, src, dst, dport, proto, packets, octets, ifname, direction, selector string }
 	var recs []rec
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		mu.Lock()
@@ -140,7 +140,7 @@ func TestIPFIXExport(t *testing.T) {
 		file := filepath.Join(dir, "ipfix.pcap")
 		writeUDPPcap(t, file, 4739, got)
 		rows := testkit.TsharkFields(t, file, "cflow.firewall_event", "cflow.srcaddr", "cflow.dstaddr", "cflow.dstport",
-			"cflow.protocol", "cflow.packets", "cflow.octets", "cflow.if_name", "cflow.direction")
+			"cflow.protocol", "cflow.packets", "cflow.octets", "cflow.if_name", "cflow.direction", "cflow.selector_id")
 		recs = recs[:0]
 		for _, r := range rows {
 			cols := make([][]string, len(r))
@@ -155,7 +155,7 @@ func TestIPFIXExport(t *testing.T) {
 					return ""
 				}
 				if at(0) != "" {
-					recs = append(recs, rec{at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7), at(8)})
+					recs = append(recs, rec{at(0), at(1), at(2), at(3), at(4), at(5), at(6), at(7), at(8), at(9)})
 				}
 			}
 		}
@@ -163,11 +163,13 @@ func TestIPFIXExport(t *testing.T) {
 		for _, r := range recs {
 			base := r.src == a.IPv4.IP.String() && r.dst == b.IPv4.IP.String() && r.proto == "6" && r.ifname == b.TapName && r.direction == "1"
 			switch {
-			case base && r.event == "1" && r.dport == "5001":
+			// selectorId: rule tcp-5001 is index 0 (1); the to-vm
+			// default denied 5002 (0).
+			case base && r.event == "1" && r.dport == "5001" && r.selector == "1":
 				created = true
-			case base && r.event == "3" && r.dport == "5002":
+			case base && r.event == "3" && r.dport == "5002" && r.selector == "0":
 				denied = true
-			case r.event == "2" && r.dport == "5001" && r.ifname == b.TapName && atoi(r.packets) >= 6 && atoi(r.octets) > 2000:
+			case r.event == "2" && r.dport == "5001" && r.ifname == b.TapName && atoi(r.packets) >= 6 && atoi(r.octets) > 2000 && r.selector == "1":
 				ended = true
 			}
 		}
@@ -180,10 +182,88 @@ func TestIPFIXExport(t *testing.T) {
 			return
 		}
 	}
-	t.Fatalf("IPFIX records decoded: %+v; want a created (1) 5001, a denied (3) 5002 and a deleted (2) 5001 with packets and octets", recs)
+	t.Fatalf("IPFIX records decoded: %+v; want a created (1) 5001 and a deleted (2) 5001 with packets and octets, both by rule 1, and a denied (3) 5002 by the default (0)", recs)
 }
 
 func atoi(s string) int {
 	n, _ := strconv.Atoi(s)
 	return n
+}
+
+// TestIPFIXRuleAndVM: the rule (selectorId = index + 1, selectorName) and
+// the VM (virtualStationName) of each flow-log event reach the collector
+// as IPFIX that tshark decodes with the expected values: a rule's event,
+// a default's (id 0, no name), an unknown VM, a UTF-8 VM name and one too
+// long for a one-byte length (cut at 254 bytes, on a rune boundary).
+func TestIPFIXRuleAndVM(t *testing.T) {
+	testkit.Need(t, testkit.Root, testkit.Tshark)
+	host := testkit.NewHost(t)
+	var coll *net.UDPConn
+	var x *ipfixExporter
+	if err := host.Do(func() (err error) {
+		if err = exec.Command("ip", "link", "set", "lo", "up").Run(); err != nil {
+			return err
+		}
+		if coll, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)}); err != nil {
+			return err
+		}
+		x, err = newIPFIXExporter(coll.LocalAddr().String(), 7)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer coll.Close()
+	defer x.close()
+
+	long := strings.Repeat("é", 200) // 400 bytes
+	idx := func(i int) *int { return &i }
+	port := func(p uint16) *uint16 { return &p }
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	events := []FlowEvent{
+		{Time: now, VNIC: "vnet7", VM: "web01", Event: "allow", Dir: "to-vm", Proto: "tcp", Src: "10.0.0.1", Dst: "10.0.0.2", SrcPort: port(40000), DstPort: port(443), Rule: "https-in", RuleIndex: idx(3), Len: 74},
+		{Time: now, VNIC: "vnet7", VM: "db-ü", Event: "deny", Dir: "from-vm", Proto: "udp", Src: "fd00::1", Dst: "fd00::2", SrcPort: port(5353), DstPort: port(53), Len: 90},
+		{Time: now, VNIC: "vnet8", Event: "end", Dir: "to-vm", Proto: "tcp", Src: "10.0.0.3", Dst: "10.0.0.2", SrcPort: port(40001), DstPort: port(22), Rule: "ssh", RuleIndex: idx(0), Packets: 9, Bytes: 2638, Seconds: 1.5},
+		{Time: now, VNIC: "vnet9", VM: long, Event: "reject", Dir: "to-vm", Proto: "tcp", Src: "10.0.0.4", Dst: "10.0.0.2", SrcPort: port(1), DstPort: port(23), Rule: "no-telnet", RuleIndex: idx(1), Len: 60},
+	}
+	want := [][]string{ // event, vNIC, selector id, selector name, VM
+		{"1", "vnet7", "4", "https-in", "web01"},
+		{"3", "vnet7", "0", "", "db-ü"},
+		{"2", "vnet8", "1", "ssh", ""},
+		{"3", "vnet9", "2", "no-telnet", strings.Repeat("é", 127)},
+	}
+	var msgs [][]byte
+	buf := make([]byte, 65536)
+	for i := range events {
+		// One record per message, so tshark shows one row per record.
+		if err := x.record(&events[i]); err != nil {
+			t.Fatal(err)
+		}
+		if err := x.flush(); err != nil {
+			t.Fatal(err)
+		}
+		coll.SetReadDeadline(time.Now().Add(3 * time.Second))
+		n, err := coll.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, append([]byte(nil), buf[:n]...))
+	}
+	file := filepath.Join(t.TempDir(), "ipfix.pcap")
+	writeUDPPcap(t, file, 4739, msgs)
+	rows := testkit.TsharkFields(t, file, "cflow.firewall_event", "cflow.if_name", "cflow.selector_id", "cflow.selector_name", "cflow.virtual_station_name")
+	if len(rows) != len(want) {
+		t.Fatalf("tshark shows %d messages, want %d: %q", len(rows), len(want), rows)
+	}
+	for i, r := range rows {
+		for len(r) < len(want[i]) {
+			r = append(r, "") // tshark leaves trailing empty fields out
+		}
+		if strings.Join(r, "|") != strings.Join(want[i], "|") {
+			t.Errorf("record %d (%s): tshark decodes %q, want %q", i, events[i].Event, r, want[i])
+		}
+	}
+	out, err := exec.Command("tshark", "-r", file, "-q", "-z", "expert,note").CombinedOutput()
+	if err != nil || strings.Contains(string(out), "Warning") || strings.Contains(string(out), "Error") {
+		t.Errorf("tshark expert info: %v\n%s", err, out)
+	}
 }

@@ -1,7 +1,6 @@
 package mirror
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -65,32 +64,14 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 		return nil, err
 	}
 	spec := base.Copy()
-	var net4, mask4 uint32
-	if cfg.CIDR.IsValid() {
-		a := cfg.CIDR.Addr().As4()
-		net4 = binary.NativeEndian.Uint32(a[:])
-		m := uint32(0xffffffff) << (32 - cfg.CIDR.Bits())
-		if cfg.CIDR.Bits() == 0 {
-			m = 0
-		}
-		var mb [4]byte
-		binary.BigEndian.PutUint32(mb[:], m)
-		mask4 = binary.NativeEndian.Uint32(mb[:])
-	}
 	var cost uint64
 	if cfg.Rate > 0 {
 		cost = uint64(time.Second) / uint64(cfg.Rate)
 	}
-	match := uint32(0)
-	if cfg.Proto != 0 || cfg.Port != 0 || cfg.CIDR.IsValid() {
-		match = 1
-	}
-	for name, v := range map[string]any{
-		"mirror_snaplen": cfg.Snaplen, "mirror_sample": cfg.Sample, "mirror_cost_ns": cost,
-		"mirror_proto": uint32(cfg.Proto), "mirror_port": uint32(cfg.Port),
-		"mirror_net": net4, "mirror_mask": mask4, "mirror_match": match,
-		"mirror_span": uint32(0),
-	} {
+	vars := cfg.Match.rodata()
+	vars["mirror_snaplen"], vars["mirror_sample"], vars["mirror_cost_ns"] = cfg.Snaplen, cfg.Sample, cost
+	vars["mirror_span"] = uint32(0)
+	for name, v := range vars {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("mirror: set %s: %w", name, err)
 		}

@@ -6,8 +6,9 @@
  * Go side, which writes pcapng or sends ERSPAN. The frame itself is never
  * modified: every path ends in VF_CONTINUE.
  *
- * Per frame: optional match (IP protocol, TCP/UDP port, IPv4 CIDR), then
- * sampling (1 in mirror_sample), then a token bucket (mirror_cost_ns of
+ * Per frame: optional match (source / destination / either prefix, IPv4 or
+ * IPv6; IP protocol, after IPv6 extension headers; source / destination /
+ * either TCP/UDP port range; optionally both directions), then sampling (1 in mirror_sample), then a token bucket (mirror_cost_ns of
  * credit per frame, at most one second of credit banked), then the frame,
  * truncated to mirror_snaplen, is copied with struct mirror_hdr into
  * mirror_events.
@@ -26,12 +27,41 @@
 volatile const __u32 mirror_snaplen = MIRROR_MAX_SNAP;
 volatile const __u32 mirror_sample = 1;   /* 1 in N */
 volatile const __u64 mirror_cost_ns = 0;  /* 0: no rate limit */
-volatile const __u32 mirror_proto = 0;    /* 0: any IP protocol */
-volatile const __u32 mirror_port = 0;     /* 0: any port (host order) */
-volatile const __u32 mirror_net = 0;      /* IPv4 network (network order) */
-volatile const __u32 mirror_mask = 0;     /* 0: any address */
-volatile const __u32 mirror_match = 0;    /* 1: some match is set */
+volatile const __u32 mirror_match = 0;    /* MM_* bits: the match's terms; 0: every frame */
+volatile const __u32 mirror_family = 0;   /* 4 or 6: the address terms' family */
+/* Address terms: network and mask as four network-order words (IPv4: the
+ * first word, the others zero). */
+volatile const __u32 mirror_src_net[4] = {}, mirror_src_mask[4] = {};
+volatile const __u32 mirror_dst_net[4] = {}, mirror_dst_mask[4] = {};
+volatile const __u32 mirror_host_net[4] = {}, mirror_host_mask[4] = {};
+volatile const __u32 mirror_proto = 0;    /* MM_PROTO: the IP protocol */
+/* Port ranges, inclusive, host order. */
+volatile const __u32 mirror_sport_lo = 0, mirror_sport_hi = 0;
+volatile const __u32 mirror_dport_lo = 0, mirror_dport_hi = 0;
+volatile const __u32 mirror_port_lo = 0, mirror_port_hi = 0;
 volatile const __u32 mirror_span = 0;     /* ifindex of a monitor vNIC: clone there instead of the ring */
+
+/* mirror_match bits (match.go builds them). */
+#define MM_SRC (1 << 0)
+#define MM_DST (1 << 1)
+#define MM_HOST (1 << 2)   /* source or destination */
+#define MM_PROTO (1 << 3)
+#define MM_SPORT (1 << 4)
+#define MM_DPORT (1 << 5)
+#define MM_PORT (1 << 6)   /* source or destination port */
+#define MM_BIDIR (1 << 7)  /* also the reverse direction */
+#define MM_ADDR (MM_SRC | MM_DST | MM_HOST)
+#define MM_PORTS (MM_SPORT | MM_DPORT | MM_PORT)
+
+/* IPv6 extension headers skipped to find the transport protocol, at most
+ * MIRROR_MAX_EXT of them (maxExtHeaders in match.go). */
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_DEST 60
+#define MIRROR_MAX_EXT 6
+#define IP_FRAG_OFFSET 0x1fff
+#define IP6_FRAG_OFFSET 0xfff8
 
 /* Counters (mirror_stats keys). */
 #define MS_MIRRORED 0
@@ -101,55 +131,144 @@ static __always_inline void mcount(struct __sk_buff *skb, __u32 k)
 	}
 }
 
-static __always_inline int port_match(struct __sk_buff *skb, __u32 off)
-{
-	__u16 ports[2];
+/* What the match reads from a frame. */
+struct mpkt {
+	__u32 src[4], dst[4]; /* network order; IPv4 in word 0 */
+	__u16 sport, dport;   /* host order, when ports */
+	__u8 v6, proto, ports, pad;
+};
 
-	if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)))
-		return 0;
-	return bpf_ntohs(ports[0]) == mirror_port ||
-	       bpf_ntohs(ports[1]) == mirror_port;
+static __always_inline int is_ext(__u8 nh)
+{
+	return nh == NEXTHDR_HOP || nh == NEXTHDR_ROUTING ||
+	       nh == NEXTHDR_FRAGMENT || nh == NEXTHDR_DEST;
 }
 
-/* matches reports whether the frame passes the optional match. */
-static __always_inline int matches(struct __sk_buff *skb)
+/* parse fills p; 0 when the frame cannot be read as far as the match
+ * needs (not IP, cut short, bad version or header length, too many IPv6
+ * extension headers): such a frame is not mirrored. */
+static __always_inline int parse(struct __sk_buff *skb, struct mpkt *p)
 {
-	__u16 proto = bpf_ntohs(skb->protocol);
-	__u32 l4off, ipproto;
+	__u16 eth = bpf_ntohs(skb->protocol);
+	__u32 off;
+	int later = 0;
 
-	if (proto == ETH_P_IP) {
+	if (eth == ETH_P_IP) {
 		struct iphdr ip;
 
 		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)))
 			return 0;
-		if (mirror_mask && (ip.saddr & mirror_mask) != mirror_net &&
-		    (ip.daddr & mirror_mask) != mirror_net)
+		if (ip.version != 4 || ip.ihl < 5)
 			return 0;
-		ipproto = ip.protocol;
-		l4off = ETH_HLEN + ip.ihl * 4;
-		if (ip.frag_off & bpf_htons(0x1fff)) /* later fragment */
-			return !mirror_port &&
-			       (!mirror_proto || ipproto == mirror_proto);
-	} else if (proto == ETH_P_IPV6) {
+		p->src[0] = ip.saddr;
+		p->dst[0] = ip.daddr;
+		p->proto = ip.protocol;
+		off = ETH_HLEN + ip.ihl * 4;
+		later = (ip.frag_off & bpf_htons(IP_FRAG_OFFSET)) != 0;
+	} else if (eth == ETH_P_IPV6) {
 		struct ipv6hdr ip6;
 
-		if (mirror_mask) /* IPv4 CIDR match */
-			return 0;
 		if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip6, sizeof(ip6)))
 			return 0;
-		ipproto = ip6.nexthdr;
-		l4off = ETH_HLEN + sizeof(ip6);
+		if (ip6.version != 6)
+			return 0;
+		p->v6 = 1;
+		__builtin_memcpy(p->src, &ip6.saddr, 16);
+		__builtin_memcpy(p->dst, &ip6.daddr, 16);
+		p->proto = ip6.nexthdr;
+		off = ETH_HLEN + sizeof(ip6);
+		if (mirror_match & (MM_PROTO | MM_PORTS)) {
+			int i;
+
+			for (i = 0; i < MIRROR_MAX_EXT; i++) {
+				__u8 h[8];
+
+				if (!is_ext(p->proto))
+					break;
+				/* Every extension header is at least 8 bytes. */
+				if (bpf_skb_load_bytes(skb, off, h, sizeof(h)))
+					return 0;
+				if (p->proto == NEXTHDR_FRAGMENT) {
+					later = (((__u16)h[2] << 8 | h[3]) & IP6_FRAG_OFFSET) != 0;
+					off += 8;
+				} else {
+					off += ((__u32)h[1] + 1) * 8;
+				}
+				p->proto = h[0];
+				if (later)
+					break;
+			}
+			if (!later && is_ext(p->proto))
+				return 0;
+		}
 	} else {
 		return 0;
 	}
-	if (mirror_proto && ipproto != mirror_proto)
-		return 0;
-	if (mirror_port) {
-		if (ipproto != IPPROTO_TCP && ipproto != IPPROTO_UDP)
+	if ((mirror_match & MM_PORTS) && !later &&
+	    (p->proto == IPPROTO_TCP || p->proto == IPPROTO_UDP)) {
+		__u16 ports[2];
+
+		if (bpf_skb_load_bytes(skb, off, ports, sizeof(ports)))
 			return 0;
-		return port_match(skb, l4off);
+		p->ports = 1;
+		p->sport = bpf_ntohs(ports[0]);
+		p->dport = bpf_ntohs(ports[1]);
 	}
 	return 1;
+}
+
+static __always_inline int in_prefix(const __u32 *a, const volatile __u32 *net,
+				     const volatile __u32 *mask)
+{
+	return (a[0] & mask[0]) == net[0] && (a[1] & mask[1]) == net[1] &&
+	       (a[2] & mask[2]) == net[2] && (a[3] & mask[3]) == net[3];
+}
+
+static __always_inline int in_range(__u16 v, __u32 lo, __u32 hi)
+{
+	return v >= lo && v <= hi;
+}
+
+/* terms applies the match to a packet with these addresses and ports. */
+static __always_inline int terms(const struct mpkt *p, const __u32 *src,
+				 const __u32 *dst, __u16 sport, __u16 dport)
+{
+	if ((mirror_match & MM_SRC) && !in_prefix(src, mirror_src_net, mirror_src_mask))
+		return 0;
+	if ((mirror_match & MM_DST) && !in_prefix(dst, mirror_dst_net, mirror_dst_mask))
+		return 0;
+	if ((mirror_match & MM_HOST) &&
+	    !in_prefix(src, mirror_host_net, mirror_host_mask) &&
+	    !in_prefix(dst, mirror_host_net, mirror_host_mask))
+		return 0;
+	if ((mirror_match & MM_PORTS) && !p->ports)
+		return 0;
+	if ((mirror_match & MM_SPORT) && !in_range(sport, mirror_sport_lo, mirror_sport_hi))
+		return 0;
+	if ((mirror_match & MM_DPORT) && !in_range(dport, mirror_dport_lo, mirror_dport_hi))
+		return 0;
+	if ((mirror_match & MM_PORT) && !in_range(sport, mirror_port_lo, mirror_port_hi) &&
+	    !in_range(dport, mirror_port_lo, mirror_port_hi))
+		return 0;
+	return 1;
+}
+
+/* matches reports whether the frame passes the match (Match.Matches in
+ * match.go is its model). */
+static __always_inline int matches(struct __sk_buff *skb)
+{
+	struct mpkt p = {};
+
+	if (!parse(skb, &p))
+		return 0;
+	if ((mirror_match & MM_ADDR) && p.v6 != (mirror_family == 6))
+		return 0;
+	if ((mirror_match & MM_PROTO) && p.proto != mirror_proto)
+		return 0;
+	if (terms(&p, p.src, p.dst, p.sport, p.dport))
+		return 1;
+	return (mirror_match & MM_BIDIR) &&
+	       terms(&p, p.dst, p.src, p.dport, p.sport);
 }
 
 VF_FILTER(vf_mirror)

@@ -33,9 +33,10 @@ var Descriptor = &sdk.Descriptor{
 		{Name: "snaplen", Type: sdk.Int, Default: "9216", Min: sdk.Bound(14), Max: sdk.Bound(MaxSnaplen), Doc: "bytes of each frame copied"},
 		{Name: "sample", Type: sdk.Int, Default: "1", Min: sdk.Bound(1), Max: sdk.Bound(1 << 30), Doc: "mirror 1 frame in N"},
 		{Name: "rate", Type: sdk.Int, Default: "10000", Min: sdk.Bound(0), Max: sdk.Bound(10_000_000), Doc: "most mirrored frames per second (burst: one second's worth); 0 = unlimited"},
-		{Name: "proto", Type: sdk.Int, Default: "0", Min: sdk.Bound(0), Max: sdk.Bound(255), Doc: "match: IP protocol number (0 = any)"},
-		{Name: "port", Type: sdk.Int, Default: "0", Min: sdk.Bound(0), Max: sdk.Bound(65535), Doc: "match: TCP/UDP source or destination port (0 = any)"},
-		{Name: "cidr", Type: sdk.Prefix, Doc: "match: IPv4 source or destination prefix"},
+		{Name: "match", Type: sdk.String, Doc: "frames to mirror, terms ANDed, separated by commas or blanks: src=, dst=, host= PREFIX (IPv4 or IPv6), proto=tcp|udp|icmp|icmpv6|N, sport=, dport=, port= N or N-M, bidir (docs/mirror.md); empty: every frame"},
+		{Name: "proto", Type: sdk.Int, Default: "0", Min: sdk.Bound(0), Max: sdk.Bound(255), Doc: "match shorthand: IP protocol number (0 = any); not with match"},
+		{Name: "port", Type: sdk.Int, Default: "0", Min: sdk.Bound(0), Max: sdk.Bound(65535), Doc: "match shorthand: TCP/UDP source or destination port (0 = any); not with match"},
+		{Name: "cidr", Type: sdk.Prefix, Doc: "match shorthand: source or destination prefix (IPv4 or IPv6); not with match"},
 	},
 	FastPath: loadFastPath,
 }
@@ -62,21 +63,19 @@ type Config struct {
 	Snaplen   uint32
 	Sample    uint32
 	Rate      uint32 // frames per second, 0 = unlimited
-	Proto     uint8
-	Port      uint16
-	CIDR      netip.Prefix // IPv4 or invalid
+	// Match selects the frames mirrored (the match parameter, or the
+	// proto, port and cidr shorthands); the zero Match takes every frame.
+	Match Match
 }
 
 // ParseConfig turns validated parameters into a Config, rejecting what the
-// schema cannot express (sink syntax, IPv6 collector or CIDR).
+// schema cannot express (sink syntax, IPv6 collector, match text).
 func ParseConfig(p sdk.Params) (Config, error) {
 	c := Config{
 		Session: uint16(p.Int("session")),
 		Snaplen: uint32(p.Int("snaplen")),
 		Sample:  uint32(max(p.Int("sample"), 1)),
 		Rate:    uint32(p.Int("rate")),
-		Proto:   uint8(p.Int("proto")),
-		Port:    uint16(p.Int("port")),
 	}
 	if !p.Has("snaplen") {
 		c.Snaplen = MaxSnaplen
@@ -115,14 +114,34 @@ func ParseConfig(p sdk.Params) (Config, error) {
 		c.Kind = SinkPcapng
 		c.Path = sink
 	}
-	if p.Has("cidr") {
-		c.CIDR = p.Prefix("cidr")
-		if !c.CIDR.Addr().Is4() {
-			return bad("parameter \"cidr\": %s: only IPv4 prefixes are supported", c.CIDR)
+	legacy := p.Int("proto") != 0 || p.Int("port") != 0 || p.Has("cidr")
+	if text := p.String("match"); text != "" {
+		if legacy {
+			return bad("parameter \"match\": cannot be combined with proto, port or cidr (write them as match terms: proto=6,port=53,host=10.0.0.0/8)")
 		}
-	}
-	if c.Port != 0 && c.Proto != 0 && c.Proto != 6 && c.Proto != 17 {
-		return bad("parameter \"port\" needs proto 6 (tcp), 17 (udp) or 0")
+		m, err := ParseMatch(text)
+		if err != nil {
+			return Config{}, fmt.Errorf("%w: parameter \"match\": %w", sdk.ErrInvalidParam, err)
+		}
+		c.Match = m
+	} else if legacy {
+		// The shorthands of the first version, kept: proto, port (source
+		// or destination), cidr (source or destination).
+		if n := p.Int("proto"); n != 0 {
+			c.Match.Proto, c.Match.HasProto = uint8(n), true
+		}
+		if n := p.Int("port"); n != 0 {
+			c.Match.Port = &PortRange{uint16(n), uint16(n)}
+		}
+		if p.Has("cidr") {
+			c.Match.Host = p.Prefix("cidr").Masked()
+			if c.Match.Host.Addr().Is4In6() {
+				return bad("parameter \"cidr\": %s is IPv4-mapped: write the IPv4 prefix", c.Match.Host)
+			}
+		}
+		if c.Match.Port != nil && c.Match.HasProto && c.Match.Proto != protoTCP && c.Match.Proto != protoUDP {
+			return bad("parameter \"port\" needs proto 6 (tcp), 17 (udp) or 0")
+		}
 	}
 	return c, nil
 }

@@ -57,25 +57,35 @@ type mirrorVfSlot struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	mirrorMapMirrorEvents  = "mirror_events"
-	mirrorMapMirrorScratch = "mirror_scratch"
-	mirrorMapMirrorState   = "mirror_state"
-	mirrorMapMirrorStats   = "mirror_stats"
-	mirrorMapVfChain       = "vf_chain"
-	mirrorMapVfSlots       = "vf_slots"
-	mirrorMapVfStats       = "vf_stats"
-	mirrorProgVfMirror     = "vf_mirror"
-	mirrorVarMirrorCostNs  = "mirror_cost_ns"
-	mirrorVarMirrorMask    = "mirror_mask"
-	mirrorVarMirrorMatch   = "mirror_match"
-	mirrorVarMirrorNet     = "mirror_net"
-	mirrorVarMirrorPort    = "mirror_port"
-	mirrorVarMirrorProto   = "mirror_proto"
-	mirrorVarMirrorSample  = "mirror_sample"
-	mirrorVarMirrorSnaplen = "mirror_snaplen"
-	mirrorVarMirrorSpan    = "mirror_span"
-	mirrorVarVfDirs        = "vf_dirs"
-	mirrorVarVfIfindex     = "vf_ifindex"
+	mirrorMapMirrorEvents   = "mirror_events"
+	mirrorMapMirrorScratch  = "mirror_scratch"
+	mirrorMapMirrorState    = "mirror_state"
+	mirrorMapMirrorStats    = "mirror_stats"
+	mirrorMapVfChain        = "vf_chain"
+	mirrorMapVfSlots        = "vf_slots"
+	mirrorMapVfStats        = "vf_stats"
+	mirrorProgVfMirror      = "vf_mirror"
+	mirrorVarMirrorCostNs   = "mirror_cost_ns"
+	mirrorVarMirrorDportHi  = "mirror_dport_hi"
+	mirrorVarMirrorDportLo  = "mirror_dport_lo"
+	mirrorVarMirrorDstMask  = "mirror_dst_mask"
+	mirrorVarMirrorDstNet   = "mirror_dst_net"
+	mirrorVarMirrorFamily   = "mirror_family"
+	mirrorVarMirrorHostMask = "mirror_host_mask"
+	mirrorVarMirrorHostNet  = "mirror_host_net"
+	mirrorVarMirrorMatch    = "mirror_match"
+	mirrorVarMirrorPortHi   = "mirror_port_hi"
+	mirrorVarMirrorPortLo   = "mirror_port_lo"
+	mirrorVarMirrorProto    = "mirror_proto"
+	mirrorVarMirrorSample   = "mirror_sample"
+	mirrorVarMirrorSnaplen  = "mirror_snaplen"
+	mirrorVarMirrorSpan     = "mirror_span"
+	mirrorVarMirrorSportHi  = "mirror_sport_hi"
+	mirrorVarMirrorSportLo  = "mirror_sport_lo"
+	mirrorVarMirrorSrcMask  = "mirror_src_mask"
+	mirrorVarMirrorSrcNet   = "mirror_src_net"
+	mirrorVarVfDirs         = "vf_dirs"
+	mirrorVarVfIfindex      = "vf_ifindex"
 )
 
 // loadMirror returns the embedded CollectionSpec for mirror.
@@ -140,17 +150,27 @@ type mirrorMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type mirrorVariableSpecs struct {
-	MirrorCostNs  *ebpf.VariableSpec `ebpf:"mirror_cost_ns"`
-	MirrorMask    *ebpf.VariableSpec `ebpf:"mirror_mask"`
-	MirrorMatch   *ebpf.VariableSpec `ebpf:"mirror_match"`
-	MirrorNet     *ebpf.VariableSpec `ebpf:"mirror_net"`
-	MirrorPort    *ebpf.VariableSpec `ebpf:"mirror_port"`
-	MirrorProto   *ebpf.VariableSpec `ebpf:"mirror_proto"`
-	MirrorSample  *ebpf.VariableSpec `ebpf:"mirror_sample"`
-	MirrorSnaplen *ebpf.VariableSpec `ebpf:"mirror_snaplen"`
-	MirrorSpan    *ebpf.VariableSpec `ebpf:"mirror_span"`
-	VfDirs        *ebpf.VariableSpec `ebpf:"vf_dirs"`
-	VfIfindex     *ebpf.VariableSpec `ebpf:"vf_ifindex"`
+	MirrorCostNs   *ebpf.VariableSpec `ebpf:"mirror_cost_ns"`
+	MirrorDportHi  *ebpf.VariableSpec `ebpf:"mirror_dport_hi"`
+	MirrorDportLo  *ebpf.VariableSpec `ebpf:"mirror_dport_lo"`
+	MirrorDstMask  *ebpf.VariableSpec `ebpf:"mirror_dst_mask"`
+	MirrorDstNet   *ebpf.VariableSpec `ebpf:"mirror_dst_net"`
+	MirrorFamily   *ebpf.VariableSpec `ebpf:"mirror_family"`
+	MirrorHostMask *ebpf.VariableSpec `ebpf:"mirror_host_mask"`
+	MirrorHostNet  *ebpf.VariableSpec `ebpf:"mirror_host_net"`
+	MirrorMatch    *ebpf.VariableSpec `ebpf:"mirror_match"`
+	MirrorPortHi   *ebpf.VariableSpec `ebpf:"mirror_port_hi"`
+	MirrorPortLo   *ebpf.VariableSpec `ebpf:"mirror_port_lo"`
+	MirrorProto    *ebpf.VariableSpec `ebpf:"mirror_proto"`
+	MirrorSample   *ebpf.VariableSpec `ebpf:"mirror_sample"`
+	MirrorSnaplen  *ebpf.VariableSpec `ebpf:"mirror_snaplen"`
+	MirrorSpan     *ebpf.VariableSpec `ebpf:"mirror_span"`
+	MirrorSportHi  *ebpf.VariableSpec `ebpf:"mirror_sport_hi"`
+	MirrorSportLo  *ebpf.VariableSpec `ebpf:"mirror_sport_lo"`
+	MirrorSrcMask  *ebpf.VariableSpec `ebpf:"mirror_src_mask"`
+	MirrorSrcNet   *ebpf.VariableSpec `ebpf:"mirror_src_net"`
+	VfDirs         *ebpf.VariableSpec `ebpf:"vf_dirs"`
+	VfIfindex      *ebpf.VariableSpec `ebpf:"vf_ifindex"`
 }
 
 // mirrorObjects contains all objects after they have been loaded into the kernel.
@@ -198,17 +218,27 @@ func (m *mirrorMaps) Close() error {
 //
 // It can be passed to loadMirrorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type mirrorVariables struct {
-	MirrorCostNs  *ebpf.Variable `ebpf:"mirror_cost_ns"`
-	MirrorMask    *ebpf.Variable `ebpf:"mirror_mask"`
-	MirrorMatch   *ebpf.Variable `ebpf:"mirror_match"`
-	MirrorNet     *ebpf.Variable `ebpf:"mirror_net"`
-	MirrorPort    *ebpf.Variable `ebpf:"mirror_port"`
-	MirrorProto   *ebpf.Variable `ebpf:"mirror_proto"`
-	MirrorSample  *ebpf.Variable `ebpf:"mirror_sample"`
-	MirrorSnaplen *ebpf.Variable `ebpf:"mirror_snaplen"`
-	MirrorSpan    *ebpf.Variable `ebpf:"mirror_span"`
-	VfDirs        *ebpf.Variable `ebpf:"vf_dirs"`
-	VfIfindex     *ebpf.Variable `ebpf:"vf_ifindex"`
+	MirrorCostNs   *ebpf.Variable `ebpf:"mirror_cost_ns"`
+	MirrorDportHi  *ebpf.Variable `ebpf:"mirror_dport_hi"`
+	MirrorDportLo  *ebpf.Variable `ebpf:"mirror_dport_lo"`
+	MirrorDstMask  *ebpf.Variable `ebpf:"mirror_dst_mask"`
+	MirrorDstNet   *ebpf.Variable `ebpf:"mirror_dst_net"`
+	MirrorFamily   *ebpf.Variable `ebpf:"mirror_family"`
+	MirrorHostMask *ebpf.Variable `ebpf:"mirror_host_mask"`
+	MirrorHostNet  *ebpf.Variable `ebpf:"mirror_host_net"`
+	MirrorMatch    *ebpf.Variable `ebpf:"mirror_match"`
+	MirrorPortHi   *ebpf.Variable `ebpf:"mirror_port_hi"`
+	MirrorPortLo   *ebpf.Variable `ebpf:"mirror_port_lo"`
+	MirrorProto    *ebpf.Variable `ebpf:"mirror_proto"`
+	MirrorSample   *ebpf.Variable `ebpf:"mirror_sample"`
+	MirrorSnaplen  *ebpf.Variable `ebpf:"mirror_snaplen"`
+	MirrorSpan     *ebpf.Variable `ebpf:"mirror_span"`
+	MirrorSportHi  *ebpf.Variable `ebpf:"mirror_sport_hi"`
+	MirrorSportLo  *ebpf.Variable `ebpf:"mirror_sport_lo"`
+	MirrorSrcMask  *ebpf.Variable `ebpf:"mirror_src_mask"`
+	MirrorSrcNet   *ebpf.Variable `ebpf:"mirror_src_net"`
+	VfDirs         *ebpf.Variable `ebpf:"vf_dirs"`
+	VfIfindex      *ebpf.Variable `ebpf:"vf_ifindex"`
 }
 
 // mirrorPrograms contains all programs after they have been loaded into the kernel.

@@ -561,6 +561,12 @@ func BenchmarkFastPath(b *testing.B) {
 		{"mirrored-1500B-snap128", map[string]string{"rate": "0", "snaplen": "128"}, udpFrame(1, 2, 1458)},
 		{"rate-limited-1500B", map[string]string{"rate": "1"}, udpFrame(1, 2, 1458)},
 		{"unmatched-1500B", map[string]string{"port": "53"}, udpFrame(1, 2, 1458)},
+		// The full match on IPv6 behind two extension headers: the
+		// frame fails the last term (dport), then the reverse.
+		{"unmatched-v6-5tuple-bidir", map[string]string{"match": "src=2001:db8::/64,dst=2001:db8:1::/48,proto=tcp,dport=80-90,bidir"},
+			frame{v6: true, src: "2001:db8::5", dst: "2001:db8:1::3", proto: 6, sport: 40000, dport: 443, ext: []uint8{0, 60}}.bytes()},
+		{"matched-v6-5tuple-snap128", map[string]string{"rate": "0", "snaplen": "128", "match": "src=2001:db8::/64,dst=2001:db8:1::/48,proto=tcp,dport=80-90,bidir"},
+			frame{v6: true, src: "2001:db8::5", dst: "2001:db8:1::3", proto: 6, sport: 40000, dport: 80, ext: []uint8{0, 60}}.bytes()},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			c.params["sink"] = filepath.Join(b.TempDir(), "bench.pcapng")
