@@ -32,9 +32,20 @@ type fastPath struct {
 
 	mu     sync.Mutex
 	routes map[netip.Prefix]Route // what enc_routes holds
+	pairs  map[netip.Prefix]Sides // what enc_pairs holds
+	// What enc_config holds.
+	tunIfindex uint32
+	flags      uint32
 }
 
+// enc_cfg.flags (ENC_CFG_* in encrypt.c).
+const (
+	cfgPairs = 1 // enc_pairs is not empty
+	cfgGuard = 2 // the vNIC has protected destinations: unsafe frames dropped
+)
+
 var (
+	_ sdk.GroupUser = (*fastPath)(nil)
 	_ sdk.FastPath  = (*fastPath)(nil)
 	_ sdk.Reloader  = (*fastPath)(nil)
 	_ sdk.Inspector = (*fastPath)(nil)
@@ -76,7 +87,7 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 		fp.mode = ProtectPolicy
 	}
 	// The tunnel first: a bad peers file must fail before anything loads.
-	t, err := acquireTunnel(cfg, ctx.Logger)
+	t, err := acquireTunnel(cfg, ctx.Logger, ctx.Groups)
 	if err != nil {
 		return nil, fmt.Errorf("encrypt: %w", err)
 	}
@@ -110,7 +121,13 @@ func (t *Tunnel) attach(fp *fastPath) error {
 	if err := fp.readRoutes(); err != nil {
 		return err
 	}
+	if err := fp.readPairs(); err != nil {
+		return err
+	}
 	if err := fp.writeRoutesLocked(t.peers, t.policy, t.slots); err != nil {
+		return err
+	}
+	if err := fp.writePairs(t.pairs.table); err != nil {
 		return err
 	}
 	t.instances[fp] = struct{}{}
@@ -124,10 +141,33 @@ func (t *Tunnel) detach(fp *fastPath) {
 }
 
 func (f *fastPath) setTunnelIfindex(ifindex int) error {
-	if err := f.objs.EncConfig.Put(uint32(0), encryptEncCfg{TunIfindex: uint32(ifindex)}); err != nil {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tunIfindex = uint32(ifindex)
+	return f.writeConfigLocked(f.flags)
+}
+
+func (f *fastPath) writeConfigLocked(flags uint32) error {
+	if err := f.objs.EncConfig.Put(uint32(0), encryptEncCfg{TunIfindex: f.tunIfindex, Flags: flags}); err != nil {
 		return fmt.Errorf("write enc_config: %w", err)
 	}
+	f.flags = flags
 	return nil
+}
+
+// wantFlags are the enc_config flags the vNIC's routes and pairs call for.
+func (f *fastPath) wantFlagsLocked() uint32 {
+	var fl uint32
+	if len(f.pairs) > 0 {
+		fl |= cfgPairs | cfgGuard
+	}
+	for _, r := range f.routes {
+		if r.Protected() {
+			fl |= cfgGuard
+			break
+		}
+	}
+	return fl
 }
 
 var leaseKeys = func() []uint32 {
@@ -186,7 +226,66 @@ func (f *fastPath) readRoutes() error {
 }
 
 func (f *fastPath) writeRoutes() error {
-	return f.writeRoutesLocked(f.tunnel.peers, f.tunnel.policy, f.tunnel.slots)
+	if err := f.writeRoutesLocked(f.tunnel.peers, f.tunnel.policy, f.tunnel.slots); err != nil {
+		return err
+	}
+	return f.writePairs(f.tunnel.pairs.table)
+}
+
+// readPairs loads what enc_pairs holds into f.pairs (an adopted instance).
+func (f *fastPath) readPairs() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pairs = map[netip.Prefix]Sides{}
+	var k encryptEncKey
+	var v encryptEncSides
+	it := f.objs.EncPairs.Iterate()
+	for it.Next(&k, &v) {
+		a := netip.AddrFrom16(k.Addr)
+		bits := int(k.Prefixlen)
+		if a.Is4In6() && bits >= 96 {
+			a, bits = a.Unmap(), bits-96
+		}
+		f.pairs[netip.PrefixFrom(a, bits)] = Sides{A: v.A, B: v.B}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read enc_pairs: %w", err)
+	}
+	return nil
+}
+
+// writePairs makes enc_pairs hold want: new and changed entries first,
+// with the flags of the old and the new table both on, then the stale
+// entries deleted and the flags the new table needs. Each entry changes
+// atomically; a pair both tables have keeps its bit (assignPairBits), so
+// an address protected before and after is protected throughout.
+func (f *fastPath) writePairs(want map[netip.Prefix]Sides) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	old := f.pairs
+	for p, s := range want {
+		if o, ok := old[p]; ok && o == s {
+			continue
+		}
+		k := routeKey(p)
+		if err := f.objs.EncPairs.Put(&k, encryptEncSides{A: s.A, B: s.B}); err != nil {
+			return fmt.Errorf("write enc_pairs %s: %w", p, err)
+		}
+	}
+	f.pairs = want
+	if err := f.writeConfigLocked(f.flags | f.wantFlagsLocked()); err != nil {
+		return err
+	}
+	for p := range old {
+		if _, ok := want[p]; ok {
+			continue
+		}
+		k := routeKey(p)
+		if err := f.objs.EncPairs.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete enc_pairs %s: %w", p, err)
+		}
+	}
+	return f.writeConfigLocked(f.wantFlagsLocked())
 }
 
 func routeKey(p netip.Prefix) encryptEncKey {
@@ -218,6 +317,12 @@ func (f *fastPath) writeRoutesLocked(peers *Peers, pol *Policy, slots map[string
 			return fmt.Errorf("write enc_routes %s: %w", p, err)
 		}
 	}
+	old := f.routes
+	f.routes = want
+	if err := f.writeConfigLocked(f.flags | f.wantFlagsLocked()); err != nil {
+		return err
+	}
+	f.routes = old
 	for p := range f.routes {
 		if _, ok := want[p]; ok {
 			continue
@@ -228,7 +333,7 @@ func (f *fastPath) writeRoutesLocked(peers *Peers, pol *Policy, slots map[string
 		}
 	}
 	f.routes = want
-	return nil
+	return f.writeConfigLocked(f.wantFlagsLocked())
 }
 
 // Reload re-reads the peers and policy files for the whole host (every
@@ -261,6 +366,16 @@ func (f *fastPath) Reload(params sdk.Params) error {
 }
 
 func (f *fastPath) Program() *ebpf.Program { return f.objs.VfEncrypt }
+
+// GroupsUsed implements sdk.GroupUser: the host groups the policy's pairs
+// name (the tunnel's, shared by the host's vNICs). When one changes,
+// filterd reloads the instance, which re-resolves the pairs.
+func (f *fastPath) GroupsUsed() []string {
+	if f.tunnel == nil {
+		return nil
+	}
+	return f.tunnel.GroupsUsed()
+}
 
 func (f *fastPath) Close() error {
 	if f.tunnel != nil {
