@@ -46,6 +46,7 @@ const (
 
 var (
 	_ sdk.GroupUser = (*fastPath)(nil)
+	_ sdk.Actor     = (*fastPath)(nil)
 	_ sdk.FastPath  = (*fastPath)(nil)
 	_ sdk.Reloader  = (*fastPath)(nil)
 	_ sdk.Inspector = (*fastPath)(nil)
@@ -436,7 +437,8 @@ func (f *fastPath) Counters() ([]sdk.Counter, error) {
 		return nil, err
 	}
 	out = append(out, sdk.Counter{Name: "no_peer_dropped_packets_total", Help: statNames[3].help, Value: float64(s[3][0])},
-		sdk.Counter{Name: "clear_dropped_no_peer_packets_total", Help: "Packets from a protected prefix no peer carries that arrived in clear, dropped.", Value: float64(s[2][0])})
+		sdk.Counter{Name: "clear_dropped_no_peer_packets_total", Help: "Packets from a protected prefix no peer carries that arrived in clear, dropped.", Value: float64(s[2][0])},
+		sdk.Counter{Name: "unsafe_dropped_packets_total", Help: "Frames from the VM that could not be classified safely (IPv6 extension headers, a routing header toward a protected address, VLAN tag, truncated), dropped.", Value: float64(s[statUnsafe][0])})
 	return out, nil
 }
 
@@ -462,6 +464,9 @@ type PeerCounters struct {
 type NoPeerCounters struct {
 	Dropped      uint64 `json:"dropped_packets"`
 	ClearDropped uint64 `json:"clear_dropped_packets"`
+	// UnsafeDropped counts frames from the VM that could not be
+	// classified safely (see encrypt.c's v6_safe), dropped.
+	UnsafeDropped uint64 `json:"unsafe_dropped_packets"`
 }
 
 // Inspection is what GET .../inspect returns (`vfctl crypt show`).
@@ -469,6 +474,10 @@ type Inspection struct {
 	Tunnel   TunnelStatus   `json:"tunnel"`
 	VNIC     string         `json:"vnic"`
 	Protect  Mode           `json:"protect"`
+	// Pairs are the policy's pairs (host-wide) and Groups the host groups
+	// they resolved.
+	Pairs  []string `json:"pairs"`
+	Groups []string `json:"groups"`
 	Routes   []RouteStatus  `json:"routes"`
 	Counters []PeerCounters `json:"counters"`
 	NoPeer   NoPeerCounters `json:"no_peer"`
@@ -488,8 +497,13 @@ func (f *fastPath) Inspect(_ context.Context, query map[string]string) (any, err
 	for _, p := range st.Peers {
 		names[p.Slot] = p.Name
 	}
+	in := Inspection{Tunnel: st, VNIC: f.vnic, Protect: f.mode, Pairs: []string{}, Groups: f.tunnel.GroupsUsed()}
+	if pol := f.tunnel.Policy(); pol != nil {
+		for _, p := range pol.Pairs {
+			in.Pairs = append(in.Pairs, p.String())
+		}
+	}
 	f.mu.Lock()
-	in := Inspection{Tunnel: st, VNIC: f.vnic, Protect: f.mode}
 	for p, r := range f.routes {
 		in.Routes = append(in.Routes, RouteStatus{Prefix: p.String(), Peer: names[r.Peer], Protected: r.Protected(), NoPeer: r.Flags&flagNoPeer != 0})
 	}
@@ -506,6 +520,35 @@ func (f *fastPath) Inspect(_ context.Context, query map[string]string) (any, err
 	if err != nil {
 		return nil, err
 	}
-	in.NoPeer = NoPeerCounters{Dropped: s[3][0], ClearDropped: s[2][0]}
+	in.NoPeer = NoPeerCounters{Dropped: s[3][0], ClearDropped: s[2][0], UnsafeDropped: s[statUnsafe][0]}
 	return in, nil
+}
+
+// Rotation is what the "rotate" action returns: the host's new public key,
+// for the control plane to push into every peer's peers file.
+type Rotation struct {
+	Tunnel            string `json:"tunnel"`
+	PublicKey         string `json:"public_key"`
+	PreviousPublicKey string `json:"previous_public_key"`
+}
+
+// Act implements sdk.Actor. "rotate" gives the host's tunnel (shared by
+// every vNIC of the host) a new key pair (Tunnel.Rotate); it takes no
+// arguments.
+func (f *fastPath) Act(_ context.Context, action string, args map[string]string) (any, error) {
+	if action != "rotate" {
+		return nil, fmt.Errorf("%w: encrypt has no action %q (it has: rotate)", sdk.ErrNotSupported, action)
+	}
+	for k := range args {
+		return nil, fmt.Errorf("%w: rotate takes no argument, got %q", sdk.ErrInvalidParam, k)
+	}
+	if f.tunnel == nil {
+		return nil, errors.New("encrypt: instance closed")
+	}
+	old := f.tunnel.PublicKey()
+	k, err := f.tunnel.Rotate()
+	if err != nil {
+		return nil, fmt.Errorf("encrypt: rotate: %w", err)
+	}
+	return Rotation{Tunnel: f.tunnel.cfg.Name, PublicKey: k.String(), PreviousPublicKey: old.String()}, nil
 }

@@ -216,6 +216,13 @@ func loadConfig(cfg TunnelConfig, groups sdk.Groups, oldBits map[string]int) (*P
 	return peers, pol, pairs, bits, nil
 }
 
+// Policy is the live policy (nil: none).
+func (t *Tunnel) Policy() *Policy {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.policy
+}
+
 // GroupsUsed names the host groups the live policy's pairs resolved.
 func (t *Tunnel) GroupsUsed() []string {
 	t.mu.Lock()
@@ -265,6 +272,9 @@ func (t *Tunnel) startLocked() error {
 		}
 		if err == nil {
 			err = rpFilterOff(t.cfg.Name)
+		}
+		if err == nil {
+			err = ipv6On(t.cfg.Name)
 		}
 		if err != nil {
 			td.Close()
@@ -327,6 +337,21 @@ func rpFilterOff(dev string) error {
 	}
 	if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+dev+"/rp_filter", []byte("0"), 0o644); err != nil {
 		return fmt.Errorf("set net.ipv4.conf.%s.rp_filter=0: %w", dev, err)
+	}
+	return nil
+}
+
+// ipv6On enables IPv6 on the tunnel device, which a host whose
+// net.ipv6.conf.default.disable_ipv6 is 1 creates without: decrypted IPv6
+// packets would be dropped on arrival. A kernel without IPv6 has nothing
+// to enable.
+func ipv6On(dev string) error {
+	path := "/proc/sys/net/ipv6/conf/" + dev + "/disable_ipv6"
+	if _, err := os.Stat(path); err != nil {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte("0"), 0o644); err != nil {
+		return fmt.Errorf("set net.ipv6.conf.%s.disable_ipv6=0: %w", dev, err)
 	}
 	return nil
 }
