@@ -22,7 +22,6 @@ var statNames = []struct{ name, help string }{
 	{"received", "Packets from a protected source that arrived through the tunnel."},
 }
 
-const numStats = 5
 
 type fastPath struct {
 	objs   encryptObjects
@@ -38,11 +37,6 @@ type fastPath struct {
 	flags      uint32
 }
 
-// enc_cfg.flags (ENC_CFG_* in encrypt.c).
-const (
-	cfgPairs = 1 // enc_pairs is not empty
-	cfgGuard = 2 // the vNIC has protected destinations: unsafe frames dropped
-)
 
 var (
 	_ sdk.GroupUser = (*fastPath)(nil)
@@ -442,47 +436,6 @@ func (f *fastPath) Counters() ([]sdk.Counter, error) {
 	return out, nil
 }
 
-// RouteStatus is one entry of a vNIC's routing table.
-type RouteStatus struct {
-	Prefix    string `json:"prefix"`
-	Peer      string `json:"peer,omitempty"`
-	Protected bool   `json:"protected"`
-	NoPeer    bool   `json:"no_peer,omitempty"`
-}
-
-// PeerCounters are one vNIC's counters toward one peer.
-type PeerCounters struct {
-	Peer            string `json:"peer"`
-	SteeredPackets  uint64 `json:"steered_packets"`
-	SteeredBytes    uint64 `json:"steered_bytes"`
-	DownDropped     uint64 `json:"down_dropped_packets"`
-	ClearDropped    uint64 `json:"clear_dropped_packets"`
-	ReceivedPackets uint64 `json:"received_packets"`
-}
-
-// NoPeerCounters count protected traffic of prefixes no peer carries.
-type NoPeerCounters struct {
-	Dropped      uint64 `json:"dropped_packets"`
-	ClearDropped uint64 `json:"clear_dropped_packets"`
-	// UnsafeDropped counts frames from the VM that could not be
-	// classified safely (see encrypt.c's v6_safe), dropped.
-	UnsafeDropped uint64 `json:"unsafe_dropped_packets"`
-}
-
-// Inspection is what GET .../inspect returns (`vfctl crypt show`).
-type Inspection struct {
-	Tunnel   TunnelStatus   `json:"tunnel"`
-	VNIC     string         `json:"vnic"`
-	Protect  Mode           `json:"protect"`
-	// Pairs are the policy's pairs (host-wide) and Groups the host groups
-	// they resolved.
-	Pairs  []string `json:"pairs"`
-	Groups []string `json:"groups"`
-	Routes   []RouteStatus  `json:"routes"`
-	Counters []PeerCounters `json:"counters"`
-	NoPeer   NoPeerCounters `json:"no_peer"`
-}
-
 // Inspect describes the tunnel, its peers and this vNIC's routes and
 // counters. It takes no query parameters.
 func (f *fastPath) Inspect(_ context.Context, query map[string]string) (any, error) {
@@ -522,14 +475,6 @@ func (f *fastPath) Inspect(_ context.Context, query map[string]string) (any, err
 	}
 	in.NoPeer = NoPeerCounters{Dropped: s[3][0], ClearDropped: s[2][0], UnsafeDropped: s[statUnsafe][0]}
 	return in, nil
-}
-
-// Rotation is what the "rotate" action returns: the host's new public key,
-// for the control plane to push into every peer's peers file.
-type Rotation struct {
-	Tunnel            string `json:"tunnel"`
-	PublicKey         string `json:"public_key"`
-	PreviousPublicKey string `json:"previous_public_key"`
 }
 
 // Act implements sdk.Actor. "rotate" gives the host's tunnel (shared by

@@ -77,12 +77,12 @@ func TestResolvePairs(t *testing.T) {
 	pci, web, wide := b(pol.Pairs[0]), b(pol.Pairs[1]), b(pol.Pairs[2])
 	for p, want := range map[string]Sides{
 		// Inside 10.99.0.0/16 (pair 3's from) and web's /25 and tag:pci.
-		"10.99.2.7/32":  {A: pci | web | wide, B: pci},
-		"10.99.1.5/32":  {A: pci | wide, B: pci},
-		"10.99.2.0/25":  {A: web | wide},
-		"10.99.3.0/24":  {A: wide, B: web},
-		"10.99.0.0/16":  {A: wide},
-		"fd00:2::/64":   {B: wide},
+		"10.99.2.7/32": {A: pci | web | wide, B: pci},
+		"10.99.1.5/32": {A: pci | wide, B: pci},
+		"10.99.2.0/25": {A: web | wide},
+		"10.99.3.0/24": {A: wide, B: web},
+		"10.99.0.0/16": {A: wide},
+		"fd00:2::/64":  {B: wide},
 	} {
 		if got, ok := rp.table[netip.MustParsePrefix(p)]; !ok || got != want {
 			t.Errorf("%s: %+v (present %v), want %+v", p, got, ok, want)

@@ -70,9 +70,9 @@ type Tunnel struct {
 	priv      Key
 	peers     *Peers
 	policy    *Policy
-	groups    sdk.Groups     // filterd's host groups (nil: none)
-	pairs     *resolvedPairs // the policy's pairs, resolved
-	pairBits  map[string]int // Pair.id -> bit in enc_sides
+	groups    sdk.Groups        // filterd's host groups (nil: none)
+	pairs     *resolvedPairs    // the policy's pairs, resolved
+	pairBits  map[string]int    // Pair.id -> bit in enc_sides
 	slots     map[string]uint32 // peer name -> enc_peers index
 	state     map[string]*peerState
 	instances map[*fastPath]struct{}
@@ -649,32 +649,6 @@ func (t *Tunnel) tick() {
 			t.log.Warn("renew leases", "vnic", fp.vnic, "err", err)
 		}
 	}
-}
-
-// PeerStatus is one peer as `vfctl crypt show` shows it.
-type PeerStatus struct {
-	Name      string   `json:"name"`
-	PublicKey string   `json:"public_key"`
-	Endpoint  string   `json:"endpoint"`
-	Prefixes  []string `json:"prefixes"`
-	Slot      uint32   `json:"slot"`
-	Up        bool     `json:"up"`
-	// HandshakeAgeSeconds is the age of the last completed handshake; -1
-	// before the first one.
-	HandshakeAgeSeconds float64 `json:"handshake_age_seconds"`
-	RxBytes             uint64  `json:"rx_bytes"`
-	TxBytes             uint64  `json:"tx_bytes"`
-}
-
-// TunnelStatus is the host's tunnel as `vfctl crypt show` shows it.
-type TunnelStatus struct {
-	Device     string       `json:"device"`
-	Ifindex    int          `json:"ifindex"`
-	Running    bool         `json:"running"`
-	PublicKey  string       `json:"public_key"`
-	ListenPort int          `json:"listen_port"`
-	Prefixes   []string     `json:"prefixes"`
-	Peers      []PeerStatus `json:"peers"`
 }
 
 // Status returns a snapshot of the tunnel and its peers.
