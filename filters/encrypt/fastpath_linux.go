@@ -22,7 +22,6 @@ var statNames = []struct{ name, help string }{
 	{"received", "Packets from a protected source that arrived through the tunnel."},
 }
 
-
 type fastPath struct {
 	objs   encryptObjects
 	tunnel *Tunnel
@@ -36,7 +35,6 @@ type fastPath struct {
 	tunIfindex uint32
 	flags      uint32
 }
-
 
 var (
 	_ sdk.GroupUser = (*fastPath)(nil)
