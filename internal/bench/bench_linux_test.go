@@ -174,3 +174,54 @@ func TestRunNftSmoke(t *testing.T) {
 		t.Errorf("left behind: before %v, after %v", before, after)
 	}
 }
+
+// TestRunCryptSmoke runs the crypt suite for one short repetition: two
+// simulated hosts, the protected and the clear pair, both metrics with a
+// baseline, and nothing of the lab left after.
+func TestRunCryptSmoke(t *testing.T) {
+	needRoot(t)
+	if testing.Short() {
+		t.Skip("-short: the smoke test runs real traffic for ~10 s")
+	}
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("iperf3 not installed (apt-get install -y iperf3)")
+		}
+		t.Skip("iperf3 not installed (apt-get install -y iperf3)")
+	}
+	var out, log bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	err := Run(ctx, Options{Suites: []string{SuiteCrypt}, Duration: time.Second, Reps: 1, JSON: true, Out: &out, Log: &log})
+	if err != nil {
+		t.Fatalf("Run: %v\nlog:\n%s", err, log.String())
+	}
+	var got []string
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var r struct {
+			Case, Metric, Unit, Note string
+			Value, Baseline, Ratio   float64
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		if r.Case != "crypt" || !(r.Value > 0) || !(r.Baseline > 0) || r.Ratio != round(r.Value/r.Baseline, 3) || !strings.Contains(r.Note, "wireguard-go") {
+			t.Errorf("implausible line %s", line)
+		}
+		got = append(got, r.Metric)
+	}
+	if want := []string{MetricTCP1, MetricUDP64}; !slices.Equal(got, want) {
+		t.Errorf("metrics %v, want %v", got, want)
+	}
+	t.Logf("crypt:\n%s\nlog:\n%s", out.String(), log.String())
+	_, lab, ok := strings.Cut(log.String(), "; lab: ")
+	if !ok {
+		t.Fatalf("the log names no lab:\n%s", log.String())
+	}
+	lab, _, _ = strings.Cut(lab, "\n")
+	for _, p := range strings.Fields(lab) {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("left behind: %s", p)
+		}
+	}
+}
