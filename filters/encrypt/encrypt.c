@@ -30,8 +30,8 @@
  *   packet whose source is on one side and destination on the other.
  *   From a vNIC with protected destinations, a frame that cannot be
  *   classified safely is dropped: IPv6 whose extension headers cannot be
- *   walked or whose routing header names a protected address, a
- *   VLAN-tagged or truncated IP frame.
+ *   walked or whose routing header names a protected address, IPv4 with
+ *   a source-route option, a VLAN-tagged or truncated IP frame.
  * to-vm: an IP packet whose source is protected must have entered the host
  *   through the tunnel (skb->ingress_ifindex is the tunnel's): otherwise it
  *   came in clear and is dropped and counted.
@@ -160,9 +160,10 @@ static __always_inline void enc_count(struct __sk_buff *skb, __u32 peer,
 #define ENC_TAGGED -3
 static __always_inline int addresses(struct __sk_buff *skb, struct enc_key *src,
 				     struct enc_key *dst, __u8 *nexthdr,
-				     __u32 *l4)
+				     __u32 *l4, __u32 *v4end)
 {
 	__u16 proto;
+	__u8 vihl;
 
 	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto,
 			       sizeof(proto)))
@@ -177,8 +178,10 @@ static __always_inline int addresses(struct __sk_buff *skb, struct enc_key *src,
 		if (bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct iphdr, saddr),
 				       &src->addr[12], 4) ||
 		    bpf_skb_load_bytes(skb, ETH_HLEN + offsetof(struct iphdr, daddr),
-				       &dst->addr[12], 4))
+				       &dst->addr[12], 4) ||
+		    bpf_skb_load_bytes(skb, ETH_HLEN, &vihl, 1))
 			return ENC_SHORT;
+		*v4end = ETH_HLEN + (vihl & 0xf) * 4;
 		return 0;
 	}
 	if (proto == bpf_htons(ETH_P_IPV6)) {
@@ -297,6 +300,40 @@ static __always_inline int v6_safe(struct __sk_buff *skb, struct enc_key *src,
 	return 0;
 }
 
+/* v4_safe checks the options of an IPv4 packet from the VM whose
+ * destination is not protected: loose or strict source routing (131, 137)
+ * makes the destination address only the first hop, as an IPv6 routing
+ * header does, so such a packet is unsafe; so is a malformed option list.
+ * end is where the header ends (ETH_HLEN + IHL * 4). */
+#define ENC_V4_MAX_OPTS 20
+static __always_inline int v4_safe(struct __sk_buff *skb, __u32 end)
+{
+	__u32 off = ETH_HLEN + sizeof(struct iphdr);
+	__u8 o[2];
+	int i;
+
+	if (end < off)
+		return 0; /* IHL below 5 */
+	for (i = 0; i < ENC_V4_MAX_OPTS; i++) {
+		if (off >= end)
+			return 1;
+		if (bpf_skb_load_bytes(skb, off, o, 1))
+			return 0;
+		if (o[0] == 0) /* end of options */
+			return 1;
+		if (o[0] == 1) { /* no-op */
+			off++;
+			continue;
+		}
+		if (o[0] == 131 || o[0] == 137)
+			return 0;
+		if (bpf_skb_load_bytes(skb, off + 1, &o[1], 1) || o[1] < 2)
+			return 0;
+		off += o[1];
+	}
+	return off >= end;
+}
+
 /* unsafe counts a from-vm frame this program cannot classify safely and
  * drops it when the vNIC has protected destinations. */
 static __always_inline int unsafe(struct __sk_buff *skb, struct enc_cfg *cfg)
@@ -313,14 +350,14 @@ VF_FILTER(vf_encrypt)
 	struct enc_route *r;
 	struct enc_peer *p;
 	struct enc_cfg *cfg;
-	__u32 zero = 0, peer, flags = 0, l4 = 0;
+	__u32 zero = 0, peer, flags = 0, l4 = 0, v4end = 0;
 	__u8 nexthdr = 0;
 	int err, pair = 0;
 
 	cfg = bpf_map_lookup_elem(&enc_config, &zero);
 	if (cfg)
 		flags = cfg->flags;
-	err = addresses(skb, &src, &dst, &nexthdr, &l4);
+	err = addresses(skb, &src, &dst, &nexthdr, &l4, &v4end);
 	if (err) {
 		if (err != ENC_NOT_IP && dir == VF_DIR_FROM_VM)
 			return unsafe(skb, cfg);
@@ -352,6 +389,9 @@ VF_FILTER(vf_encrypt)
 			pair = 1;
 		} else {
 			if (l4 && !v6_safe(skb, &src, nexthdr, l4, flags))
+				return unsafe(skb, cfg);
+			if (v4end && v4end != ETH_HLEN + sizeof(struct iphdr) &&
+			    !v4_safe(skb, v4end))
 				return unsafe(skb, cfg);
 			return VF_CONTINUE;
 		}

@@ -97,6 +97,27 @@ var (
 	rpl      = ext{43, []byte{2, 3, 1, 0, 0, 0, 0, 0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1}}
 )
 
+// withOpts inserts IPv4 options (padded with end-of-options to a multiple
+// of 4) after an IPv4 frame's 20-byte header.
+func withOpts(f []byte, opts ...byte) []byte {
+	for len(opts)%4 != 0 {
+		opts = append(opts, 0)
+	}
+	out := append([]byte{}, f[:34]...)
+	out[14] = 0x40 | byte(5+len(opts)/4)
+	binary.BigEndian.PutUint16(out[16:], uint16(len(f)-14+len(opts)))
+	out = append(out, opts...)
+	return append(out, f[34:]...)
+}
+
+// IPv4 options.
+var (
+	lsrr        = []byte{131, 7, 4, 10, 99, 2, 5} // loose source route via 10.99.2.5
+	ssrr        = []byte{137, 7, 4, 10, 99, 2, 5} // strict
+	recordRoute = []byte{7, 7, 4, 0, 0, 0, 0}     // record route
+	badOpt      = []byte{1, 68, 1}                // a timestamp whose length says 1
+)
+
 // srh is a segment routing header (routing type 4) listing segs.
 func srh(segs ...string) ext {
 	b := []byte{byte(2 * len(segs)), 4, byte(len(segs) - 1), byte(len(segs) - 1), 0, 0, 0}
@@ -178,6 +199,11 @@ func TestFastPathVerdicts(t *testing.T) {
 		{"IPv6 nine extension headers", sdk.FromVM, withExt(frame("fd00:1::2", "2001:db8::1"), destOpts, destOpts, destOpts, destOpts, destOpts, destOpts, destOpts, destOpts, destOpts), 0, nil, tun, tcShot, peerNone, statUnsafe},
 		// (A frame too short for its IPv6 or IPv4 header is refused by
 		// BPF_PROG_TEST_RUN itself: covered by the model only.)
+		{"IPv4 loose source route to protected", sdk.FromVM, withOpts(frame("10.99.1.2", "8.8.8.8"), lsrr...), 0, []uint32{3}, tun, tcShot, peerNone, statUnsafe},
+		{"IPv4 strict source route", sdk.FromVM, withOpts(frame("10.99.1.2", "8.8.8.8"), append([]byte{1}, ssrr...)...), 0, nil, tun, tcShot, peerNone, statUnsafe},
+		{"IPv4 source route, destination protected", sdk.FromVM, withOpts(frame("10.99.1.2", "10.99.2.5"), lsrr...), 0, []uint32{3}, tun, tcRedirect, 3, 0},
+		{"IPv4 record route", sdk.FromVM, withOpts(frame("10.99.1.2", "8.8.8.8"), recordRoute...), 0, nil, tun, tcOK, 0, numStats},
+		{"IPv4 malformed option", sdk.FromVM, withOpts(frame("10.99.1.2", "8.8.8.8"), badOpt...), 0, nil, tun, tcShot, peerNone, statUnsafe},
 		{"VLAN-tagged", sdk.FromVM, append([]byte{2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x81, 0x00, 0, 5}, frame("10.99.1.2", "10.99.2.5")[12:]...), 0, []uint32{3}, tun, tcShot, peerNone, statUnsafe},
 		{"to-vm IPv6 SRH", sdk.ToVM, withExt(frame("2001:db8::1", "fd00:1::2"), srh("fd00:2::5")), 7, nil, tun, tcOK, 0, numStats},
 	} {
@@ -441,6 +467,15 @@ func TestDifferential(t *testing.T) {
 			toVM := rng.IntN(2) == 0
 			iif := []uint32{0, 7, tun}[rng.IntN(3)]
 			f := frame(src, dst)
+			if netip.MustParseAddr(src).Is4() && !toVM && rng.IntN(3) == 0 {
+				var opts []byte
+				for range 1 + rng.IntN(3) {
+					opts = append(opts, [][]byte{lsrr, ssrr, recordRoute, badOpt, {1}, {0}}[rng.IntN(6)]...)
+				}
+				if len(opts) <= 40 {
+					f = withOpts(f, opts...)
+				}
+			}
 			if !netip.MustParseAddr(src).Is4() && !toVM {
 				f = withExt(f, exts(rng)...)
 				if rng.IntN(8) == 0 && len(f) > 55 {

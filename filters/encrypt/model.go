@@ -42,7 +42,7 @@ const statUnsafe = 1
 // (false: from the VM) that entered the host on ingress (to-vm only), and
 // the counter it moves: slot and statistic (numStats: none).
 func (m *Model) Decide(frame []byte, toVM bool, ingress uint32) (v Verdict, slot, stat uint32) {
-	src, dst, v6, res := packetAddrs(frame)
+	src, dst, v6, v4end, res := packetAddrs(frame)
 	switch res {
 	case addrNotIP:
 		return Continue, 0, numStats
@@ -84,6 +84,9 @@ func (m *Model) Decide(frame []byte, toVM bool, ingress uint32) (v Verdict, slot
 			if v6 != nil && !m.v6Safe(frame, src, v6) {
 				return m.unsafe()
 			}
+			if v4end != 0 && v4end != 34 && !v4Safe(frame, v4end) {
+				return m.unsafe()
+			}
 			return Continue, 0, numStats
 		}
 	}
@@ -117,26 +120,57 @@ type v6Walk struct {
 }
 
 // packetAddrs returns an IPv4 or IPv6 packet's source and destination,
-// and for IPv6 where its extension headers start.
-func packetAddrs(f []byte) (src, dst netip.Addr, v6 *v6Walk, res int) {
+// for IPv6 where its extension headers start, for IPv4 where its header
+// ends.
+func packetAddrs(f []byte) (src, dst netip.Addr, v6 *v6Walk, v4end int, res int) {
 	if len(f) < 14 {
-		return src, dst, nil, addrNotIP
+		return src, dst, nil, 0, addrNotIP
 	}
 	switch binary.BigEndian.Uint16(f[12:]) {
 	case 0x0800:
 		if len(f) < 14+20 {
-			return src, dst, nil, addrShort
+			return src, dst, nil, 0, addrShort
 		}
-		return netip.AddrFrom4([4]byte(f[26:30])), netip.AddrFrom4([4]byte(f[30:34])), nil, addrOK
+		return netip.AddrFrom4([4]byte(f[26:30])), netip.AddrFrom4([4]byte(f[30:34])), nil, 14 + int(f[14]&0xf)*4, addrOK
 	case 0x86dd:
 		if len(f) < 14+40 {
-			return src, dst, nil, addrShort
+			return src, dst, nil, 0, addrShort
 		}
-		return netip.AddrFrom16([16]byte(f[22:38])).Unmap(), netip.AddrFrom16([16]byte(f[38:54])).Unmap(), &v6Walk{next: f[20], off: 54}, addrOK
+		return netip.AddrFrom16([16]byte(f[22:38])).Unmap(), netip.AddrFrom16([16]byte(f[38:54])).Unmap(), &v6Walk{next: f[20], off: 54}, 0, addrOK
 	case 0x8100, 0x88a8:
-		return src, dst, nil, addrTagged
+		return src, dst, nil, 0, addrTagged
 	}
-	return src, dst, nil, addrNotIP
+	return src, dst, nil, 0, addrNotIP
+}
+
+// v4Safe is v4_safe in encrypt.c.
+func v4Safe(f []byte, end int) bool {
+	off := 34
+	if end < off {
+		return false
+	}
+	for range 20 {
+		if off >= end {
+			return true
+		}
+		if len(f) <= off {
+			return false
+		}
+		switch f[off] {
+		case 0:
+			return true
+		case 1:
+			off++
+			continue
+		case 131, 137:
+			return false
+		}
+		if len(f) <= off+1 || f[off+1] < 2 {
+			return false
+		}
+		off += int(f[off+1])
+	}
+	return off >= end
 }
 
 // protectedDst is protected_dst in encrypt.c.

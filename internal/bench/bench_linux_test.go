@@ -205,7 +205,7 @@ func TestRunCryptSmoke(t *testing.T) {
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatalf("line %q: %v", line, err)
 		}
-		if r.Case != "crypt" || !(r.Value > 0) || !(r.Baseline > 0) || r.Ratio != round(r.Value/r.Baseline, 3) || !strings.Contains(r.Note, "wireguard-go") {
+		if r.Case != "crypt" || !(r.Value > 0) || !(r.Baseline > 0) || r.Ratio != round(r.Value/r.Baseline, 3) || !strings.Contains(r.Note, "in clear") || r.Metric == MetricTCP1 && !strings.Contains(r.Note, "wireguard-go") {
 			t.Errorf("implausible line %s", line)
 		}
 		got = append(got, r.Metric)
