@@ -3,6 +3,7 @@ package encrypt_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,9 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/vnicfilter/vnicfilter/filters/encrypt/cryptlab"
 	"github.com/vnicfilter/vnicfilter/sdk"
@@ -68,6 +72,45 @@ func counterOf(t *testing.T, fp sdk.FastPath, name, peer string) float64 {
 	return 0
 }
 
+// sendRaw6 sends one IPv6/UDP packet from v's eth0 to the gateway MAC
+// gw: src -> dst, with a segment routing header listing segs when there
+// are any, carrying payload.
+func sendRaw6(v *testkit.VM, gw net.HardwareAddr, dst net.IP, segs []net.IP, payload []byte) error {
+	udp := make([]byte, 8, 8+len(payload))
+	binary.BigEndian.PutUint16(udp[0:], 40000)
+	binary.BigEndian.PutUint16(udp[2:], 9)
+	binary.BigEndian.PutUint16(udp[4:], uint16(8+len(payload)))
+	udp = append(udp, payload...)
+	var ext []byte
+	next := byte(unix.IPPROTO_UDP)
+	if len(segs) > 0 {
+		ext = []byte{unix.IPPROTO_UDP, byte(2 * len(segs)), 4, byte(len(segs) - 1), byte(len(segs) - 1), 0, 0, 0}
+		for _, s := range segs {
+			ext = append(ext, s.To16()...)
+		}
+		next = 43
+	}
+	ip := make([]byte, 40)
+	ip[0], ip[6], ip[7] = 0x60, next, 64
+	binary.BigEndian.PutUint16(ip[4:], uint16(len(ext)+len(udp)))
+	copy(ip[8:], v.IPv6.IP.To16())
+	copy(ip[24:], dst.To16())
+	frame := append(append(append(append(append([]byte{}, gw...), v.MAC...), 0x86, 0xdd), ip...), ext...)
+	frame = append(frame, udp...)
+	return v.Do(func() error {
+		l, err := netlink.LinkByName("eth0")
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		return unix.Sendto(fd, frame, 0, &unix.SockaddrLinklayer{Ifindex: l.Attrs().Index, Halen: 6})
+	})
+}
+
 func addr(n net.IPNet) netip.Addr { a, _ := netip.AddrFromSlice(n.IP); return a.Unmap() }
 
 // TestIPv6EndToEnd: protected IPv6 between VMs on two hosts crosses the
@@ -119,6 +162,44 @@ func TestIPv6EndToEnd(t *testing.T) {
 		t.Error("nothing received from the tunnel on host-2")
 	}
 	t.Logf("underlay: %+v", s)
+
+	// A routing header cannot take protected traffic past the policy:
+	// host-1 routes 2001:db8::/64 over the underlay to host-2, so a packet
+	// to it crosses in clear. pa sends one plain (it crosses: the path
+	// exists) and one whose segment routing header ends at pb (its
+	// destination address is only the first segment): dropped at pa's
+	// vNIC and counted, never on the underlay.
+	_, outside, _ := net.ParseCIDR("2001:db8::/64")
+	if err := h1.H.Handle().RouteAdd(&netlink.Route{Dst: outside, Gw: net.ParseIP("fd77::2")}); err != nil {
+		t.Fatal(err)
+	}
+	br, err := h1.H.Handle().LinkByName(h1.H.Bridge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw := br.Attrs().HardwareAddr
+	plain, smuggled := []byte("IPV6-PLAIN-OUTSIDE-55e1"), []byte("IPV6-SRH-SMUGGLED-0b7c")
+	unsafe0 := counterOf(t, fa, "unsafe_dropped_packets_total", "")
+	capt = m.Capture()
+	for range 3 {
+		if err := sendRaw6(pa, gw, net.ParseIP("2001:db8::1"), nil, plain); err != nil {
+			t.Fatal(err)
+		}
+		if err := sendRaw6(pa, gw, net.ParseIP("2001:db8::1"), []net.IP{pb.IPv6.IP, net.ParseIP("2001:db8::1")}, smuggled); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(300 * time.Millisecond)
+	capt.Stop()
+	if !capt.Contains(plain) {
+		t.Error("the plain IPv6 packet to 2001:db8::1 did not cross the underlay: the smuggling check proves nothing")
+	}
+	if capt.Contains(smuggled) {
+		t.Error("an IPv6 packet routed (segment routing) to a protected VM crossed the underlay in clear")
+	}
+	if got := counterOf(t, fa, "unsafe_dropped_packets_total", "") - unsafe0; got != 3 {
+		t.Errorf("unsafe_dropped grew by %v, want 3", got)
+	}
 
 	// The underlay goes down at host-2: after peer_timeout host-1 drops.
 	ul, err := h2.H.Handle().LinkByName("ul0")

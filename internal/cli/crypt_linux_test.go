@@ -107,6 +107,16 @@ func TestCryptAgainstFilterd(t *testing.T) {
 	}
 
 	run(h1, ExitNotFound, "crypt", "show")
+	// A policy naming a group nobody pushed is refused at attach.
+	m.WriteJSON(h1.PolicyFile, map[string]any{"pairs": []map[string]string{{"from": "tag:pci", "to": "group:nosuch"}}})
+	var bad []string
+	for k, val := range m.Params(h1, map[string]string{"protect": "policy"}) {
+		bad = append(bad, "--param", k+"="+val)
+	}
+	if out := run(h1, ExitBadInput, append([]string{"attach", a.TapName, "encrypt"}, bad...)...); !strings.Contains(out, `unknown address group "nosuch"`) {
+		t.Errorf("attach with an unknown group: %s", out)
+	}
+	m.WritePolicy(h1, pairs)
 	for h, v := range map[*cryptlab.Host]*testkit.VM{h1: a, h2: b} {
 		var ps []string
 		for k, val := range m.Params(h, map[string]string{"protect": "policy"}) {
