@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vnicfilter/vnicfilter/filters/encrypt"
 	"github.com/vnicfilter/vnicfilter/filters/encrypt/cryptlab"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
@@ -21,7 +22,7 @@ import (
 //	go test -run '^$' -bench CrossHost -benchtime 1x ./filters/encrypt/
 func BenchmarkCrossHost(b *testing.B) {
 	testkit.Need(b, testkit.Root, testkit.BPF, testkit.Iperf3)
-	m := cryptlab.New(b, 2)
+	m := cryptlab.New(b, 2, cryptlab.Filter{Descriptor: encrypt.Descriptor, HostKey: encrypt.HostPublicKey})
 	h1, h2 := m.Hosts[0], m.Hosts[1]
 	for _, h := range m.Hosts {
 		m.WritePolicy(h, map[string]any{"space": []string{"10.99.0.0/16"}})

@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/vnicfilter/vnicfilter/filters/encrypt"
 	"github.com/vnicfilter/vnicfilter/filters/encrypt/cryptlab"
 	"github.com/vnicfilter/vnicfilter/sdk"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
@@ -119,7 +120,7 @@ func addr(n net.IPNet) netip.Addr { a, _ := netip.AddrFromSlice(n.IP); return a.
 // IPv6 is dropped and counted, never sent in clear, and flows again when
 // the underlay is back.
 func TestIPv6EndToEnd(t *testing.T) {
-	m := cryptlab.New(t, 2)
+	m := cryptlab.New(t, 2, cryptlab.Filter{Descriptor: encrypt.Descriptor, HostKey: encrypt.HostPublicKey})
 	h1, h2 := m.Hosts[0], m.Hosts[1]
 	for _, h := range m.Hosts {
 		m.WritePolicy(h, map[string]any{"space": []string{"10.99.0.0/16", "fd99::/16"}})

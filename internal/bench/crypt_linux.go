@@ -12,6 +12,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/vnicfilter/vnicfilter/filters/encrypt"
 	"github.com/vnicfilter/vnicfilter/filters/encrypt/cryptlab"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
@@ -162,7 +163,7 @@ func runCrypt(ctx context.Context, o Options, bc benchCase) (rs []Result, err er
 	defer func() { err = errors.Join(err, wrapErr("remove the crypt lab", lab.close())) }()
 	var pair, clear *topology
 	err = lab.build(func() {
-		m := cryptlab.New(lab, 2)
+		m := cryptlab.New(lab, 2, cryptlab.Filter{Descriptor: encrypt.Descriptor, HostKey: encrypt.HostPublicKey})
 		h1, h2 := m.Hosts[0], m.Hosts[1]
 		for _, h := range m.Hosts {
 			m.WritePolicy(h, map[string]any{"space": []string{"10.99.0.0/16"}})

@@ -67,7 +67,7 @@ func cryptEcho(ctx context.Context, client, server *testkit.VM, port int, payloa
 func TestCryptAgainstFilterd(t *testing.T) {
 	testkit.Need(t, testkit.Root, testkit.BPF)
 	ctx := context.Background()
-	m := cryptlab.New(t, 2)
+	m := cryptlab.New(t, 2, cryptlab.Filter{Descriptor: encrypt.Descriptor, HostKey: encrypt.HostPublicKey})
 	h1, h2 := m.Hosts[0], m.Hosts[1]
 	pairs := map[string]any{"pairs": []map[string]string{{"from": "tag:pci", "to": "tag:pci"}}}
 	for _, h := range m.Hosts {
@@ -188,7 +188,7 @@ func TestCryptAgainstFilterd(t *testing.T) {
 
 	// vfctl crypt show, text.
 	out = run(h1, ExitOK, "crypt", "show")
-	for _, want := range []string{"TUNNEL vfwg0  running", "port 51820", h2.Name(), h2.UnderlayIP.String() + ":51820", h2.PublicKey.String()[:8] + "…", " up ", " ago ", "pairs: tag:pci <-> tag:pci  (host groups: tag:pci)", "VNIC " + a.TapName, "protect=policy", "unsafe frames dropped 0"} {
+	for _, want := range []string{"TUNNEL vfwg0  running", "port 51820", h2.Name(), h2.UnderlayIP.String() + ":51820", h2.PublicKey[:8] + "…", " up ", " ago ", "pairs: tag:pci <-> tag:pci  (host groups: tag:pci)", "VNIC " + a.TapName, "protect=policy", "unsafe frames dropped 0"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("crypt show lacks %q:\n%s", want, out)
 		}
@@ -196,7 +196,7 @@ func TestCryptAgainstFilterd(t *testing.T) {
 	t.Logf("vfctl crypt show on host-1:\n%s", out)
 	s := show(h1)
 	p := s.State.Tunnel.Peers[0]
-	if s.Filter != encrypt.Name || p.PublicKey != h2.PublicKey.String() || p.HandshakeAgeSeconds < 0 || p.RxBytes == 0 || p.TxBytes == 0 || s.State.Counters[0].ReceivedPackets == 0 {
+	if s.Filter != encrypt.Name || p.PublicKey != h2.PublicKey || p.HandshakeAgeSeconds < 0 || p.RxBytes == 0 || p.TxBytes == 0 || s.State.Counters[0].ReceivedPackets == 0 {
 		t.Errorf("crypt show -o json: %+v", s)
 	}
 
@@ -205,15 +205,13 @@ func TestCryptAgainstFilterd(t *testing.T) {
 	if err := json.Unmarshal([]byte(run(h1, ExitOK, "-o", "json", "crypt", "rotate")), &rot); err != nil {
 		t.Fatal(err)
 	}
-	if rot.Result.PreviousPublicKey != h1.PublicKey.String() || rot.Result.PublicKey == rot.Result.PreviousPublicKey || rot.Action != "rotate" {
+	if rot.Result.PreviousPublicKey != h1.PublicKey || rot.Result.PublicKey == rot.Result.PreviousPublicKey || rot.Action != "rotate" {
 		t.Fatalf("rotate: %+v", rot)
 	}
 	if s := show(h1); s.State.Tunnel.PublicKey != rot.Result.PublicKey {
 		t.Errorf("after rotate the tunnel shows key %s, want %s", s.State.Tunnel.PublicKey, rot.Result.PublicKey)
 	}
-	if h1.PublicKey, err = encrypt.ParseKey(rot.Result.PublicKey); err != nil {
-		t.Fatal(err)
-	}
+	h1.PublicKey = rot.Result.PublicKey
 	m.WritePeers(h2, m.Hosts)
 	run(h2, ExitOK, "crypt", "reload")
 	waitUp(h2, h1.Name())

@@ -7,8 +7,6 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/vnicfilter/vnicfilter/filters/encrypt"
 )
 
 // Capture records every frame on any interface of the underlay namespace
@@ -119,7 +117,7 @@ func (c *Capture) Summarize(addrs ...netip.Addr) Summary {
 			continue
 		}
 		if proto == unix.IPPROTO_UDP && len(l4) >= 4 &&
-			(binary.BigEndian.Uint16(l4) == encrypt.DefaultListenPort || binary.BigEndian.Uint16(l4[2:]) == encrypt.DefaultListenPort) {
+			(binary.BigEndian.Uint16(l4) == ListenPort || binary.BigEndian.Uint16(l4[2:]) == ListenPort) {
 			s.WireGuard++
 			continue
 		}

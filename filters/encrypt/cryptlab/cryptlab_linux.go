@@ -14,7 +14,6 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	"github.com/vnicfilter/vnicfilter/filters/encrypt"
 	"github.com/vnicfilter/vnicfilter/sdk"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
@@ -30,8 +29,28 @@ type Mesh struct {
 	Underlay *testkit.Host
 	Hosts    []*Host
 	Dir      string
+	filter   Filter
 	t        testing.TB
 }
+
+// Filter is what the lab needs of the encrypt package, handed in so that
+// encrypt's own tests can use the lab too (cryptlab does not import it):
+//
+//	cryptlab.Filter{Descriptor: encrypt.Descriptor, HostKey: encrypt.HostPublicKey}
+type Filter struct {
+	// Descriptor is attached by Protect.
+	Descriptor *sdk.Descriptor
+	// HostKey creates a host's key pair in keyDir for tunnel (once) and
+	// returns the public key.
+	HostKey func(keyDir, tunnel string) (string, error)
+}
+
+// Tunnel is the tunnel device name, ListenPort its UDP port (encrypt's
+// defaults).
+const (
+	Tunnel     = "vfwg0"
+	ListenPort = 51820
+)
 
 // Host is one simulated hypervisor.
 type Host struct {
@@ -40,9 +59,11 @@ type Host struct {
 	H *testkit.Host
 	// UnderlayIP is its underlay address (IPv4; the tunnel's endpoint).
 	UnderlayIP netip.Addr
-	// KeyDir holds its private key; PublicKey is the key's public half.
+	// KeyDir holds its private key; PublicKey is the key's public half,
+	// as the peers file writes it (base64). Set it to the new key after a
+	// rotation before WritePeers.
 	KeyDir    string
-	PublicKey encrypt.Key
+	PublicKey string
 	// PeersFile and PolicyFile are the host's encrypt files.
 	PeersFile, PolicyFile string
 	vms                   int
@@ -66,13 +87,13 @@ func Prefixes(i int) []string {
 // New builds n hosts on an underlay, writes every host's peers file
 // (listing all the others) and an empty policy. Everything is removed at
 // t's cleanup. It needs root, eBPF and /dev/net/tun.
-func New(t testing.TB, n int) *Mesh {
+func New(t testing.TB, n int, f Filter) *Mesh {
 	t.Helper()
 	testkit.Need(t, testkit.Root, testkit.BPF)
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		t.Fatalf("no TUN device: %v", err)
 	}
-	m := &Mesh{t: t, Underlay: testkit.NewHost(t), Dir: t.TempDir()}
+	m := &Mesh{t: t, filter: f, Underlay: testkit.NewHost(t), Dir: t.TempDir()}
 	uns, err := netns.GetFromPath(m.Underlay.Path)
 	if err != nil {
 		t.Fatal(err)
@@ -147,11 +168,9 @@ func New(t testing.TB, n int) *Mesh {
 		if err := hh.LinkSetUp(ul); err != nil {
 			t.Fatal(err)
 		}
-		k, err := (encrypt.KeyStore{Dir: h.KeyDir, Name: encrypt.DefaultTunnel}).LoadOrCreate()
-		if err != nil {
+		if h.PublicKey, err = f.HostKey(h.KeyDir, Tunnel); err != nil {
 			t.Fatal(err)
 		}
-		h.PublicKey = k.Public()
 		m.Hosts = append(m.Hosts, h)
 	}
 	for _, a := range m.Hosts {
@@ -196,13 +215,13 @@ type PeerJSON struct {
 // skipped), as the control plane would.
 func (m *Mesh) WritePeers(h *Host, others []*Host) {
 	m.t.Helper()
-	pf := PeersJSON{ListenPort: encrypt.DefaultListenPort, Prefixes: Prefixes(h.I), Peers: []PeerJSON{}}
+	pf := PeersJSON{ListenPort: ListenPort, Prefixes: Prefixes(h.I), Peers: []PeerJSON{}}
 	for _, o := range others {
 		if o == h {
 			continue
 		}
-		pf.Peers = append(pf.Peers, PeerJSON{Name: o.Name(), PublicKey: o.PublicKey.String(),
-			Endpoint: netip.AddrPortFrom(o.UnderlayIP, encrypt.DefaultListenPort).String(), Prefixes: Prefixes(o.I)})
+		pf.Peers = append(pf.Peers, PeerJSON{Name: o.Name(), PublicKey: o.PublicKey,
+			Endpoint: netip.AddrPortFrom(o.UnderlayIP, ListenPort).String(), Prefixes: Prefixes(o.I)})
 	}
 	m.WriteJSON(h.PeersFile, pf)
 }
@@ -275,7 +294,7 @@ func (m *Mesh) Params(h *Host, extra map[string]string) map[string]string {
 // v's vNIC on h.
 func (m *Mesh) Protect(h *Host, v *testkit.VM, extra map[string]string) sdk.FastPath {
 	m.t.Helper()
-	return v.AttachFilter(m.t, encrypt.Descriptor, m.Params(h, extra)).FastPath
+	return v.AttachFilter(m.t, m.filter.Descriptor, m.Params(h, extra)).FastPath
 }
 
 // WaitUp waits until the instance fp reports every named peer up.
@@ -291,7 +310,25 @@ func WaitUp(t testing.TB, fp sdk.FastPath, peers ...string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tun := st.(encrypt.Inspection).Tunnel
+		// The inspection's JSON, as the API gives it (the lab does not
+		// import encrypt).
+		b, err := json.Marshal(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var in struct {
+			Tunnel struct {
+				Device string `json:"device"`
+				Peers  []struct {
+					Name string `json:"name"`
+					Up   bool   `json:"up"`
+				} `json:"peers"`
+			} `json:"tunnel"`
+		}
+		if err := json.Unmarshal(b, &in); err != nil {
+			t.Fatal(err)
+		}
+		tun := in.Tunnel
 		up := map[string]bool{}
 		for _, p := range tun.Peers {
 			up[p.Name] = p.Up
