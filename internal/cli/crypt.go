@@ -129,8 +129,9 @@ One line per peer host:
   ENDPOINT   its underlay address and port
   KEY        its public key's first 8 characters (the fingerprint to
              compare with the peers file; -o json has the whole key)
-  STATE      up, or DOWN: its session is not alive, protected traffic
-             to it is dropped and counted, never sent in clear
+  STATE      up, or "DOWN, dropping": its session is not alive, protected
+             traffic to it is dropped and counted, never sent in clear
+             (fail-closed)
   HANDSHAKE  age of the last completed handshake (never: none yet)
   RX, TX     bytes the tunnel received from and sent to it
 
@@ -230,7 +231,7 @@ func printTunnel(w io.Writer, t *encrypt.TunnelStatus, pairs, groups []string) e
 		for _, p := range t.Peers {
 			st := "up"
 			if !p.Up {
-				st = "DOWN"
+				st = "DOWN, dropping"
 			}
 			row(tw, p.Name, p.Endpoint, keyPrint(p.PublicKey), dash(strings.Join(p.Prefixes, ",")), st, handshakeAge(p.HandshakeAgeSeconds), humanBytes(float64(p.RxBytes)), humanBytes(float64(p.TxBytes)))
 		}

@@ -200,6 +200,18 @@ func TestCryptAgainstFilterd(t *testing.T) {
 		t.Errorf("crypt show -o json: %+v", s)
 	}
 
+	// The action endpoint refuses what encrypt does not do.
+	c := api.NewClient(sock[h1])
+	if _, _, err := c.Act(ctx, a.TapName, 0, "nosuch", nil); !api.IsCode(err, api.CodeNotSupported) {
+		t.Errorf("unknown action: %v", err)
+	}
+	if _, _, err := c.Act(ctx, a.TapName, 0, "rotate", map[string]string{"force": "1"}); !api.IsCode(err, api.CodeInvalidParam) {
+		t.Errorf("rotate with an argument: %v", err)
+	}
+	if _, _, err := c.Act(ctx, a.TapName, 5, "rotate", nil); err == nil {
+		t.Error("rotate on an empty slot succeeded")
+	}
+
 	// Rotation: host-1 gets a new key; host-2 learns it by reload.
 	var rot cryptRotate
 	if err := json.Unmarshal([]byte(run(h1, ExitOK, "-o", "json", "crypt", "rotate")), &rot); err != nil {
