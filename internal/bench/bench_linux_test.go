@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -192,7 +193,9 @@ func TestRunCryptSmoke(t *testing.T) {
 	var out, log bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	err := Run(ctx, Options{Suites: []string{SuiteCrypt}, Duration: time.Second, Reps: 1, JSON: true, Out: &out, Log: &log})
+	// 2 s: on the loaded 2-core test machine a 1 s UDP window sometimes
+	// saw the blaster not get to send at all (as TestRunBaselineSmoke's).
+	err := Run(ctx, Options{Suites: []string{SuiteCrypt}, Duration: 2 * time.Second, Reps: 1, JSON: true, Out: &out, Log: &log})
 	if err != nil {
 		t.Fatalf("Run: %v\nlog:\n%s", err, log.String())
 	}
@@ -205,7 +208,8 @@ func TestRunCryptSmoke(t *testing.T) {
 		if err := json.Unmarshal([]byte(line), &r); err != nil {
 			t.Fatalf("line %q: %v", line, err)
 		}
-		if r.Case != "crypt" || !(r.Value > 0) || !(r.Baseline > 0) || r.Ratio != round(r.Value/r.Baseline, 3) || !strings.Contains(r.Note, "in clear") || r.Metric == MetricTCP1 && !strings.Contains(r.Note, "wireguard-go") {
+		// value and baseline are rounded for print, the ratio is not.
+		if r.Case != "crypt" || !(r.Value > 0) || !(r.Baseline > 0) || math.Abs(r.Ratio-r.Value/r.Baseline) > 0.05*r.Ratio+0.001 || !strings.Contains(r.Note, "in clear") || r.Metric == MetricTCP1 && !strings.Contains(r.Note, "wireguard-go") {
 			t.Errorf("implausible line %s", line)
 		}
 		got = append(got, r.Metric)
