@@ -100,6 +100,11 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 func (t *Tunnel) attach(fp *fastPath) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	// An adopted instance keeps its flags until its pairs are rewritten:
+	// clearing PAIRS now would let pair-protected traffic out in clear.
+	if err := fp.readConfig(); err != nil {
+		return err
+	}
 	if err := fp.setTunnelIfindex(t.ifindex); err != nil {
 		return err
 	}
@@ -138,6 +143,18 @@ func (f *fastPath) setTunnelIfindex(ifindex int) error {
 	defer f.mu.Unlock()
 	f.tunIfindex = uint32(ifindex)
 	return f.writeConfigLocked(f.flags)
+}
+
+// readConfig loads the flags enc_config holds (an adopted instance's).
+func (f *fastPath) readConfig() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var c encryptEncCfg
+	if err := f.objs.EncConfig.Lookup(uint32(0), &c); err != nil {
+		return fmt.Errorf("read enc_config: %w", err)
+	}
+	f.flags = c.Flags
+	return nil
 }
 
 func (f *fastPath) writeConfigLocked(flags uint32) error {

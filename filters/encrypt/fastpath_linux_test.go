@@ -376,6 +376,64 @@ func TestAdoptedRoutesReplaced(t *testing.T) {
 
 func fromVMCtx() []byte { return make([]byte, 192) }
 
+// An adopted instance keeps the pinned flags until it has rewritten its
+// pairs (attach reads them before writing the tunnel's ifindex): a pair
+// protects throughout the restart; stale pairs are deleted after.
+func TestAdoptedPairsKept(t *testing.T) {
+	fp := loadBare(t)
+	peers, err := ParsePeers([]byte(pairPeers))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := ParsePolicy([]byte(`{"pairs": [{"from": "tag:pci", "to": "tag:pci"}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp, err := resolvePairs("p", pol, peers, testGroups{"tag:pci": pfx("10.99.1.5/32", "10.99.2.7/32")}, assignPairBits(nil, pol))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fp.writeRoutesLocked(peers, pol, map[string]uint32{"b": 0, "c": 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := fp.writePairs(rp.table); err != nil {
+		t.Fatal(err)
+	}
+	// filterd restarts: a new instance on the same pinned maps, attached
+	// as Tunnel.attach does, up to the point where the pairs are written.
+	adopted := &fastPath{objs: fp.objs, vnic: fp.vnic, mode: ProtectPolicy}
+	if err := adopted.readConfig(); err != nil {
+		t.Fatal(err)
+	}
+	if err := adopted.setTunnelIfindex(42); err != nil {
+		t.Fatal(err)
+	}
+	if err := adopted.writeLeases(make([]uint64, MaxPeers)); err != nil {
+		t.Fatal(err)
+	}
+	ret, err := fp.Program().Run(&ebpf.RunOptions{Data: frame("10.99.1.5", "10.99.2.7"), Context: fromVMCtx()})
+	if err != nil || ret != tcShot {
+		t.Fatalf("pci -> pci during adoption: verdict %d (%v), want drop (protected, no lease yet)", ret, err)
+	}
+	if err := adopted.readPairs(); err != nil {
+		t.Fatal(err)
+	}
+	if len(adopted.pairs) != len(rp.table) {
+		t.Fatalf("read back %v, wrote %v", adopted.pairs, rp.table)
+	}
+	if err := adopted.writePairs(map[netip.Prefix]Sides{}); err != nil {
+		t.Fatal(err)
+	}
+	now := &fastPath{objs: fp.objs}
+	if err := now.readPairs(); err != nil || len(now.pairs) != 0 {
+		t.Errorf("enc_pairs after the new policy: %v (%v), want empty", now.pairs, err)
+	}
+	ret, err = fp.Program().Run(&ebpf.RunOptions{Data: frame("10.99.1.5", "10.99.2.7"), Context: fromVMCtx()})
+	if err != nil || ret != tcOK {
+		t.Fatalf("pci -> pci without the pair: verdict %d (%v), want continue", ret, err)
+	}
+}
+
 // TestDifferential runs random frames through encrypt.c and the Go model
 // with random leases, tunnel state and ingress devices, and compares the
 // verdicts and the counter each one moves.
