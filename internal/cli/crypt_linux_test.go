@@ -240,6 +240,21 @@ func TestCryptAgainstFilterd(t *testing.T) {
 	run(h2, ExitOK, "group", "set", "tag:pci")
 	exchange(7105, true)
 
+	// A second vNIC on host-1 shares the tunnel: --all shows both, a
+	// named vNIC only its own section.
+	a2 := m.AddVM(h1, "other-a")
+	var ps []string
+	for k, val := range m.Params(h1, map[string]string{"protect": "all"}) {
+		ps = append(ps, "--param", k+"="+val)
+	}
+	run(h1, ExitOK, append([]string{"attach", a2.TapName, "encrypt"}, ps...)...)
+	out = run(h1, ExitOK, "crypt", "show", "--all")
+	if strings.Count(out, "TUNNEL vfwg0") != 1 || !strings.Contains(out, "VNIC "+a.TapName+"  slot 0  protect=policy") || !strings.Contains(out, "VNIC "+a2.TapName+"  slot 0  protect=all") {
+		t.Errorf("crypt show --all:\n%s", out)
+	}
+	if out = run(h1, ExitOK, "crypt", "show", a2.TapName); strings.Contains(out, "VNIC "+a.TapName) || !strings.Contains(out, "VNIC "+a2.TapName) {
+		t.Errorf("crypt show %s:\n%s", a2.TapName, out)
+	}
 	run(h1, ExitNotFound, "crypt", "show", "nosuchvnic")
 	run(h1, ExitUsage, "crypt", "show", a.TapName, "extra")
 }
