@@ -154,7 +154,9 @@ const (
 )
 
 // SuiteNames lists what --suite accepts.
-func SuiteNames() []string { return []string{SuiteCore, SuiteFW, SuiteDLB, SuiteMirror, SuiteCrypt, SuiteAll} }
+func SuiteNames() []string {
+	return []string{SuiteCore, SuiteFW, SuiteDLB, SuiteMirror, SuiteCrypt, SuiteAll}
+}
 
 func count() api.FilterSpec { return api.FilterSpec{Name: "count"} }
 
