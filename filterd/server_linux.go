@@ -80,6 +80,7 @@ func (d *Daemon) Handler() http.Handler {
 	})
 	mux.HandleFunc("POST "+v+"/vnics/{vnic}/filters/{slot}/reload", d.handleReload)
 	mux.HandleFunc("GET "+v+"/vnics/{vnic}/filters/{slot}/inspect", d.handleInspect)
+	mux.HandleFunc("POST "+v+"/vnics/{vnic}/filters/{slot}/actions/{action}", d.handleAction)
 	mux.HandleFunc("PUT "+v+"/vnics/{vnic}/labels", d.handleSetLabels)
 	mux.HandleFunc("GET "+v+"/hidden", func(w http.ResponseWriter, r *http.Request) {
 		if d.hidden == nil {

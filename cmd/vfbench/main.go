@@ -43,7 +43,9 @@ Metrics (each case has its own list; --metrics narrows it):
                from a paced stream during 5 reloads
 
 Durations on a 2-vCPU machine with the defaults (3 reps x 5 s): core ~7 min,
-fw ~13 min (a 100,000-rule policy takes 20-26 s to load), dlb ~4 min.
+fw ~13 min (a 100,000-rule policy takes 20-26 s to load), dlb ~4 min,
+crypt ~1 min (its own two simulated hosts: the protected pair through
+wireguard-go against the same hosts in clear; no filterd needed).
 
 --attach N times PUT /v1/vnics/<veth> with a one-filter chain on N fresh
 veths, one after another (target: p99 < 50 ms, total < 5 s).
@@ -57,6 +59,7 @@ Examples:
   make bench ARGS=--json                  # one JSON object per line
   make bench ARGS="--suite fw"            # the firewall cases (issue 5)
   make bench ARGS="--suite dlb"           # the load-balancer cases (issue 8)
+  make bench ARGS="--suite crypt"         # encryption between hosts (issue 10)
   vfbench --cases fw-10k,nft-linear-10k --metrics udp64_pps
   vfbench --cases fast-1 --metrics tcp_1,udp64_pps --duration 3s --reps 5
   vfbench --cases baseline --duration 1s --reps 1   # no filterd needed

@@ -1,4 +1,4 @@
-package encrypt
+package encrypt_test
 
 import (
 	"context"
@@ -7,25 +7,32 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vnicfilter/vnicfilter/filters/encrypt"
+	"github.com/vnicfilter/vnicfilter/filters/encrypt/cryptlab"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
 
 // BenchmarkCrossHost measures cross-host throughput between two simulated
 // hosts, protected (through wireguard-go) and unprotected (routed in
 // clear), in the same run: TCP Gb/s and 64-byte UDP packets per second at
-// the receiver. Run it alone on a quiet machine:
+// the receiver. The setup is cryptlab's, as vfbench's crypt suite
+// (`make bench ARGS="--suite crypt"`, which pins the endpoints and reports
+// ratios). Run it alone on a quiet machine:
 //
 //	go test -run '^$' -bench CrossHost -benchtime 1x ./filters/encrypt/
 func BenchmarkCrossHost(b *testing.B) {
 	testkit.Need(b, testkit.Root, testkit.BPF, testkit.Iperf3)
-	m := newMesh(b, 2)
-	h1, h2 := m.hosts[0], m.hosts[1]
-	pa, ua := m.addVM(h1, "protected-a"), m.addVM(h1, "clear-a")
-	pb, ub := m.addVM(h2, "protected-b"), m.addVM(h2, "clear-b")
-	fa := m.protect(h1, pa, nil)
-	fb := m.protect(h2, pb, nil)
-	waitUp(b, fa, hostName(2))
-	waitUp(b, fb, hostName(1))
+	m := cryptlab.New(b, 2, cryptlab.Filter{Descriptor: encrypt.Descriptor, HostKey: encrypt.HostPublicKey})
+	h1, h2 := m.Hosts[0], m.Hosts[1]
+	for _, h := range m.Hosts {
+		m.WritePolicy(h, map[string]any{"space": []string{"10.99.0.0/16"}})
+	}
+	pa, ua := m.AddVM(h1, "protected-a"), m.AddVM(h1, "clear-a")
+	pb, ub := m.AddVM(h2, "protected-b"), m.AddVM(h2, "clear-b")
+	fa := m.Protect(h1, pa, nil)
+	fb := m.Protect(h2, pb, nil)
+	cryptlab.WaitUp(b, fa, h2.Name())
+	cryptlab.WaitUp(b, fb, h1.Name())
 	pb.Iperf3Server(b, 5201)
 	ub.Iperf3Server(b, 5201)
 

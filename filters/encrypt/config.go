@@ -282,6 +282,9 @@ type Policy struct {
 	// VNICs maps a vNIC (host-side device name) to its protected
 	// destinations.
 	VNICs map[string][]Destination
+	// Pairs protect traffic between two sets of addresses, host groups
+	// among them (pairs.go): every vNIC of the host applies them.
+	Pairs []Pair
 }
 
 // Destination is one protected destination: a prefix, or every prefix
@@ -322,7 +325,7 @@ func ParsePolicy(data []byte) (*Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := members(root, "", "space", "vnics"); err != nil {
+	if err := members(root, "", "space", "vnics", "pairs"); err != nil {
 		return nil, err
 	}
 	out := &Policy{VNICs: map[string][]Destination{}}
@@ -362,6 +365,11 @@ func ParsePolicy(data []byte) (*Policy, error) {
 				dests = append(dests, d)
 			}
 			out.VNICs[name] = dests
+		}
+	}
+	if pn := root.get("pairs"); pn != nil {
+		if out.Pairs, err = parsePairs(pn); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil

@@ -16,7 +16,7 @@ import (
 type encryptEncCfg struct {
 	_          structs.HostLayout
 	TunIfindex uint32
-	Pad        uint32
+	Flags      uint32
 }
 
 type encryptEncKey struct {
@@ -34,6 +34,12 @@ type encryptEncRoute struct {
 	_     structs.HostLayout
 	Peer  uint32
 	Flags uint32
+}
+
+type encryptEncSides struct {
+	_ structs.HostLayout
+	A uint64
+	B uint64
 }
 
 type encryptVfCounter struct {
@@ -54,6 +60,7 @@ type encryptVfSlot struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	encryptMapEncConfig  = "enc_config"
+	encryptMapEncPairs   = "enc_pairs"
 	encryptMapEncPeers   = "enc_peers"
 	encryptMapEncRoutes  = "enc_routes"
 	encryptMapEncStats   = "enc_stats"
@@ -115,6 +122,7 @@ type encryptProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type encryptMapSpecs struct {
 	EncConfig *ebpf.MapSpec `ebpf:"enc_config"`
+	EncPairs  *ebpf.MapSpec `ebpf:"enc_pairs"`
 	EncPeers  *ebpf.MapSpec `ebpf:"enc_peers"`
 	EncRoutes *ebpf.MapSpec `ebpf:"enc_routes"`
 	EncStats  *ebpf.MapSpec `ebpf:"enc_stats"`
@@ -152,6 +160,7 @@ func (o *encryptObjects) Close() error {
 // It can be passed to loadEncryptObjects or ebpf.CollectionSpec.LoadAndAssign.
 type encryptMaps struct {
 	EncConfig *ebpf.Map `ebpf:"enc_config"`
+	EncPairs  *ebpf.Map `ebpf:"enc_pairs"`
 	EncPeers  *ebpf.Map `ebpf:"enc_peers"`
 	EncRoutes *ebpf.Map `ebpf:"enc_routes"`
 	EncStats  *ebpf.Map `ebpf:"enc_stats"`
@@ -163,6 +172,7 @@ type encryptMaps struct {
 func (m *encryptMaps) Close() error {
 	return _EncryptClose(
 		m.EncConfig,
+		m.EncPairs,
 		m.EncPeers,
 		m.EncRoutes,
 		m.EncStats,

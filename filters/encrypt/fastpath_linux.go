@@ -22,8 +22,6 @@ var statNames = []struct{ name, help string }{
 	{"received", "Packets from a protected source that arrived through the tunnel."},
 }
 
-const numStats = 5
-
 type fastPath struct {
 	objs   encryptObjects
 	tunnel *Tunnel
@@ -32,9 +30,15 @@ type fastPath struct {
 
 	mu     sync.Mutex
 	routes map[netip.Prefix]Route // what enc_routes holds
+	pairs  map[netip.Prefix]Sides // what enc_pairs holds
+	// What enc_config holds.
+	tunIfindex uint32
+	flags      uint32
 }
 
 var (
+	_ sdk.GroupUser = (*fastPath)(nil)
+	_ sdk.Actor     = (*fastPath)(nil)
 	_ sdk.FastPath  = (*fastPath)(nil)
 	_ sdk.Reloader  = (*fastPath)(nil)
 	_ sdk.Inspector = (*fastPath)(nil)
@@ -76,7 +80,7 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 		fp.mode = ProtectPolicy
 	}
 	// The tunnel first: a bad peers file must fail before anything loads.
-	t, err := acquireTunnel(cfg, ctx.Logger)
+	t, err := acquireTunnel(cfg, ctx.Logger, ctx.Groups)
 	if err != nil {
 		return nil, fmt.Errorf("encrypt: %w", err)
 	}
@@ -96,6 +100,11 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 func (t *Tunnel) attach(fp *fastPath) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	// An adopted instance keeps its flags until its pairs are rewritten:
+	// clearing PAIRS now would let pair-protected traffic out in clear.
+	if err := fp.readConfig(); err != nil {
+		return err
+	}
 	if err := fp.setTunnelIfindex(t.ifindex); err != nil {
 		return err
 	}
@@ -110,7 +119,13 @@ func (t *Tunnel) attach(fp *fastPath) error {
 	if err := fp.readRoutes(); err != nil {
 		return err
 	}
+	if err := fp.readPairs(); err != nil {
+		return err
+	}
 	if err := fp.writeRoutesLocked(t.peers, t.policy, t.slots); err != nil {
+		return err
+	}
+	if err := fp.writePairs(t.pairs.table); err != nil {
 		return err
 	}
 	t.instances[fp] = struct{}{}
@@ -124,10 +139,45 @@ func (t *Tunnel) detach(fp *fastPath) {
 }
 
 func (f *fastPath) setTunnelIfindex(ifindex int) error {
-	if err := f.objs.EncConfig.Put(uint32(0), encryptEncCfg{TunIfindex: uint32(ifindex)}); err != nil {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.tunIfindex = uint32(ifindex)
+	return f.writeConfigLocked(f.flags)
+}
+
+// readConfig loads the flags enc_config holds (an adopted instance's).
+func (f *fastPath) readConfig() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var c encryptEncCfg
+	if err := f.objs.EncConfig.Lookup(uint32(0), &c); err != nil {
+		return fmt.Errorf("read enc_config: %w", err)
+	}
+	f.flags = c.Flags
+	return nil
+}
+
+func (f *fastPath) writeConfigLocked(flags uint32) error {
+	if err := f.objs.EncConfig.Put(uint32(0), encryptEncCfg{TunIfindex: f.tunIfindex, Flags: flags}); err != nil {
 		return fmt.Errorf("write enc_config: %w", err)
 	}
+	f.flags = flags
 	return nil
+}
+
+// wantFlags are the enc_config flags the vNIC's routes and pairs call for.
+func (f *fastPath) wantFlagsLocked() uint32 {
+	var fl uint32
+	if len(f.pairs) > 0 {
+		fl |= cfgPairs | cfgGuard
+	}
+	for _, r := range f.routes {
+		if r.Protected() {
+			fl |= cfgGuard
+			break
+		}
+	}
+	return fl
 }
 
 var leaseKeys = func() []uint32 {
@@ -186,7 +236,66 @@ func (f *fastPath) readRoutes() error {
 }
 
 func (f *fastPath) writeRoutes() error {
-	return f.writeRoutesLocked(f.tunnel.peers, f.tunnel.policy, f.tunnel.slots)
+	if err := f.writeRoutesLocked(f.tunnel.peers, f.tunnel.policy, f.tunnel.slots); err != nil {
+		return err
+	}
+	return f.writePairs(f.tunnel.pairs.table)
+}
+
+// readPairs loads what enc_pairs holds into f.pairs (an adopted instance).
+func (f *fastPath) readPairs() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pairs = map[netip.Prefix]Sides{}
+	var k encryptEncKey
+	var v encryptEncSides
+	it := f.objs.EncPairs.Iterate()
+	for it.Next(&k, &v) {
+		a := netip.AddrFrom16(k.Addr)
+		bits := int(k.Prefixlen)
+		if a.Is4In6() && bits >= 96 {
+			a, bits = a.Unmap(), bits-96
+		}
+		f.pairs[netip.PrefixFrom(a, bits)] = Sides{A: v.A, B: v.B}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read enc_pairs: %w", err)
+	}
+	return nil
+}
+
+// writePairs makes enc_pairs hold want: new and changed entries first,
+// with the flags of the old and the new table both on, then the stale
+// entries deleted and the flags the new table needs. Each entry changes
+// atomically; a pair both tables have keeps its bit (assignPairBits), so
+// an address protected before and after is protected throughout.
+func (f *fastPath) writePairs(want map[netip.Prefix]Sides) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	old := f.pairs
+	for p, s := range want {
+		if o, ok := old[p]; ok && o == s {
+			continue
+		}
+		k := routeKey(p)
+		if err := f.objs.EncPairs.Put(&k, encryptEncSides{A: s.A, B: s.B}); err != nil {
+			return fmt.Errorf("write enc_pairs %s: %w", p, err)
+		}
+	}
+	f.pairs = want
+	if err := f.writeConfigLocked(f.flags | f.wantFlagsLocked()); err != nil {
+		return err
+	}
+	for p := range old {
+		if _, ok := want[p]; ok {
+			continue
+		}
+		k := routeKey(p)
+		if err := f.objs.EncPairs.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete enc_pairs %s: %w", p, err)
+		}
+	}
+	return f.writeConfigLocked(f.wantFlagsLocked())
 }
 
 func routeKey(p netip.Prefix) encryptEncKey {
@@ -218,6 +327,12 @@ func (f *fastPath) writeRoutesLocked(peers *Peers, pol *Policy, slots map[string
 			return fmt.Errorf("write enc_routes %s: %w", p, err)
 		}
 	}
+	old := f.routes
+	f.routes = want
+	if err := f.writeConfigLocked(f.flags | f.wantFlagsLocked()); err != nil {
+		return err
+	}
+	f.routes = old
 	for p := range f.routes {
 		if _, ok := want[p]; ok {
 			continue
@@ -228,7 +343,7 @@ func (f *fastPath) writeRoutesLocked(peers *Peers, pol *Policy, slots map[string
 		}
 	}
 	f.routes = want
-	return nil
+	return f.writeConfigLocked(f.wantFlagsLocked())
 }
 
 // Reload re-reads the peers and policy files for the whole host (every
@@ -261,6 +376,16 @@ func (f *fastPath) Reload(params sdk.Params) error {
 }
 
 func (f *fastPath) Program() *ebpf.Program { return f.objs.VfEncrypt }
+
+// GroupsUsed implements sdk.GroupUser: the host groups the policy's pairs
+// name (the tunnel's, shared by the host's vNICs). When one changes,
+// filterd reloads the instance, which re-resolves the pairs.
+func (f *fastPath) GroupsUsed() []string {
+	if f.tunnel == nil {
+		return nil
+	}
+	return f.tunnel.GroupsUsed()
+}
 
 func (f *fastPath) Close() error {
 	if f.tunnel != nil {
@@ -321,42 +446,9 @@ func (f *fastPath) Counters() ([]sdk.Counter, error) {
 		return nil, err
 	}
 	out = append(out, sdk.Counter{Name: "no_peer_dropped_packets_total", Help: statNames[3].help, Value: float64(s[3][0])},
-		sdk.Counter{Name: "clear_dropped_no_peer_packets_total", Help: "Packets from a protected prefix no peer carries that arrived in clear, dropped.", Value: float64(s[2][0])})
+		sdk.Counter{Name: "clear_dropped_no_peer_packets_total", Help: "Packets from a protected prefix no peer carries that arrived in clear, dropped.", Value: float64(s[2][0])},
+		sdk.Counter{Name: "unsafe_dropped_packets_total", Help: "Frames from the VM that could not be classified safely (IPv6 extension headers, a routing header toward a protected address, VLAN tag, truncated), dropped.", Value: float64(s[statUnsafe][0])})
 	return out, nil
-}
-
-// RouteStatus is one entry of a vNIC's routing table.
-type RouteStatus struct {
-	Prefix    string `json:"prefix"`
-	Peer      string `json:"peer,omitempty"`
-	Protected bool   `json:"protected"`
-	NoPeer    bool   `json:"no_peer,omitempty"`
-}
-
-// PeerCounters are one vNIC's counters toward one peer.
-type PeerCounters struct {
-	Peer            string `json:"peer"`
-	SteeredPackets  uint64 `json:"steered_packets"`
-	SteeredBytes    uint64 `json:"steered_bytes"`
-	DownDropped     uint64 `json:"down_dropped_packets"`
-	ClearDropped    uint64 `json:"clear_dropped_packets"`
-	ReceivedPackets uint64 `json:"received_packets"`
-}
-
-// NoPeerCounters count protected traffic of prefixes no peer carries.
-type NoPeerCounters struct {
-	Dropped      uint64 `json:"dropped_packets"`
-	ClearDropped uint64 `json:"clear_dropped_packets"`
-}
-
-// Inspection is what GET .../inspect returns (`vfctl crypt show`).
-type Inspection struct {
-	Tunnel   TunnelStatus   `json:"tunnel"`
-	VNIC     string         `json:"vnic"`
-	Protect  Mode           `json:"protect"`
-	Routes   []RouteStatus  `json:"routes"`
-	Counters []PeerCounters `json:"counters"`
-	NoPeer   NoPeerCounters `json:"no_peer"`
 }
 
 // Inspect describes the tunnel, its peers and this vNIC's routes and
@@ -373,8 +465,13 @@ func (f *fastPath) Inspect(_ context.Context, query map[string]string) (any, err
 	for _, p := range st.Peers {
 		names[p.Slot] = p.Name
 	}
+	in := Inspection{Tunnel: st, VNIC: f.vnic, Protect: f.mode, Pairs: []string{}, Groups: f.tunnel.GroupsUsed()}
+	if pol := f.tunnel.Policy(); pol != nil {
+		for _, p := range pol.Pairs {
+			in.Pairs = append(in.Pairs, p.String())
+		}
+	}
 	f.mu.Lock()
-	in := Inspection{Tunnel: st, VNIC: f.vnic, Protect: f.mode}
 	for p, r := range f.routes {
 		in.Routes = append(in.Routes, RouteStatus{Prefix: p.String(), Peer: names[r.Peer], Protected: r.Protected(), NoPeer: r.Flags&flagNoPeer != 0})
 	}
@@ -391,6 +488,27 @@ func (f *fastPath) Inspect(_ context.Context, query map[string]string) (any, err
 	if err != nil {
 		return nil, err
 	}
-	in.NoPeer = NoPeerCounters{Dropped: s[3][0], ClearDropped: s[2][0]}
+	in.NoPeer = NoPeerCounters{Dropped: s[3][0], ClearDropped: s[2][0], UnsafeDropped: s[statUnsafe][0]}
 	return in, nil
+}
+
+// Act implements sdk.Actor. "rotate" gives the host's tunnel (shared by
+// every vNIC of the host) a new key pair (Tunnel.Rotate); it takes no
+// arguments.
+func (f *fastPath) Act(_ context.Context, action string, args map[string]string) (any, error) {
+	if action != "rotate" {
+		return nil, fmt.Errorf("%w: encrypt has no action %q (it has: rotate)", sdk.ErrNotSupported, action)
+	}
+	for k := range args {
+		return nil, fmt.Errorf("%w: rotate takes no argument, got %q", sdk.ErrInvalidParam, k)
+	}
+	if f.tunnel == nil {
+		return nil, errors.New("encrypt: instance closed")
+	}
+	old := f.tunnel.PublicKey()
+	k, err := f.tunnel.Rotate()
+	if err != nil {
+		return nil, fmt.Errorf("encrypt: rotate: %w", err)
+	}
+	return Rotation{Tunnel: f.tunnel.cfg.Name, PublicKey: k.String(), PreviousPublicKey: old.String()}, nil
 }

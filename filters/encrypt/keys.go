@@ -105,3 +105,16 @@ func (s KeyStore) Store(k Key) error {
 	}
 	return nil
 }
+
+// HostPublicKey returns, in the peers file's form (base64), the public key
+// of the host's tunnel named tunnel whose private key lives in keyDir,
+// creating the key pair the first time: what a control-plane agent reads to
+// publish the host into the other hosts' peers files (the private key stays
+// in keyDir).
+func HostPublicKey(keyDir, tunnel string) (string, error) {
+	k, err := KeyStore{Dir: keyDir, Name: tunnel}.LoadOrCreate()
+	if err != nil {
+		return "", err
+	}
+	return k.Public().String(), nil
+}

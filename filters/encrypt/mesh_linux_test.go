@@ -11,28 +11,25 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/vnicfilter/vnicfilter/filters/encrypt/cryptlab"
 	"github.com/vnicfilter/vnicfilter/sdk"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
 
-// A mesh is a few simulated hypervisors on one underlay: each host is a
-// testkit.Host (its own namespace, bridge br0 for its VMs) with an underlay
-// interface ul0 (192.168.77.<i>/24, MTU 1600) plugged into the underlay
-// namespace's bridge. Hosts route their VMs' subnets (10.99.<i>.0/24,
-// gateway 10.99.<i>.254 on br0) to each other over the underlay, so
-// unprotected traffic crosses in clear as on a routed hypervisor network.
+// A mesh is cryptlab's simulated hypervisors (hosts in namespaces on an
+// underlay, routed VM subnets 10.99.<i>.0/24, each host's key pair), seen
+// through the fields these tests were written with. The peers files list
+// the IPv4 subnets only (TestBadInput's positions depend on it).
 type mesh struct {
 	t        testing.TB
+	lab      *cryptlab.Mesh
 	underlay *testkit.Host
 	hosts    []*simHost
 	dir      string
@@ -46,106 +43,19 @@ type simHost struct {
 	peers  string // peers file
 	policy string // policy file
 	pub    Key
-	vms    int
+	lab    *cryptlab.Host
 }
-
-const underlayMTU = 1600
 
 func newMesh(t testing.TB, n int) *mesh {
 	t.Helper()
-	testkit.Need(t, testkit.Root, testkit.BPF)
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Fatalf("no TUN device: %v", err)
-	}
-	m := &mesh{t: t, underlay: testkit.NewHost(t), dir: t.TempDir()}
-	uns, err := netns.GetFromPath(m.underlay.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer uns.Close()
-	ubr, err := m.underlay.Handle().LinkByName(m.underlay.Bridge)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i <= n; i++ {
-		sh := &simHost{i: i, h: testkit.NewHost(t), ul: netip.AddrFrom4([4]byte{192, 168, 77, byte(i)})}
-		sh.keyDir = filepath.Join(m.dir, fmt.Sprintf("keys%d", i))
-		sh.peers = filepath.Join(m.dir, fmt.Sprintf("peers%d.json", i))
-		sh.policy = filepath.Join(m.dir, fmt.Sprintf("policy%d.json", i))
-		hh := sh.h.Handle()
-		veth := &netlink.Veth{LinkAttrs: netlink.NewLinkAttrs(), PeerName: fmt.Sprintf("ul%d", i), PeerNamespace: netlink.NsFd(uns)}
-		veth.Name, veth.MTU = "ul0", underlayMTU
-		if err := hh.LinkAdd(veth); err != nil {
-			t.Fatalf("host %d: add underlay veth: %v", i, err)
-		}
-		peer, err := m.underlay.Handle().LinkByName(veth.PeerName)
+	lab := cryptlab.New(t, n, cryptlab.Filter{Descriptor: Descriptor, HostKey: HostPublicKey})
+	m := &mesh{t: t, lab: lab, underlay: lab.Underlay, dir: lab.Dir}
+	for _, h := range lab.Hosts {
+		pub, err := ParseKey(h.PublicKey)
 		if err != nil {
 			t.Fatal(err)
 		}
-		uh := m.underlay.Handle()
-		for _, err := range []error{uh.LinkSetMTU(peer, underlayMTU), uh.LinkSetMaster(peer, ubr), uh.LinkSetUp(peer)} {
-			if err != nil {
-				t.Fatalf("underlay port of host %d: %v", i, err)
-			}
-		}
-		ul, err := hh.LinkByName("ul0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		br, err := hh.LinkByName(sh.h.Bridge)
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := func(l netlink.Link, s string) {
-			a, err := netlink.ParseAddr(s)
-			if err == nil {
-				err = hh.AddrAdd(l, a)
-			}
-			if err != nil {
-				t.Fatalf("host %d: address %s: %v", i, s, err)
-			}
-		}
-		addr(ul, sh.ul.String()+"/24")
-		addr(br, fmt.Sprintf("10.99.%d.254/24", i))
-		if err := hh.LinkSetUp(ul); err != nil {
-			t.Fatal(err)
-		}
-		err = sh.h.Do(func() error {
-			for k, v := range map[string]string{
-				"net/ipv4/ip_forward": "1",
-				// Strict for new devices, as distributions ship it: the
-				// tunnel turns it off on its own device. "all" must be 0
-				// (TestBadInput checks the error otherwise).
-				"net/ipv4/conf/all/rp_filter":     "0",
-				"net/ipv4/conf/default/rp_filter": "1",
-			} {
-				if err := os.WriteFile("/proc/sys/"+k, []byte(v), 0o644); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatalf("host %d: %v", i, err)
-		}
-		k, err := (KeyStore{Dir: sh.keyDir, Name: DefaultTunnel}).LoadOrCreate()
-		if err != nil {
-			t.Fatal(err)
-		}
-		sh.pub = k.Public()
-		m.hosts = append(m.hosts, sh)
-	}
-	for _, a := range m.hosts {
-		for _, b := range m.hosts {
-			if a == b {
-				continue
-			}
-			gw := net.IP(b.ul.AsSlice())
-			_, dst, _ := net.ParseCIDR(fmt.Sprintf("10.99.%d.0/24", b.i))
-			if err := a.h.Handle().RouteAdd(&netlink.Route{Dst: dst, Gw: gw}); err != nil {
-				t.Fatalf("host %d: route to %s: %v", a.i, dst, err)
-			}
-		}
+		m.hosts = append(m.hosts, &simHost{i: h.I, h: h.H, ul: h.UnderlayIP, keyDir: h.KeyDir, peers: h.PeersFile, policy: h.PolicyFile, pub: pub, lab: h})
 	}
 	for _, sh := range m.hosts {
 		m.writePeers(sh, m.hosts)
@@ -208,28 +118,11 @@ func (m *mesh) writeJSON(path string, v any) {
 	}
 }
 
-// addVM adds a VM to sh, addressed 10.99.<i>.<k>/24 with sh's bridge as
-// its gateway.
+// addVM adds a VM to sh, addressed 10.99.<i>.<k>/24 (and
+// fd99:<i>::<k>/64) with sh's bridge as its gateway.
 func (m *mesh) addVM(sh *simHost, label string) *testkit.VM {
 	m.t.Helper()
-	v := sh.h.AddVM(m.t, label)
-	sh.vms++
-	vh := v.Handle()
-	eth, err := vh.LinkByName("eth0")
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	if err := vh.AddrDel(eth, &netlink.Addr{IPNet: &v.IPv4}); err != nil {
-		m.t.Fatalf("vm %s: %v", label, err)
-	}
-	v.IPv4 = net.IPNet{IP: net.IPv4(10, 99, byte(sh.i), byte(sh.vms)).To4(), Mask: net.CIDRMask(24, 32)}
-	if err := vh.AddrAdd(eth, &netlink.Addr{IPNet: &v.IPv4}); err != nil {
-		m.t.Fatalf("vm %s: %v", label, err)
-	}
-	if err := vh.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: net.IPv4(10, 99, byte(sh.i), 254)}); err != nil {
-		m.t.Fatalf("vm %s: default route: %v", label, err)
-	}
-	return v
+	return m.lab.AddVM(sh.lab, label)
 }
 
 // params are the encrypt parameters of a protect=all vNIC on sh. The

@@ -10,6 +10,15 @@ const (
 	flagNoPeer  = 2 // protected, but no peer carries it: dropped
 )
 
+// numStats is the number of per-peer counters (ENC_NUM_STATS).
+const numStats = 5
+
+// enc_cfg.flags (ENC_CFG_* in encrypt.c).
+const (
+	cfgPairs = 1 // enc_pairs is not empty
+	cfgGuard = 2 // the vNIC has protected destinations: unsafe frames dropped
+)
+
 // peerNone is the peer number of prefixes no peer carries (ENC_PEER_NONE).
 const peerNone = MaxPeers
 

@@ -70,6 +70,9 @@ type Tunnel struct {
 	priv      Key
 	peers     *Peers
 	policy    *Policy
+	groups    sdk.Groups        // filterd's host groups (nil: none)
+	pairs     *resolvedPairs    // the policy's pairs, resolved
+	pairBits  map[string]int    // Pair.id -> bit in enc_sides
 	slots     map[string]uint32 // peer name -> enc_peers index
 	state     map[string]*peerState
 	instances map[*fastPath]struct{}
@@ -128,7 +131,7 @@ var (
 // acquireTunnel returns the tunnel named cfg.Name in the calling thread's
 // network namespace, starting it on first use. Every caller must agree on
 // cfg.
-func acquireTunnel(cfg TunnelConfig, log *slog.Logger) (*Tunnel, error) {
+func acquireTunnel(cfg TunnelConfig, log *slog.Logger, groups sdk.Groups) (*Tunnel, error) {
 	ns, err := netns.Get()
 	if err != nil {
 		return nil, fmt.Errorf("current network namespace: %w", err)
@@ -144,8 +147,8 @@ func acquireTunnel(cfg TunnelConfig, log *slog.Logger) (*Tunnel, error) {
 		t.refs++
 		return t, nil
 	}
-	t := &Tunnel{cfg: cfg, ns: ns, key: key, log: log, slots: map[string]uint32{}, state: map[string]*peerState{}, instances: map[*fastPath]struct{}{}, refs: 1}
-	peers, pol, err := loadConfig(cfg)
+	t := &Tunnel{cfg: cfg, ns: ns, key: key, log: log, groups: groups, slots: map[string]uint32{}, state: map[string]*peerState{}, instances: map[*fastPath]struct{}{}, refs: 1}
+	peers, pol, pairs, bits, err := loadConfig(cfg, groups, nil)
 	if err != nil {
 		ns.Close()
 		return nil, fmt.Errorf("%w: %w", sdk.ErrInvalidParam, err)
@@ -161,7 +164,7 @@ func acquireTunnel(cfg TunnelConfig, log *slog.Logger) (*Tunnel, error) {
 		}
 	}
 	t.assignSlots(peers)
-	t.peers, t.policy = peers, pol
+	t.peers, t.policy, t.pairs, t.pairBits = peers, pol, pairs, bits
 	t.mu.Lock()
 	err = t.startLocked()
 	t.mu.Unlock()
@@ -189,21 +192,42 @@ func (t *Tunnel) release() {
 	t.ns.Close()
 }
 
-func loadConfig(cfg TunnelConfig) (*Peers, *Policy, error) {
+// loadConfig reads the peers and policy files and resolves the policy's
+// pairs through groups; oldBits is the running pair bit assignment.
+func loadConfig(cfg TunnelConfig, groups sdk.Groups, oldBits map[string]int) (*Peers, *Policy, *resolvedPairs, map[string]int, error) {
 	peers, err := LoadPeers(cfg.PeersFile)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	var pol *Policy
 	if cfg.PolicyFile != "" {
 		if pol, err = LoadPolicy(cfg.PolicyFile); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 		if err := pol.Check(cfg.PolicyFile, peers); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, nil, err
 		}
 	}
-	return peers, pol, nil
+	bits := assignPairBits(oldBits, pol)
+	pairs, err := resolvePairs(cfg.PolicyFile, pol, peers, groups, bits)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	return peers, pol, pairs, bits, nil
+}
+
+// Policy is the live policy (nil: none).
+func (t *Tunnel) Policy() *Policy {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.policy
+}
+
+// GroupsUsed names the host groups the live policy's pairs resolved.
+func (t *Tunnel) GroupsUsed() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.pairs.groups)
 }
 
 // nsBind opens wireguard-go's UDP sockets in the tunnel's namespace,
@@ -248,6 +272,9 @@ func (t *Tunnel) startLocked() error {
 		}
 		if err == nil {
 			err = rpFilterOff(t.cfg.Name)
+		}
+		if err == nil {
+			err = ipv6On(t.cfg.Name)
 		}
 		if err != nil {
 			td.Close()
@@ -310,6 +337,21 @@ func rpFilterOff(dev string) error {
 	}
 	if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+dev+"/rp_filter", []byte("0"), 0o644); err != nil {
 		return fmt.Errorf("set net.ipv4.conf.%s.rp_filter=0: %w", dev, err)
+	}
+	return nil
+}
+
+// ipv6On enables IPv6 on the tunnel device, which a host whose
+// net.ipv6.conf.default.disable_ipv6 is 1 creates without: decrypted IPv6
+// packets would be dropped on arrival. A kernel without IPv6 has nothing
+// to enable.
+func ipv6On(dev string) error {
+	path := "/proc/sys/net/ipv6/conf/" + dev + "/disable_ipv6"
+	if _, err := os.Stat(path); err != nil {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte("0"), 0o644); err != nil {
+		return fmt.Errorf("set net.ipv6.conf.%s.disable_ipv6=0: %w", dev, err)
 	}
 	return nil
 }
@@ -437,12 +479,12 @@ func (t *Tunnel) assignSlots(peers *Peers) (freed []uint32) {
 // whose key changed are re-keyed, established sessions of unchanged peers
 // are kept. An invalid file changes nothing.
 func (t *Tunnel) Reload() error {
-	peers, pol, err := loadConfig(t.cfg)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	peers, pol, pairs, bits, err := loadConfig(t.cfg, t.groups, t.pairBits)
 	if err != nil {
 		return fmt.Errorf("%w: %w", sdk.ErrInvalidParam, err)
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
 	for _, p := range peers.Peers {
 		if p.PublicKey == t.priv.Public() {
 			return fmt.Errorf("%w: peers file %s: peer %q has this host's own public key", sdk.ErrInvalidParam, t.cfg.PeersFile, p.Name)
@@ -467,7 +509,7 @@ func (t *Tunnel) Reload() error {
 			}
 		}
 	}
-	t.peers, t.policy = peers, pol
+	t.peers, t.policy, t.pairs, t.pairBits = peers, pol, pairs, bits
 	var errs []error
 	for fp := range t.instances {
 		if err := fp.writeRoutes(); err != nil {
@@ -607,32 +649,6 @@ func (t *Tunnel) tick() {
 			t.log.Warn("renew leases", "vnic", fp.vnic, "err", err)
 		}
 	}
-}
-
-// PeerStatus is one peer as `vfctl crypt show` shows it.
-type PeerStatus struct {
-	Name      string   `json:"name"`
-	PublicKey string   `json:"public_key"`
-	Endpoint  string   `json:"endpoint"`
-	Prefixes  []string `json:"prefixes"`
-	Slot      uint32   `json:"slot"`
-	Up        bool     `json:"up"`
-	// HandshakeAgeSeconds is the age of the last completed handshake; -1
-	// before the first one.
-	HandshakeAgeSeconds float64 `json:"handshake_age_seconds"`
-	RxBytes             uint64  `json:"rx_bytes"`
-	TxBytes             uint64  `json:"tx_bytes"`
-}
-
-// TunnelStatus is the host's tunnel as `vfctl crypt show` shows it.
-type TunnelStatus struct {
-	Device     string       `json:"device"`
-	Ifindex    int          `json:"ifindex"`
-	Running    bool         `json:"running"`
-	PublicKey  string       `json:"public_key"`
-	ListenPort int          `json:"listen_port"`
-	Prefixes   []string     `json:"prefixes"`
-	Peers      []PeerStatus `json:"peers"`
 }
 
 // Status returns a snapshot of the tunnel and its peers.

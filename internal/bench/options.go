@@ -118,6 +118,9 @@ type benchCase struct {
 	// swap: the case measures the policy swap under a live stream instead
 	// of the paired metrics.
 	swap bool
+	// own: the case builds its own topology and measures its own baseline
+	// beside it (crypt_linux.go), outside the shared baseline sequence.
+	own bool
 	// metrics the case measures when --metrics does not choose; nil:
 	// coreMetrics.
 	metrics []string
@@ -145,11 +148,15 @@ const (
 	SuiteDLB  = "dlb"
 	// SuiteMirror: the mirror filter at full speed (issue 7).
 	SuiteMirror = "mirror"
-	SuiteAll    = "all"
+	// SuiteCrypt: the encrypt filter across two simulated hosts (issue 10).
+	SuiteCrypt = "crypt"
+	SuiteAll   = "all"
 )
 
 // SuiteNames lists what --suite accepts.
-func SuiteNames() []string { return []string{SuiteCore, SuiteFW, SuiteDLB, SuiteMirror, SuiteAll} }
+func SuiteNames() []string {
+	return []string{SuiteCore, SuiteFW, SuiteDLB, SuiteMirror, SuiteCrypt, SuiteAll}
+}
 
 func count() api.FilterSpec { return api.FilterSpec{Name: "count"} }
 
@@ -173,6 +180,7 @@ var cases = []benchCase{
 	{name: "slow-ext", suite: SuiteCore, chain: []api.FilterSpec{{Name: ExtPuntFilter}}, doc: "every frame through an external slow-path process (sdk/slowproc: vfbench itself, started by filterd) and back"},
 	{name: "mirror", suite: SuiteMirror, chain: []api.FilterSpec{{Name: "mirror", Params: map[string]string{"sink": "/dev/null"}}}, doc: "mirror to pcapng (discarded): frames copied through the ring buffer to Go, default rate limit 10,000/s"},
 	{name: "mirror-span", suite: SuiteMirror, span: true, doc: "mirror to a monitoring VM's vNIC (SPAN: clones in the kernel), default rate limit 10,000/s"},
+	{name: "crypt", suite: SuiteCrypt, own: true, metrics: []string{MetricTCP1, MetricUDP64}, doc: "encrypt: VMs on two simulated hosts through wireguard-go; baseline = the same hosts in clear (crypt_linux.go)"},
 
 	{name: "fw-1", suite: SuiteFW, fwRules: 1, metrics: fwMetrics, doc: "firewall, 1-rule policy (the allowing rule)"},
 	{name: "fw-10k", suite: SuiteFW, fwRules: 10000, metrics: fwMetrics, doc: "firewall, 10,000 random rules, the allowing rule near the end"},

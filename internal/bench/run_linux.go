@@ -49,6 +49,21 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err := preflight(all, filtered); err != nil {
 		return err
 	}
+	// Cases with their own topology and baseline (crypt) run first, apart.
+	var own []benchCase
+	filtered = slices.DeleteFunc(filtered, func(bc benchCase) bool {
+		if bc.own {
+			own = append(own, bc)
+		}
+		return bc.own
+	})
+	ownRs := runOwnCases(ctx, o, own)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if len(own) > 0 && len(filtered) == 0 {
+		return writeOwn(o, ownRs)
+	}
 	var bin string
 	if slices.ContainsFunc(filtered, benchCase.hasChain) {
 		if bin, err = findFilterd(o.Filterd); err != nil {
@@ -191,7 +206,7 @@ measure:
 			}
 		}
 	}
-	rs := summarize(c, baseFigs, mcs)
+	rs := append(summarize(c, baseFigs, mcs), ownRs...)
 	if o.JSON {
 		err = writeJSON(o.Out, rs)
 	} else {

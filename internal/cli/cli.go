@@ -170,6 +170,7 @@ Exit codes:
 	}
 	root.AddCommand(a.fwCommand())
 	root.AddCommand(a.lbCommand())
+	root.AddCommand(a.cryptCommand())
 	root.AddCommand(a.filterCommand())
 	root.AddCommand(a.vnicCommand())
 	root.AddCommand(a.groupCommand())

@@ -24,11 +24,16 @@ import (
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
 
+// builtFilterdDir holds the filterd buildFilterd built, shared by every
+// test of the package: TestMain removes it after the last one.
+var builtFilterdDir string
+
 var buildFilterd = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "vfbin-")
 	if err != nil {
 		return "", err
 	}
+	builtFilterdDir = dir
 	out, err := exec.Command("go", "build", "-o", dir+"/", "github.com/vnicfilter/vnicfilter/cmd/filterd").CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("build filterd: %v: %s", err, out)
@@ -44,7 +49,6 @@ func startFilterd(t *testing.T, host *testkit.Host) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(filepath.Dir(bin)) })
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	dir, err := os.MkdirTemp("", "vfctl-lb") // short: sun_path holds 108 bytes

@@ -14,6 +14,9 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	testlab.StopShared()
+	if builtFilterdDir != "" {
+		os.RemoveAll(builtFilterdDir)
+	}
 	os.Exit(code)
 }
 
