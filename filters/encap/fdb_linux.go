@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -201,11 +202,8 @@ func (h *HostFDB) Merge(t Table, ifGeneration uint64) (*FDBChange, error) {
 		return field
 	}
 	fail := func(field, format string, args ...any) error {
-		msg := fmt.Sprintf(format, args...)
 		// Conflict messages name the other field: rename it too.
-		for n, name := range entFrom {
-			msg = strings.ReplaceAll(msg, fmt.Sprintf("entries[%d].", n), name+".")
-		}
+		msg := entryRef.ReplaceAllStringFunc(fmt.Sprintf(format, args...), rename)
 		return &FIBError{Field: rename(field), Err: errors.New(msg)}
 	}
 	f, err := build(&merged, func(string) bool { return true }, fail, func(field string) string { return field })
@@ -215,6 +213,9 @@ func (h *HostFDB) Merge(t Table, ifGeneration uint64) (*FDBChange, error) {
 	f.Generation = h.fib.Generation + 1
 	return h.commitLocked(f)
 }
+
+// entryRef is a field path of a table row inside a message.
+var entryRef = regexp.MustCompile(`(segments|entries)\[[0-9]+\]`)
 
 // DeleteEntry removes the entry of mac in segment vni.
 func (h *HostFDB) DeleteEntry(vni uint32, mac [6]byte, ifGeneration uint64) (*FDBChange, error) {
@@ -295,7 +296,7 @@ func (h *HostFDB) commitLocked(f *FIB) (*FDBChange, error) {
 	for i, fp := range insts {
 		t, err := Compile(f, fp.params.vni, fp.params.local, fp.params.fibSize)
 		if err != nil {
-			return nil, fmt.Errorf("%w: vNIC %s: %w", ErrInvalidFIB, fp.label(), err)
+			return nil, fmt.Errorf("%w: vNIC %s: %s", ErrInvalidFIB, fp.label(), strings.TrimPrefix(err.Error(), ErrInvalidFIB.Error()+": "))
 		}
 		compiled[i] = t
 	}
