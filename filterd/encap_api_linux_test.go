@@ -90,6 +90,26 @@ func TestEncapFDBAPI(t *testing.T) {
 	if _, err := hosts[0].d.client.EncapFDB(ctx, 0); !api.IsCode(err, api.CodeNoTable) {
 		t.Fatalf("GET before any table: %v, want %s", err, api.CodeNoTable)
 	}
+	red1 := addSegVM(t, hosts[0], "red1", macRed1, "10.0.0.1")
+	red2 := addSegVM(t, hosts[1], "red2", macRed2, "10.0.0.2")
+	blue1 := addSegVM(t, hosts[1], "blue1", macRed1, "10.0.0.1")
+	red1new := addSegVM(t, hosts[2], "red1-moved", macRed1, "10.0.0.1") // where red1 will run
+
+	_, err = hosts[1].d.client.SetChain(ctx, red2.TapName, api.ChainRequest{Filters: []api.FilterSpec{{Name: "encap", Params: map[string]string{
+		"vni": "100", "mac": macRed2, "local_ip": hosts[1].ip.String()}}}})
+	if !api.IsCode(err, api.CodeInvalidParam) || !strings.Contains(err.Error(), "no forwarding table") {
+		t.Fatalf("encap with neither a fib file nor a pushed table: %v", err)
+	}
+	// blue1 starts from a file, before any push: the first push must
+	// reach it too.
+	fib := filepath.Join(t.TempDir(), "fib.json")
+	if err := os.WriteFile(fib, []byte(`{"segments": [{"vni": 200, "hosts": ["192.0.2.2"]}], "entries": []}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	attachEncap(t, hosts[1], blue1, macRed1, 200, 20, "fib", fib)
+	if got := liveTables(t, hosts[1].d, blue1.TapName); len(got.Neighbors) != 0 {
+		t.Fatalf("blue1 from its file: %+v", got)
+	}
 	for _, h := range hosts {
 		ch, err := h.d.client.SetEncapFDB(ctx, []byte(encapTable(0, hosts, 0)))
 		if err != nil {
@@ -98,15 +118,15 @@ func TestEncapFDBAPI(t *testing.T) {
 		if ch.Generation != 1 {
 			t.Fatalf("first table has generation %d, want 1", ch.Generation)
 		}
+		if h == hosts[1] && !reflect.DeepEqual(ch.Updated, []string{blue1.TapName + " (segment 200)"}) {
+			t.Errorf("first push on h2 updated %q, want blue1's instance", ch.Updated)
+		}
 	}
-
-	red1 := addSegVM(t, hosts[0], "red1", macRed1, "10.0.0.1")
-	red2 := addSegVM(t, hosts[1], "red2", macRed2, "10.0.0.2")
-	blue1 := addSegVM(t, hosts[1], "blue1", macRed1, "10.0.0.1")
-	red1new := addSegVM(t, hosts[2], "red1-moved", macRed1, "10.0.0.1") // where red1 will run
+	if got := liveTables(t, hosts[1].d, blue1.TapName); len(got.Neighbors) != 1 || got.Neighbors[0].IP != "10.0.0.1" {
+		t.Errorf("blue1 after the first push: %+v, want the pushed table's 10.0.0.1", got.Neighbors)
+	}
 	attachEncap(t, hosts[0], red1, macRed1, 100, 10)
 	attachEncap(t, hosts[1], red2, macRed2, 100, 10)
-	attachEncap(t, hosts[1], blue1, macRed1, 200, 20)
 
 	// UDP echo in red1 ("old"), its moved self ("new") and blue1 ("blue").
 	for _, e := range []struct {
@@ -378,11 +398,13 @@ func addSegVM(t *testing.T, h *encapHost, label, mac, ip4 string) *testkit.VM {
 	return v
 }
 
-func attachEncap(t *testing.T, h *encapHost, v *testkit.VM, mac string, vni, group int) {
+func attachEncap(t *testing.T, h *encapHost, v *testkit.VM, mac string, vni, group int, extra ...string) {
 	t.Helper()
-	_, err := h.d.client.SetChain(context.Background(), v.TapName, api.ChainRequest{Filters: []api.FilterSpec{{Name: "encap", Params: map[string]string{
-		"vni": fmt.Sprint(vni), "group": fmt.Sprint(group), "mac": mac, "local_ip": h.ip.String(),
-	}}}})
+	params := map[string]string{"vni": fmt.Sprint(vni), "group": fmt.Sprint(group), "mac": mac, "local_ip": h.ip.String()}
+	for i := 0; i+1 < len(extra); i += 2 {
+		params[extra[i]] = extra[i+1]
+	}
+	_, err := h.d.client.SetChain(context.Background(), v.TapName, api.ChainRequest{Filters: []api.FilterSpec{{Name: "encap", Params: params}}})
 	if err != nil {
 		t.Fatalf("attach encap to %s on %s: %v", v.TapName, h.ip, err)
 	}

@@ -116,10 +116,10 @@ func (p params) mss() (v4, v6 uint32) {
 	return uint32(p.maxFrame() - 14 - 20 - 20), uint32(p.maxFrame() - 14 - 40 - 20)
 }
 
-// compile selects the instance's segment from the pushed table h (locked)
-// when there is one, else from the fib file.
+// compile selects the instance's segment from the pushed table of h
+// (locked) when there is one, else from the fib file.
 func (p params) compile(h *HostFDB) (*Tables, error) {
-	if h != nil {
+	if h != nil && h.fib != nil {
 		t, err := Compile(h.fib, p.vni, p.local, p.fibSize)
 		if err != nil {
 			return nil, fmt.Errorf("%w: encap: pushed table (generation %d): %w", sdk.ErrInvalidParam, h.fib.Generation, err)

@@ -340,19 +340,16 @@ func saveTable(path string, f *FIB) error {
 	return nil
 }
 
-// lockFor returns the process's HostFDB locked when it holds a table (the
-// caller unlocks it), else nil: an instance compiles from it, and joins
-// it, without a change slipping in between.
+// lockFor returns the process's HostFDB locked (the caller unlocks it),
+// or nil: an instance compiles from it (or from its file while it holds
+// no table) and joins it, without a change slipping in between. Instances
+// join even before a table is pushed, so that the first push reaches them.
 func lockFor() *HostFDB {
 	h := hostFDB.Load()
 	if h == nil {
 		return nil
 	}
 	h.mu.Lock()
-	if h.fib == nil {
-		h.mu.Unlock()
-		return nil
-	}
 	return h
 }
 
