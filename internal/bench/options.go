@@ -154,7 +154,9 @@ const (
 )
 
 // SuiteNames lists what --suite accepts.
-func SuiteNames() []string { return []string{SuiteCore, SuiteFW, SuiteDLB, SuiteMirror, SuiteEncap, SuiteAll} }
+func SuiteNames() []string {
+	return []string{SuiteCore, SuiteFW, SuiteDLB, SuiteMirror, SuiteEncap, SuiteAll}
+}
 
 func count() api.FilterSpec { return api.FilterSpec{Name: "count"} }
 
