@@ -4,9 +4,10 @@
 // tap by eBPF toward the host that holds the destination MAC, with the
 // sender's group in the VXLAN Group Policy extension, and delivered only to
 // vNICs of the same segment; two segments may use the same MAC and IP
-// addresses. The forwarding table is a file the control plane distributes
-// (no flooding and learning on the underlay); ARP and IPv6 neighbour
-// discovery for addresses in it are answered by the filter itself.
+// addresses. The control plane distributes the forwarding table (no
+// flooding and learning on the underlay): pushed to filterd's API
+// (HostFDB, Table) or written as a file; ARP and IPv6 neighbour discovery
+// for addresses in it are answered by the filter itself.
 package encap
 
 import "github.com/vnicfilter/vnicfilter/sdk"
