@@ -44,6 +44,10 @@ func (d *Daemon) encapRoutes(mux *http.ServeMux, v string) {
 		})
 	})
 	mux.HandleFunc("PUT "+p, func(w http.ResponseWriter, r *http.Request) {
+		gen, ok := ifGeneration(w, r)
+		if !ok {
+			return
+		}
 		body, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
 		if err != nil {
 			replyErr(w, fmt.Errorf("%w: request body: %v", ErrBadRequest, err))
@@ -58,7 +62,7 @@ func (d *Daemon) encapRoutes(mux *http.ServeMux, v string) {
 			encapErr(w, err)
 			return
 		}
-		withFDB(w, func(h *encap.HostFDB) (any, error) { return h.Replace(f) })
+		withFDB(w, func(h *encap.HostFDB) (any, error) { return h.Replace(f, gen) })
 	})
 	mux.HandleFunc("POST "+p+"/entries", func(w http.ResponseWriter, r *http.Request) {
 		gen, ok := ifGeneration(w, r)

@@ -111,7 +111,7 @@ func TestEncapFDBAPI(t *testing.T) {
 		t.Fatalf("blue1 from its file: %+v", got)
 	}
 	for _, h := range hosts {
-		ch, err := h.d.client.SetEncapFDB(ctx, []byte(encapTable(0, hosts, 0)))
+		ch, err := h.d.client.SetEncapFDB(ctx, []byte(encapTable(0, hosts, 0)), 0)
 		if err != nil {
 			t.Fatalf("PUT table on %s: %v", h.ip, err)
 		}
@@ -194,7 +194,7 @@ func TestEncapFDBAPI(t *testing.T) {
 			want string
 		}{
 			{"VNI out of range", func() error {
-				_, err := d.client.SetEncapFDB(ctx, []byte(`{"segments": [{"vni": 16777216, "hosts": ["192.0.2.1"]}], "entries": []}`))
+				_, err := d.client.SetEncapFDB(ctx, []byte(`{"segments": [{"vni": 16777216, "hosts": ["192.0.2.1"]}], "entries": []}`), 0)
 				return err
 			}, api.CodeInvalidParam, "request body:1:23: segments[0].vni: VNI 16777216 out of range 1-16777215"},
 			{"unknown host", func() error {
@@ -224,9 +224,13 @@ func TestEncapFDBAPI(t *testing.T) {
 				return err
 			}, api.CodeInvalidParam, "vNIC " + red2.TapName + " (segment 100): segment 100: host 2001:db8::4 is not of the address family of local_ip 192.0.2.2"},
 			{"stale generation (PUT)", func() error {
-				_, err := d.client.SetEncapFDB(ctx, []byte(encapTable(gen, hosts, 2)))
+				_, err := d.client.SetEncapFDB(ctx, []byte(encapTable(gen, hosts, 2)), 0)
 				return err
 			}, api.CodeStaleGeneration, fmt.Sprintf("table generation %d is not above the live generation %d", gen, gen)},
+			{"stale if_generation (PUT)", func() error {
+				_, err := d.client.SetEncapFDB(ctx, []byte(encapTable(0, hosts, 2)), gen-1)
+				return err
+			}, api.CodeStaleGeneration, fmt.Sprintf("made against generation %d, the live one is %d", gen-1, gen)},
 			{"stale generation (POST)", func() error {
 				_, err := d.client.AddEncapFDB(ctx, api.EncapFDB{Entries: []api.EncapFDBEntry{{VNI: 100, MAC: "02:00:00:00:01:09", Host: "192.0.2.1"}}}, gen-1)
 				return err
@@ -349,7 +353,8 @@ func TestEncapFDBAPI(t *testing.T) {
 		if err := os.WriteFile(good, []byte(encapTable(0, hosts, 2)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if out := run(0, "encap", "fdb", "set", good); !strings.Contains(out, "generation 5;") {
+		run(5, "encap", "fdb", "set", "--if-generation", "3", good)
+		if out := run(0, "encap", "fdb", "set", "--if-generation", "4", good); !strings.Contains(out, "generation 5;") {
 			t.Errorf("set:\n%s", out)
 		}
 		run(4, "encap", "fdb", "del", "--segment", "300")

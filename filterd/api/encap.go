@@ -74,10 +74,11 @@ func (c *Client) EncapFDB(ctx context.Context, vni uint32) (*EncapFDB, error) {
 }
 
 // SetEncapFDB replaces the whole table (raw JSON, as the file: errors then
-// carry the line and column in it).
-func (c *Client) SetEncapFDB(ctx context.Context, table []byte) (*EncapFDBChange, error) {
+// carry the line and column in it). ifGen, when not 0, must be the live
+// generation.
+func (c *Client) SetEncapFDB(ctx context.Context, table []byte, ifGen uint64) (*EncapFDBChange, error) {
 	var out EncapFDBChange
-	return &out, c.do(ctx, "PUT", encapFDBPath, table, &out)
+	return &out, c.do(ctx, "PUT", ifGeneration(encapFDBPath, ifGen), table, &out)
 }
 
 // AddEncapFDB adds or replaces segments and entries (a moved VM: its entry

@@ -117,12 +117,15 @@ func (h *HostFDB) Table(vni uint32) (Table, error) {
 
 // Replace swaps in a whole table (from ParseFIB or ParseTable).
 // f.Generation 0 takes the next generation; otherwise it must be above
-// the live one.
-func (h *HostFDB) Replace(f *FIB) (*FDBChange, error) {
+// the live one. ifGeneration, when not 0, must be the live generation.
+func (h *HostFDB) Replace(f *FIB, ifGeneration uint64) (*FDBChange, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	f = f.clone()
 	cur := h.generationLocked()
+	if ifGeneration != 0 && ifGeneration != cur {
+		return nil, fmt.Errorf("%w: the table was made against generation %d, the live one is %d", ErrStaleGeneration, ifGeneration, cur)
+	}
 	switch {
 	case f.Generation == 0:
 		f.Generation = cur + 1

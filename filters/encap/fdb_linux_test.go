@@ -33,16 +33,19 @@ func TestHostFDBChanges(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ch, err := h.Replace(f)
+	ch, err := h.Replace(f, 0)
 	if err != nil || ch.Generation != 1 {
 		t.Fatalf("first table: %+v, %v", ch, err)
 	}
 	f.Generation = 1
-	if _, err := h.Replace(f); !errors.Is(err, ErrStaleGeneration) {
+	if _, err := h.Replace(f, 0); !errors.Is(err, ErrStaleGeneration) {
 		t.Fatalf("same generation again: %v, want ErrStaleGeneration", err)
 	}
+	if _, err := h.Replace(f, 7); !errors.Is(err, ErrStaleGeneration) {
+		t.Fatalf("if_generation 7 against 1: %v, want ErrStaleGeneration", err)
+	}
 	f.Generation = 10
-	if ch, err = h.Replace(f); err != nil || ch.Generation != 10 {
+	if ch, err = h.Replace(f, 1); err != nil || ch.Generation != 10 {
 		t.Fatalf("generation 10: %+v, %v", ch, err)
 	}
 

@@ -244,7 +244,7 @@ func (p *overlayPair) encap(ctx context.Context, bin string) error {
 			return err
 		}
 		p.daemons[i] = d
-		if _, err := d.client.SetEncapFDB(ctx, body); err != nil {
+		if _, err := d.client.SetEncapFDB(ctx, body, 0); err != nil {
 			return d.wrap("push the forwarding table", err)
 		}
 		err = d.setChain(ctx, vms[i].tap, []api.FilterSpec{{Name: encap.Name, Params: map[string]string{

@@ -117,16 +117,7 @@ takes the next generation. Errors carry the line and column in FILE.`,
 			if err != nil {
 				return loadErr(err)
 			}
-			if ifGen != 0 {
-				cur, err := call(ctx, a, func(ctx context.Context) (*api.EncapFDB, error) { return a.client.EncapFDB(ctx, 0) })
-				if err != nil {
-					return err
-				}
-				if cur.Generation != ifGen {
-					return &exitError{code: ExitBadInput, msg: fmt.Sprintf("stale generation: the live table has generation %d, not %d", cur.Generation, ifGen)}
-				}
-			}
-			ch, err := call(ctx, a, func(ctx context.Context) (*api.EncapFDBChange, error) { return a.client.SetEncapFDB(ctx, data) })
+			ch, err := call(ctx, a, func(ctx context.Context) (*api.EncapFDBChange, error) { return a.client.SetEncapFDB(ctx, data, ifGen) })
 			if err != nil {
 				if ae, ok := err.(*api.Error); ok && args[0] != "-" {
 					ae.Message = strings.Replace(ae.Message, "request body:", args[0]+":", 1)
