@@ -336,6 +336,11 @@ func runOverlay(ctx context.Context, o Options, cs []benchCase) (err error) {
 		}
 		pairs[bc.name] = p
 		logf(o.Log, "%s: host 1 %s, host 2 %s, underlay %s (built in %.1f s)", bc.name, p.hosts[0].ns.name, p.hosts[1].ns.name, p.ul.Name, time.Since(t0).Seconds())
+		for i, d := range p.daemons {
+			if d != nil {
+				logf(o.Log, "%s: filterd on host %d: bpffs %s, files %s", bc.name, i+1, d.bpffs, d.tmp)
+			}
+		}
 	}
 	envs := map[string]*runEnv{}
 	for name, p := range pairs {

@@ -28,14 +28,6 @@ func TestRunEncapSmoke(t *testing.T) {
 	if bin != "" {
 		cases = []string{"encap", "bridge-vxlan"}
 	}
-	state := func() []string {
-		out := benchState(t)
-		m, _ := filepath.Glob(nsutil.Dir + "/vful-*")
-		out = append(out, m...)
-		slices.Sort(out)
-		return out
-	}
-	before := state()
 	var out, log bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -72,7 +64,34 @@ func TestRunEncapSmoke(t *testing.T) {
 		t.Errorf("figures %v, want %v", got, want)
 	}
 	t.Logf("%s", out.String())
-	if after := state(); !slices.Equal(before, after) {
-		t.Errorf("left behind: before %v, after %v", before, after)
+	// What this run made, as its log names it (other runs may share the
+	// machine): the hosts' and VMs' namespaces carry each pair's suffix,
+	// and the underlays and filterd's directories are named.
+	var mine []string
+	for _, f := range strings.Fields(log.String()) {
+		f = strings.TrimSuffix(f, ",")
+		switch {
+		case strings.HasPrefix(f, "vfb-host-"):
+			if i := strings.LastIndexByte(f, '-'); i > 0 {
+				mine = append(mine, f[i:]) // -<suffix>: hosts and VMs of the pair
+			}
+		case strings.HasPrefix(f, "vful-"), strings.HasPrefix(f, "/sys/fs/bpf/vfbench-"), strings.HasPrefix(f, os.TempDir()+"/vfbench-"):
+			mine = append(mine, f)
+		}
+	}
+	if len(mine) == 0 {
+		t.Fatalf("the log names nothing the run made:\n%s", log.String())
+	}
+	var left []string
+	for _, g := range []string{nsutil.Dir + "/*", "/sys/fs/bpf/vfbench-*", os.TempDir() + "/vfbench-*"} {
+		m, _ := filepath.Glob(g)
+		for _, p := range m {
+			if slices.ContainsFunc(mine, func(x string) bool { return strings.HasSuffix(p, x) || strings.Contains(p, x+"/") || p == x }) {
+				left = append(left, p)
+			}
+		}
+	}
+	if len(left) > 0 {
+		t.Errorf("left behind: %v", left)
 	}
 }
