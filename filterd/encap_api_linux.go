@@ -64,6 +64,13 @@ func (d *Daemon) encapRoutes(mux *http.ServeMux, v string) {
 		}
 		withFDB(w, func(h *encap.HostFDB) (any, error) { return h.Replace(f, gen) })
 	})
+	mux.HandleFunc("DELETE "+p, func(w http.ResponseWriter, r *http.Request) {
+		gen, ok := ifGeneration(w, r)
+		if !ok {
+			return
+		}
+		withFDB(w, func(h *encap.HostFDB) (any, error) { return h.Drop(gen) })
+	})
 	mux.HandleFunc("POST "+p+"/entries", func(w http.ResponseWriter, r *http.Request) {
 		gen, ok := ifGeneration(w, r)
 		if !ok {

@@ -359,6 +359,39 @@ func TestEncapFDBAPI(t *testing.T) {
 		}
 		run(4, "encap", "fdb", "del", "--segment", "300")
 	})
+
+	t.Run("drop back to the files", func(t *testing.T) {
+		d := hosts[1].d
+		before := liveTables(t, d, red2.TapName)
+		// red2 was attached with no file: the drop is refused.
+		_, err := d.client.DropEncapFDB(ctx, 0)
+		if !api.IsCode(err, api.CodeInvalidParam) || !strings.Contains(err.Error(), "vNIC "+red2.TapName+" (segment 100) cannot go back to a file") {
+			t.Fatalf("drop with red2 on no file: %v", err)
+		}
+		if _, err := d.client.EncapFDB(ctx, 0); err != nil {
+			t.Errorf("the table after a refused drop: %v", err)
+		}
+		if got := liveTables(t, d, red2.TapName); !reflect.DeepEqual(before, got) {
+			t.Errorf("red2's maps changed under a refused drop:\n%+v\n%+v", before, got)
+		}
+		if err := d.client.Detach(ctx, red2.TapName); err != nil {
+			t.Fatal(err)
+		}
+		out, err := d.vfctl("encap", "fdb", "drop")
+		if err != nil || !strings.Contains(out, "pushed table dropped; 1 encap instance(s) back on their files") {
+			t.Fatalf("vfctl encap fdb drop: %v\n%s", err, out)
+		}
+		if _, err := d.client.EncapFDB(ctx, 0); !api.IsCode(err, api.CodeNoTable) {
+			t.Errorf("GET after the drop: %v, want %s", err, api.CodeNoTable)
+		}
+		if _, err := os.Stat(filepath.Join(d.dir, "state", "encap-fdb.json")); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("encap-fdb.json after the drop: %v", err)
+		}
+		// blue1 is back on its file, which answers for no address.
+		if got := liveTables(t, d, blue1.TapName); len(got.Neighbors) != 0 {
+			t.Errorf("blue1 after the drop: %+v, want its file's empty table", got.Neighbors)
+		}
+	})
 }
 
 func hasRemote(rs []encap.Remote, want string) bool {

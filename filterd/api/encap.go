@@ -101,3 +101,10 @@ func (c *Client) DeleteEncapFDBSegment(ctx context.Context, vni uint32, ifGen ui
 	path := encapFDBPath + "/segments/" + strconv.FormatUint(uint64(vni), 10)
 	return &out, c.do(ctx, "DELETE", ifGeneration(path, ifGen), nil, &out)
 }
+
+// DropEncapFDB forgets the pushed table: the encap instances go back to
+// their fib files (refused if one has none, or it does not compile).
+func (c *Client) DropEncapFDB(ctx context.Context, ifGen uint64) (*EncapFDBChange, error) {
+	var out EncapFDBChange
+	return &out, c.do(ctx, "DELETE", ifGeneration(encapFDBPath, ifGen), nil, &out)
+}

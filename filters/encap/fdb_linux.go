@@ -262,6 +262,49 @@ func (h *HostFDB) DeleteSegment(vni uint32, ifGeneration uint64) (*FDBChange, er
 	return h.commitLocked(f)
 }
 
+// Drop forgets the pushed table: every instance goes back to the file
+// its fib parameter names, and the saved copy is removed. The files are
+// read and compiled for every instance first: an instance without a fib
+// file, or whose file does not compile, refuses the drop and nothing
+// changes.
+func (h *HostFDB) Drop(ifGeneration uint64) (*FDBChange, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := h.checkLocked(ifGeneration); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	insts := slices.SortedFunc(maps.Keys(h.insts), func(a, b *fastPath) int { return strings.Compare(a.label(), b.label()) })
+	compiled := make([]*Tables, len(insts))
+	for i, fp := range insts {
+		t, err := fp.params.compile(nil)
+		if err != nil {
+			return nil, fmt.Errorf("%w: vNIC %s cannot go back to a file: %w", ErrInvalidFIB, fp.label(), err)
+		}
+		compiled[i] = t
+	}
+	if h.path != "" {
+		if err := os.Remove(h.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("remove the saved forwarding table: %w", err)
+		}
+	}
+	h.fib = nil
+	out := &FDBChange{Updated: []string{}}
+	var errs []error
+	for i, fp := range insts {
+		if err := fp.apply(compiled[i]); err != nil {
+			errs = append(errs, fmt.Errorf("vNIC %s: %w", fp.label(), err))
+			continue
+		}
+		out.Updated = append(out.Updated, fp.label())
+	}
+	out.Seconds = time.Since(start).Seconds()
+	if len(errs) > 0 {
+		return out, fmt.Errorf("encap: table dropped, but not every instance went back to its file: %w", errors.Join(errs...))
+	}
+	return out, nil
+}
+
 func (h *HostFDB) generationLocked() uint64 {
 	if h.fib == nil {
 		return 0

@@ -123,6 +123,20 @@ func TestHostFDBChanges(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Fatalf("reopened: %+v, %v\nwant %+v", got, err, want)
 	}
+	// Dropped: no table, no saved copy; the next push starts again.
+	if ch, err := h2.Drop(0); err != nil || ch.Generation != 0 {
+		t.Fatalf("drop: %+v, %v", ch, err)
+	}
+	if _, err := h2.Table(0); !errors.Is(err, ErrNoTable) {
+		t.Errorf("after the drop: %v, want ErrNoTable", err)
+	}
+	if h3, err := OpenHostFDB(path); err != nil || h3.fib != nil {
+		t.Errorf("reopened after the drop: %v, %v", h3, err)
+	}
+	f.Generation = 0
+	if ch, err := h2.Replace(f, 0); err != nil || ch.Generation != 1 {
+		t.Errorf("push after the drop: %+v, %v", ch, err)
+	}
 	// And the written form parses back to the same table.
 	f2, err := ParseTable(got)
 	if err != nil || !reflect.DeepEqual(f2.Table(), got) {

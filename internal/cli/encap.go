@@ -42,7 +42,8 @@ directory (encap-fdb.json), so a restart keeps it.
 
 Until a table is pushed, instances read the file named by their fib
 parameter. Once one is, it is the table for every encap instance of the
-host: the fib files are no longer read (attach and reload included).
+host: the fib files are no longer read (attach and reload included) until
+"vfctl encap fdb drop".
 
 Every change is checked against the whole table and against every live
 instance (a VNI out of range, a host that is not a member of the segment,
@@ -214,13 +215,36 @@ entry or segment.`,
 		}),
 	}
 	del.Flags().BoolVar(&segment, "segment", false, "remove the segment VNI instead of an entry")
-	c.AddCommand(show, set, add, del)
+	drop := &cobra.Command{
+		Use:   "drop",
+		Short: "Forget the pushed table: instances go back to their fib files",
+		Long: `Drop forgets the table pushed to filterd and removes its saved copy
+(encap-fdb.json in the state directory): every encap instance of the host
+reads the file its fib parameter names again, at once. The files are read
+and checked for every instance first; if one has no fib parameter or its
+file does not compile, the drop is refused (exit 5) and nothing changes.
+The next push starts again at generation 1.`,
+		Example: "  vfctl encap fdb drop",
+		Args:    args(),
+		RunE: a.runE(func(ctx context.Context, _ []string) error {
+			ch, err := call(ctx, a, func(ctx context.Context) (*api.EncapFDBChange, error) { return a.client.DropEncapFDB(ctx, ifGen) })
+			if err != nil {
+				return err
+			}
+			return a.emitFDBChange(ch)
+		}),
+	}
+	c.AddCommand(show, set, add, del, drop)
 	return c
 }
 
 func (a *app) emitFDBChange(ch *api.EncapFDBChange) error {
 	return a.emit(ch, func(w io.Writer) error {
-		fmt.Fprintf(w, "generation %d; %d encap instance(s) updated in %.1f ms\n", ch.Generation, len(ch.Updated), ch.Seconds*1000)
+		if ch.Generation == 0 {
+			fmt.Fprintf(w, "pushed table dropped; %d encap instance(s) back on their files in %.1f ms\n", len(ch.Updated), ch.Seconds*1000)
+		} else {
+			fmt.Fprintf(w, "generation %d; %d encap instance(s) updated in %.1f ms\n", ch.Generation, len(ch.Updated), ch.Seconds*1000)
+		}
 		for _, u := range ch.Updated {
 			fmt.Fprintf(w, "  %s\n", u)
 		}
