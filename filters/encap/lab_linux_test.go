@@ -2,13 +2,13 @@ package encap
 
 // Test harness for multi-host overlays: simulated hosts (testkit hosts)
 // joined by an underlay bridge in its own namespace, each with its own
-// collect-metadata VXLAN device; VMs re-addressed into segments; the encap
-// filter attached to a tap given by name (so a VM moved to another host
-// can be attached there); AF_PACKET captures; a pcap writer for tshark.
+// collect-metadata VXLAN device (both from enclab, which filterd's tests
+// and vfbench share); VMs re-addressed into segments; the encap filter
+// attached to a tap given by name (so a VM moved to another host can be
+// attached there); AF_PACKET captures; a pcap writer for tshark.
 //
-// What could move to sdk/testkit: the underlay (Lab.AddUnderlayHost), an
-// AttachFilter that takes (host, tap) instead of a VM, VM.Capture, and
-// WritePcap.
+// What could move to sdk/testkit: an AttachFilter that takes (host, tap)
+// instead of a VM, VM.Capture, and WritePcap.
 
 import (
 	"bytes"
