@@ -95,6 +95,11 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	d := &Daemon{cfg: cfg, log: cfg.Logger, dp: dp, vnics: map[string]*vnic{}, groups: newGroupTable(), hidden: hb}
 	d.ctx, d.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	d.loadExternalFilters() // before reconcile: chains may use them
+	// Before reconcile: adopted encap chains keep the pushed table.
+	if err := d.openEncapFDB(); err != nil {
+		d.Close()
+		return nil, err
+	}
 	if err := d.reconcile(ctx); err != nil {
 		d.Close()
 		return nil, err

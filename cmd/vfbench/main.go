@@ -42,6 +42,11 @@ Metrics (each case has its own list; --metrics narrows it):
   swap         fw-swap-10k only: policy reload time and datagrams lost
                from a paced stream during 5 reloads
 
+The encap suite (issue 9) has its own topologies: two hosts (namespaces on
+an underlay bridge) per case, VM A on one and VM B on the other; its
+baseline is plain routing over the underlay ("routed"), and encap is also
+compared with bridge-vxlan.
+
 Durations on a 2-vCPU machine with the defaults (3 reps x 5 s): core ~7 min,
 fw ~13 min (a 100,000-rule policy takes 20-26 s to load), dlb ~4 min,
 crypt ~1 min (its own two simulated hosts: the protected pair through
@@ -60,6 +65,7 @@ Examples:
   make bench ARGS="--suite fw"            # the firewall cases (issue 5)
   make bench ARGS="--suite dlb"           # the load-balancer cases (issue 8)
   make bench ARGS="--suite crypt"         # encryption between hosts (issue 10)
+  make bench ARGS="--suite encap"         # the overlay across two hosts (issue 9)
   vfbench --cases fw-10k,nft-linear-10k --metrics udp64_pps
   vfbench --cases fast-1 --metrics tcp_1,udp64_pps --duration 3s --reps 5
   vfbench --cases baseline --duration 1s --reps 1   # no filterd needed

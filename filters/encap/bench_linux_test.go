@@ -14,8 +14,9 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
+	"github.com/vishvananda/netns"
 
+	"github.com/vnicfilter/vnicfilter/filters/encap/enclab"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
 
@@ -99,21 +100,9 @@ func benchTopology(b *testing.B, c string) (*testkit.VM, *testkit.VM, string) {
 		// 10.1.0.0/24 behind h1, 10.2.0.0/24 behind h2, the bridge as
 		// gateway; MTU 1500 end to end.
 		for i, h := range hosts {
-			hl := h.Handle()
-			br, err := hl.LinkByName(h.Bridge)
-			if err != nil {
-				b.Fatal(err)
-			}
-			gw := netip.MustParseAddr(fmt.Sprintf("10.%d.0.1", i+1))
-			if err := hl.AddrAdd(br, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(gw, 24))}); err != nil {
-				b.Fatal(err)
-			}
-			other := netip.MustParseAddr(fmt.Sprintf("10.%d.0.0", 2-i))
-			via := hosts[1-i].IP
-			if err := hl.RouteAdd(&netlink.Route{Dst: prefixNet(netip.PrefixFrom(other, 24)), Gw: via.AsSlice()}); err != nil {
-				b.Fatal(err)
-			}
-			if err := h.Do(func() error { return writeSysctl("net/ipv4/ip_forward", "1") }); err != nil {
+			gw := netip.PrefixFrom(netip.MustParseAddr(fmt.Sprintf("10.%d.0.1", i+1)), 24)
+			other := netip.PrefixFrom(netip.MustParseAddr(fmt.Sprintf("10.%d.0.0", 2-i)), 24)
+			if err := withNS(h, func(ns netns.NsHandle) error { return enclab.Routed(ns, h.Label, h.Bridge, gw, other, hosts[1-i].IP) }); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -150,31 +139,9 @@ func benchTopology(b *testing.B, c string) (*testkit.VM, *testkit.VM, string) {
 		return va, vb, "10.0.0.2"
 	case "bridge-vxlan":
 		for i, h := range hosts {
-			hl := h.Handle()
-			vx := &netlink.Vxlan{LinkAttrs: netlink.NewLinkAttrs(), VxlanId: 100, Port: 4790, Learning: true, SrcAddr: h.IP.AsSlice()}
-			vx.Name = "vxlan100"
-			vx.MTU = guestMTU(h)
-			if err := hl.LinkAdd(vx); err != nil {
-				b.Fatal(err)
-			}
-			l, err := hl.LinkByName(vx.Name)
-			if err != nil {
-				b.Fatal(err)
-			}
-			br, err := hl.LinkByName(h.Bridge)
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := hl.LinkSetMaster(l, br); err != nil {
-				b.Fatal(err)
-			}
-			if err := hl.LinkSetUp(l); err != nil {
-				b.Fatal(err)
-			}
-			// Head-end replication to the other host; MACs are learnt.
-			fdb := &netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT,
-				HardwareAddr: make(net.HardwareAddr, 6), IP: hosts[1-i].IP.AsSlice()}
-			if err := hl.NeighAppend(fdb); err != nil {
+			if err := withNS(h, func(ns netns.NsHandle) error {
+				return enclab.BridgeVXLAN(ns, h.Label, h.Bridge, h.IP, hosts[1-i].IP, guestMTU(h))
+			}); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -186,6 +153,16 @@ func benchTopology(b *testing.B, c string) (*testkit.VM, *testkit.VM, string) {
 	}
 	b.Fatalf("unknown case %s", c)
 	return nil, nil, ""
+}
+
+// withNS runs fn with a handle of h's namespace.
+func withNS(h *simHost, fn func(netns.NsHandle) error) error {
+	ns, err := netns.GetFromPath(h.Path)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	return fn(ns)
 }
 
 func iperfTCP(client *testkit.VM, server string, d time.Duration) (float64, error) {

@@ -4,9 +4,10 @@
 // tap by eBPF toward the host that holds the destination MAC, with the
 // sender's group in the VXLAN Group Policy extension, and delivered only to
 // vNICs of the same segment; two segments may use the same MAC and IP
-// addresses. The forwarding table is a file the control plane distributes
-// (no flooding and learning on the underlay); ARP and IPv6 neighbour
-// discovery for addresses in it are answered by the filter itself.
+// addresses. The control plane distributes the forwarding table (no
+// flooding and learning on the underlay): pushed to filterd's API
+// (HostFDB, Table) or written as a file; ARP and IPv6 neighbour discovery
+// for addresses in it are answered by the filter itself.
 package encap
 
 import "github.com/vnicfilter/vnicfilter/sdk"
@@ -62,7 +63,7 @@ var Descriptor = &sdk.Descriptor{
 		{Name: ParamVNI, Type: sdk.Int, Required: true, Min: sdk.Bound(1), Max: sdk.Bound(MaxVNI), Doc: "segment (VXLAN network identifier) of the vNIC"},
 		{Name: ParamGroup, Type: sdk.Int, Default: "0", Min: sdk.Bound(0), Max: sdk.Bound(MaxGroup), Doc: "VXLAN-GBP group policy id sent with the VM's frames (0: none)"},
 		{Name: ParamMAC, Type: sdk.String, Required: true, Doc: "the VM's MAC address; frames with another source MAC are dropped"},
-		{Name: ParamFIB, Type: sdk.String, Required: true, Doc: "path of the JSON forwarding table (segments, their hosts, MAC -> host); reloadable"},
+		{Name: ParamFIB, Type: sdk.String, Doc: "path of the JSON forwarding table (segments, their hosts, MAC -> host); reloadable. Not read (and optional) once a table is pushed to filterd (PUT /v1/encap/fdb)"},
 		{Name: ParamVXLANDev, Type: sdk.String, Default: "vxlan0", Doc: "the host's collect-metadata VXLAN device with gbp (ip link add vxlan0 type vxlan external gbp dstport 4789)"},
 		{Name: ParamLocalIP, Type: sdk.String, Required: true, Doc: "this host's underlay address (source of the tunnel, a member of the segment in the table)"},
 		{Name: ParamUnderlayMTU, Type: sdk.Int, Default: "1500", Min: sdk.Bound(576), Max: sdk.Bound(65535), Doc: "MTU of the underlay; larger encapsulated frames are dropped and counted"},

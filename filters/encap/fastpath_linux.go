@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cilium/ebpf"
 
@@ -44,6 +45,9 @@ type fastPath struct {
 	dev    *Device
 	owner  uint64
 	params params
+	vnic   string
+	// host is the HostFDB the instance compiles from, if any.
+	host atomic.Pointer[HostFDB]
 
 	mu     sync.Mutex
 	tables *Tables
@@ -112,7 +116,19 @@ func (p params) mss() (v4, v6 uint32) {
 	return uint32(p.maxFrame() - 14 - 20 - 20), uint32(p.maxFrame() - 14 - 40 - 20)
 }
 
-func (p params) compile() (*Tables, error) {
+// compile selects the instance's segment from the pushed table of h
+// (locked) when there is one, else from the fib file.
+func (p params) compile(h *HostFDB) (*Tables, error) {
+	if h != nil && h.fib != nil {
+		t, err := Compile(h.fib, p.vni, p.local, p.fibSize)
+		if err != nil {
+			return nil, fmt.Errorf("%w: encap: pushed table (generation %d): %w", sdk.ErrInvalidParam, h.fib.Generation, err)
+		}
+		return t, nil
+	}
+	if p.fib == "" {
+		return nil, fmt.Errorf("%w: encap: no forwarding table: give parameter %q (a file) or push one to filterd (PUT /v1/encap/fdb, vfctl encap fdb set)", sdk.ErrInvalidParam, ParamFIB)
+	}
 	fib, err := LoadFIB(p.fib)
 	if err != nil {
 		return nil, fmt.Errorf("%w: encap: %w", sdk.ErrInvalidParam, err)
@@ -132,7 +148,13 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := p.compile()
+	// A pushed table stays locked until the instance has joined it, so
+	// that no change slips in between.
+	h := lockFor()
+	if h != nil {
+		defer h.mu.Unlock()
+	}
+	t, err := p.compile(h)
 	if err != nil {
 		return nil, err
 	}
@@ -162,7 +184,7 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encap: %w", err)
 	}
-	fp := &fastPath{dev: dev, owner: newOwner(), params: p}
+	fp := &fastPath{dev: dev, owner: newOwner(), params: p, vnic: ctx.Instance.VNIC.Name}
 	if err := ctx.Load(spec, &fp.objs); err != nil {
 		dev.Close()
 		return nil, fmt.Errorf("encap: %w", err)
@@ -187,6 +209,9 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 		}
 		return nil, fmt.Errorf("encap: %w", err)
 	}
+	if h != nil {
+		h.joinLocked(fp)
+	}
 	return fp, nil
 }
 
@@ -196,8 +221,15 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 // table leaves everything as it was. The parameters are the instance's
 // own (filterd reloads the instance when they change), so the ones it was
 // loaded with are used.
+//
+// With a pushed table (HostFDB), the instance compiles from it, not from
+// the file, and joins it if it had not yet.
 func (f *fastPath) Reload(sdk.Params) error {
-	t, err := f.params.compile()
+	h := lockFor()
+	if h != nil {
+		defer h.mu.Unlock()
+	}
+	t, err := f.params.compile(h)
 	if err != nil {
 		return err
 	}
@@ -213,6 +245,9 @@ func (f *fastPath) Reload(sdk.Params) error {
 	}
 	if err := f.update(t, ifindex); err != nil {
 		return fmt.Errorf("encap: %w", err)
+	}
+	if h != nil && f.host.Load() != h {
+		h.joinLocked(f)
 	}
 	return nil
 }
@@ -247,12 +282,16 @@ func neighKey(gen uint32, a netip.Addr) encapEncapNeighKey {
 }
 
 // update writes t into the idle generation and flips encap_config to it.
+// vxlanIfindex 0 keeps the device's.
 func (f *fastPath) update(t *Tables, vxlanIfindex int) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var cfg encapEncapCfg
 	if err := f.objs.EncapConfig.Lookup(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("read encap_config: %w", err)
+	}
+	if vxlanIfindex == 0 {
+		vxlanIfindex = int(cfg.VxlanIfindex)
 	}
 	next := (cfg.Gen + 1) & 1
 
@@ -333,6 +372,9 @@ func (f *fastPath) Program() *ebpf.Program { return f.objs.VfEncap }
 // Close unregisters the vNIC from the host (frames of its segment are no
 // longer delivered to it) and releases the instance.
 func (f *fastPath) Close() error {
+	if h := f.host.Swap(nil); h != nil {
+		h.leave(f) // before f.mu: a change holds h.mu, then f.mu
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.dev == nil {

@@ -23,6 +23,8 @@ var ErrInvalidFIB = errors.New("invalid encap forwarding table")
 // and where each VM's MAC lives. The same file serves every host; each
 // vNIC's instance compiles the part of its own segment.
 type FIB struct {
+	// Generation is the table's version (Table.Generation).
+	Generation uint64
 	// Segments in file order.
 	Segments []*Segment
 }
@@ -70,21 +72,72 @@ func (e *FIBError) Error() string {
 
 func (e *FIBError) Unwrap() []error { return []error{ErrInvalidFIB, e.Err} }
 
-type rawFIB struct {
-	Segments []rawSegment `json:"segments"`
-	Entries  []rawEntry   `json:"entries"`
+// Table is the forwarding table in the form the control plane writes it:
+// the file's JSON (docs/encap.md) and the body of PUT /v1/encap/fdb. It is
+// what the manager pushes to each host's filterd. VNIs are int64 so that
+// an out-of-range value is reported as such rather than as a decoding
+// error. ParseTable checks it.
+type Table struct {
+	// Generation versions the table: filterd refuses a pushed table whose
+	// generation is not above the live one (0: the next one). Optional
+	// and informational in a file.
+	Generation uint64         `json:"generation,omitempty"`
+	Segments   []TableSegment `json:"segments"`
+	Entries    []TableEntry   `json:"entries"`
 }
 
-type rawSegment struct {
+// TableSegment is a segment and its member hosts.
+type TableSegment struct {
 	VNI   int64    `json:"vni"`
 	Hosts []string `json:"hosts"`
 }
 
-type rawEntry struct {
+// TableEntry places a VM's MAC on a host, with the addresses answered for.
+type TableEntry struct {
 	VNI  int64    `json:"vni"`
 	MAC  string   `json:"mac"`
 	Host string   `json:"host"`
-	IPs  []string `json:"ips"`
+	IPs  []string `json:"ips,omitempty"`
+}
+
+type (
+	rawFIB     = Table
+	rawSegment = TableSegment
+	rawEntry   = TableEntry
+)
+
+// ParseTable checks a table given as a Go value; errors are *FIBError
+// naming the field (e.g. entries[3].host), without a position.
+func ParseTable(t Table) (*FIB, error) {
+	fail := func(field, format string, args ...any) error {
+		return &FIBError{Field: field, Err: fmt.Errorf(format, args...)}
+	}
+	f, err := build(&t, func(string) bool { return true }, fail, func(field string) string { return field })
+	if err != nil {
+		return nil, err
+	}
+	f.Generation = t.Generation
+	return f, nil
+}
+
+// Table returns f in its written form (ParseTable(f.Table()) is f).
+func (f *FIB) Table() Table {
+	t := Table{Generation: f.Generation, Segments: []TableSegment{}, Entries: []TableEntry{}}
+	for _, s := range f.Segments {
+		ts := TableSegment{VNI: int64(s.VNI)}
+		for _, h := range s.Hosts {
+			ts.Hosts = append(ts.Hosts, h.String())
+		}
+		t.Segments = append(t.Segments, ts)
+		for _, e := range s.Entries {
+			te := TableEntry{VNI: int64(s.VNI), MAC: net.HardwareAddr(e.MAC[:]).String(), Host: e.Host.String()}
+			for _, ip := range e.IPs {
+				te.IPs = append(te.IPs, ip.String())
+			}
+			t.Entries = append(t.Entries, te)
+		}
+	}
+	return t
 }
 
 // LoadFIB reads and parses the forwarding table at path.
@@ -105,7 +158,7 @@ func LoadFIB(path string) (*FIB, error) {
 // may have, and which member or list element is which kind of object.
 var schema = jsonpos.Schema{
 	Fields: map[string][]string{
-		"top":     {"segments", "entries"},
+		"top":     {"generation", "segments", "entries"},
 		"segment": {"vni", "hosts"},
 		"entry":   {"vni", "mac", "host", "ips"},
 	},
@@ -168,12 +221,25 @@ func ParseFIB(data []byte) (*FIB, error) {
 	if _, ok := at["segments"]; !ok {
 		return nil, fail("", `no "segments" list`)
 	}
+	has := func(field string) bool { _, ok := at[field]; return ok }
+	f, err := build(&raw, has, fail, where)
+	if err != nil {
+		return nil, err
+	}
+	f.Generation = raw.Generation
+	return f, nil
+}
 
+// build checks a decoded table and returns it parsed. has reports whether
+// a field was present; fail makes the error of a field (its path, e.g.
+// entries[3].host); where names a field for a conflict message. ParseFIB
+// places both in the file; the API names them in the request.
+func build(raw *rawFIB, has func(string) bool, fail func(field, format string, args ...any) error, where func(string) string) (*FIB, error) {
 	fib := &FIB{}
 	segField := map[uint32]string{}
 	for i, rs := range raw.Segments {
 		p := fmt.Sprintf("segments[%d]", i)
-		if _, ok := at[p+".vni"]; !ok {
+		if !has(p + ".vni") {
 			return nil, fail(p, `missing "vni"`)
 		}
 		if rs.VNI < 1 || rs.VNI > MaxVNI {
@@ -217,7 +283,7 @@ func ParseFIB(data []byte) (*FIB, error) {
 	ips := map[ipKey]string{}
 	for i, re := range raw.Entries {
 		p := fmt.Sprintf("entries[%d]", i)
-		if _, ok := at[p+".vni"]; !ok {
+		if !has(p + ".vni") {
 			return nil, fail(p, `missing "vni"`)
 		}
 		if re.VNI < 1 || re.VNI > MaxVNI {

@@ -57,7 +57,7 @@ func TestParseFIBErrors(t *testing.T) {
 		{"truncated", `{"segments": [`, "1:15: unexpected end of file"},
 		{"trailing", `{"segments": []} x`, "1:18: trailing data"},
 		{"no segments", `{}`, `1:1: no "segments" list`},
-		{"unknown top field", `{"segments": [], "colour": 1}`, `1:18: colour: unknown field "colour" (known: segments, entries)`},
+		{"unknown top field", `{"segments": [], "colour": 1}`, `1:18: colour: unknown field "colour" (known: generation, segments, entries)`},
 		{"unknown segment field", `{"segments": [{"vni": 1, "hosts": ["192.0.2.1"], "mtu": 9000}]}`, `1:50: segments[0].mtu: unknown field "mtu"`},
 		{"duplicate field", `{"segments": [{"vni": 1, "vni": 2}]}`, `1:26: segments[0].vni: duplicate field`},
 		{"type", `{"segments": [{"vni": "one"}]}`, `1:23: segments[0].vni: want int64, got string`},

@@ -2,18 +2,17 @@ package encap
 
 // Test harness for multi-host overlays: simulated hosts (testkit hosts)
 // joined by an underlay bridge in its own namespace, each with its own
-// collect-metadata VXLAN device; VMs re-addressed into segments; the encap
-// filter attached to a tap given by name (so a VM moved to another host
-// can be attached there); AF_PACKET captures; a pcap writer for tshark.
+// collect-metadata VXLAN device (both from enclab, which filterd's tests
+// and vfbench share); VMs re-addressed into segments; the encap filter
+// attached to a tap given by name (so a VM moved to another host can be
+// attached there); AF_PACKET captures; a pcap writer for tshark.
 //
-// What could move to sdk/testkit: the underlay (Lab.AddUnderlayHost), an
-// AttachFilter that takes (host, tap) instead of a VM, VM.Capture, and
-// WritePcap.
+// What could move to sdk/testkit: an AttachFilter that takes (host, tap)
+// instead of a VM, VM.Capture, and WritePcap.
 
 import (
 	"bytes"
 	"encoding/binary"
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -30,68 +29,34 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vnicfilter/vnicfilter/filterd/datapath"
+	"github.com/vnicfilter/vnicfilter/filters/encap/enclab"
 	"github.com/vnicfilter/vnicfilter/internal/nsutil"
 	"github.com/vnicfilter/vnicfilter/sdk"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
 
 const (
-	vxlanDev  = "vxlan0"
-	vxlanPort = 4789
-	ulBridge  = "ulbr"
-	ulIf      = "ul0"
+	vxlanDev  = enclab.VXLANDev
+	vxlanPort = enclab.VXLANPort
 )
 
-// underlay is a namespace with a bridge every simulated host's uplink is
-// a port of.
-type underlay struct {
-	name, path string
-	ns         netns.NsHandle
-	handle     *netlink.Handle
-}
+// underlay is the simulated hosts' network (enclab.Underlay), removed when
+// the test ends.
+type underlay struct{ *enclab.Underlay }
 
 func newUnderlay(t testing.TB) *underlay {
 	t.Helper()
-	name, err := nsutil.RandomName("vful-")
+	u, err := enclab.NewUnderlay()
 	if err != nil {
 		t.Fatal(err)
-	}
-	path, err := nsutil.CreateNamed(name)
-	if err != nil {
-		t.Fatalf("create underlay: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := nsutil.DeleteNamed(path); err != nil {
-			t.Errorf("delete underlay %s: %v", name, err)
+		if err := u.Close(); err != nil {
+			t.Errorf("delete underlay %s: %v", u.Name, err)
 		}
 	})
-	u := &underlay{name: name, path: path}
-	if u.ns, err = netns.GetFromPath(path); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { u.ns.Close() })
-	if u.handle, err = netlink.NewHandleAt(u.ns); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(u.handle.Close)
-	br := &netlink.Bridge{LinkAttrs: netlink.NewLinkAttrs()}
-	br.Name = ulBridge
-	if err := u.handle.LinkAdd(br); err != nil {
-		t.Fatalf("add underlay bridge: %v", err)
-	}
-	for _, n := range []string{"lo", ulBridge} {
-		l, err := u.handle.LinkByName(n)
-		if err == nil {
-			err = u.handle.LinkSetUp(l)
-		}
-		if err != nil {
-			t.Fatalf("underlay %s up: %v", n, err)
-		}
-	}
-	return u
+	return &underlay{u}
 }
-
-func (u *underlay) Do(fn func() error) error { return nsutil.Do(u.ns, u.name, fn) }
 
 // simHost is a hypervisor: a testkit host with an uplink to the underlay
 // and a VXLAN device, and its copy of the forwarding table.
@@ -111,96 +76,22 @@ func (u *underlay) addHost(t testing.TB, label string, i int, ip netip.Addr, mtu
 		t.Fatal(err)
 	}
 	defer hns.Close()
-	veth := &netlink.Veth{LinkAttrs: netlink.NewLinkAttrs(), PeerName: ulIf, PeerNamespace: netlink.NsFd(hns)}
-	veth.Name = fmt.Sprintf("ul-%d", i)
-	veth.MTU = mtu
-	if err := u.handle.LinkAdd(veth); err != nil {
-		t.Fatalf("add underlay veth for %s: %v", label, err)
-	}
-	port, err := u.handle.LinkByName(veth.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	br, err := u.handle.LinkByName(ulBridge)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := u.handle.LinkSetMaster(port, br); err != nil {
-		t.Fatal(err)
-	}
-	if err := u.handle.LinkSetUp(port); err != nil {
-		t.Fatal(err)
-	}
-	hl := h.Handle()
-	up, err := hl.LinkByName(ulIf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	bits := 24
-	if ip.Is6() {
-		bits = 64
-		// The host namespaces have IPv6 off by default (testkit).
-		if err := h.Do(func() error { return writeSysctl("net/ipv6/conf/"+ulIf+"/disable_ipv6", "0") }); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := hl.AddrAdd(up, &netlink.Addr{IPNet: prefixNet(netip.PrefixFrom(ip, bits)), Flags: unix.IFA_F_NODAD}); err != nil {
-		t.Fatalf("address %s on %s: %v", ip, label, err)
-	}
-	if err := hl.LinkSetMTU(up, mtu); err != nil {
-		t.Fatal(err)
-	}
-	if err := hl.LinkSetUp(up); err != nil {
-		t.Fatal(err)
-	}
-	vx := &netlink.Vxlan{LinkAttrs: netlink.NewLinkAttrs(), FlowBased: true, GBP: true, Port: vxlanPort, Learning: false}
-	vx.Name = vxlanDev
-	if err := hl.LinkAdd(vx); err != nil {
-		t.Fatalf("add %s on %s: %v", vxlanDev, label, err)
-	}
-	l, err := hl.LinkByName(vxlanDev)
-	if err == nil {
-		err = hl.LinkSetUp(l)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
 		if err := h.Do(func() error { return DetachDevice(vxlanDev, DeviceOptions{}) }); err != nil {
 			t.Errorf("detach %s on %s: %v", vxlanDev, label, err)
 		}
 	})
-	for _, n := range []string{ulIf, vxlanDev} {
-		if err := waitUp(hl, n); err != nil {
-			t.Fatalf("%s: %v", label, err)
-		}
+	if err := u.Plug(hns, label, i, ip, mtu); err != nil {
+		t.Fatal(err)
 	}
 	return h
 }
 
-func prefixNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
+func (u *underlay) Do(fn func() error) error { return nsutil.Do(u.NS, u.Name, fn) }
 
-func writeSysctl(key, value string) error {
-	return os.WriteFile("/proc/sys/"+key, []byte(value), 0o644)
-}
+func prefixNet(p netip.Prefix) *net.IPNet { return enclab.PrefixNet(p) }
 
-func waitUp(h *netlink.Handle, name string) error {
-	for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
-		l, err := h.LinkByName(name)
-		if err != nil {
-			return err
-		}
-		// A vxlan device reports "unknown" while working.
-		if s := l.Attrs().OperState; s == netlink.OperUp || s == netlink.OperUnknown {
-			return nil
-		}
-		if time.Since(start) > 5*time.Second {
-			return fmt.Errorf("%s still %s", name, l.Attrs().OperState)
-		}
-	}
-}
+func waitUp(h *netlink.Handle, name string) error { return enclab.WaitUp(h, name) }
 
 // vmAddr gives a VM its segment identity: MAC, addresses, MTU on ifName.
 func setVMAddrs(t testing.TB, h *netlink.Handle, ifName string, mac net.HardwareAddr, v4, v6 netip.Addr, mtu int) {

@@ -121,6 +121,9 @@ type benchCase struct {
 	// own: the case builds its own topology and measures its own baseline
 	// beside it (crypt_linux.go), outside the shared baseline sequence.
 	own bool
+	// overlay: a two-host case of the encap suite (encap_linux.go), by
+	// its setup: "encap" or "bridge-vxlan"; its baseline is "routed".
+	overlay string
 	// metrics the case measures when --metrics does not choose; nil:
 	// coreMetrics.
 	metrics []string
@@ -150,12 +153,14 @@ const (
 	SuiteMirror = "mirror"
 	// SuiteCrypt: the encrypt filter across two simulated hosts (issue 10).
 	SuiteCrypt = "crypt"
+	// SuiteEncap: the overlay filter across two hosts (issue 9).
+	SuiteEncap = "encap"
 	SuiteAll   = "all"
 )
 
 // SuiteNames lists what --suite accepts.
 func SuiteNames() []string {
-	return []string{SuiteCore, SuiteFW, SuiteDLB, SuiteMirror, SuiteCrypt, SuiteAll}
+	return []string{SuiteCore, SuiteFW, SuiteDLB, SuiteMirror, SuiteCrypt, SuiteEncap, SuiteAll}
 }
 
 func count() api.FilterSpec { return api.FilterSpec{Name: "count"} }
@@ -169,6 +174,9 @@ const (
 
 // fwMetrics: what the firewall suite measures on each rule count.
 var fwMetrics = []string{MetricUDP64, MetricTCP1, MetricConnRate}
+
+// encapMetrics: what the encap suite measures (issue 9: TCP Gb/s, 64-byte pps).
+var encapMetrics = []string{MetricTCP1, MetricUDP64}
 
 // cases in measurement order.
 var cases = []benchCase{
@@ -190,6 +198,8 @@ var cases = []benchCase{
 	{name: "fw-swap-10k", suite: SuiteFW, fwRules: 10000, swap: true, metrics: []string{MetricSwap}, doc: "firewall: reload a 10,000-rule policy 5 times under a paced UDP stream"},
 
 	{name: "dlb-vip", suite: SuiteDLB, dlb: true, vip: true, metrics: []string{MetricTCP1, MetricUDP64, MetricConnRate}, doc: "dlb on the vNIC, traffic to the VIP (3 backends in VM B); baseline = straight to B"},
+	{name: "encap", suite: SuiteEncap, overlay: "encap", metrics: encapMetrics, doc: "two hosts: the encap filter on both taps (VXLAN-GBP, table pushed through filterd's API); baseline = plain routing over the same underlay"},
+	{name: "bridge-vxlan", suite: SuiteEncap, overlay: "bridge-vxlan", metrics: encapMetrics, doc: "two hosts: a learning VXLAN device on each host's bridge (the do-it-yourself overlay); baseline = plain routing"},
 	{name: "nft-dnat", suite: SuiteDLB, nft: nftDNATSet, vip: true, metrics: []string{MetricTCP1, MetricUDP64, MetricConnRate}, doc: "no chain; nftables numgen DNAT of the VIP in the host namespace (br_netfilter)"},
 }
 

@@ -167,6 +167,9 @@ var comparisons = []comparison{
 	{"dlb-vip", "nft-dnat", MetricTCP1, nil},
 	{"dlb-vip", "nft-dnat", MetricUDP64, nil},
 	{"dlb-vip", "nft-dnat", MetricConnRate, nil},
+	// Issue 9: the encap filter against the do-it-yourself overlay.
+	{"encap", "bridge-vxlan", MetricTCP1, nil},
+	{"encap", "bridge-vxlan", MetricUDP64, nil},
 }
 
 // Result is one reported figure: a line of --json output, a row of the table.

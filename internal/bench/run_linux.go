@@ -28,6 +28,19 @@ func Run(ctx context.Context, o Options) (err error) {
 	if err != nil {
 		return err
 	}
+	// The encap suite's two-host cases run on their own topologies
+	// (encap_linux.go), after the one-host cases if there are any.
+	var overlay []benchCase
+	if sel, overlay = splitOverlay(sel); len(overlay) > 0 {
+		if len(sel) == 1 {
+			return runOverlay(ctx, o, overlay)
+		}
+		defer func() {
+			if ctx.Err() == nil {
+				err = errors.Join(err, runOverlay(ctx, o, overlay))
+			}
+		}()
+	}
 	if len(o.Metrics) > 0 {
 		if _, err := selectNames("metric", o.Metrics, MetricNames()); err != nil {
 			return err

@@ -176,6 +176,7 @@ Exit codes:
 	root.AddCommand(a.groupCommand())
 	root.AddCommand(a.labelCommand())
 	root.AddCommand(a.mgrCommand())
+	root.AddCommand(a.encapCommand())
 	return root
 }
 

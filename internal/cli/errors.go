@@ -62,10 +62,11 @@ func exitCode(err error) int {
 		return ExitNoDaemon
 	case errors.As(err, &ae):
 		switch ae.Code {
-		case api.CodeNoSuchDevice, api.CodeNotAttached, api.CodeUnknownFilter:
+		case api.CodeNoSuchDevice, api.CodeNotAttached, api.CodeUnknownFilter, api.CodeNoTable, api.CodeNoEntry:
 			return ExitNotFound
 		case api.CodeInvalidParam, api.CodeSlotTaken, api.CodeAlreadyExists, api.CodeBadRequest,
-			api.CodeBadManifest, api.CodeABIMismatch, api.CodeVerifierRejected, api.CodeFilterInUse, api.CodeBadState:
+			api.CodeBadManifest, api.CodeABIMismatch, api.CodeVerifierRejected, api.CodeFilterInUse, api.CodeBadState,
+			api.CodeStaleGeneration:
 			return ExitBadInput
 		}
 	}
