@@ -267,6 +267,16 @@ func (c *Client) PutRealized(ctx context.Context, rz Realized) error {
 	return c.Do(ctx, http.MethodPut, "/v1/agent/realized", rz, nil)
 }
 
+// PutCounters reports the host's datapath counters (agent certificate).
+func (c *Client) PutCounters(ctx context.Context, cs Counters) error {
+	return c.Do(ctx, http.MethodPut, "/v1/agent/counters", cs, nil)
+}
+
+// Counters returns a host's counters as its agent last reported them.
+func (c *Client) Counters(ctx context.Context, host string) (Counters, error) {
+	return get[Counters](ctx, c, p("/v1/hosts/", host, "/counters"))
+}
+
 // Stream is an open desired-state watch.
 type Stream struct {
 	body io.ReadCloser
