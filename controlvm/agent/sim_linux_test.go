@@ -86,6 +86,7 @@ type proc struct {
 type applied struct {
 	version int64
 	at      time.Time
+	took    time.Duration // the agent's own time to apply
 }
 
 func startProc(t *testing.T, name string, nsPath string, bin string, args ...string) *proc {
@@ -106,10 +107,12 @@ func startProc(t *testing.T, name string, nsPath string, bin string, args ...str
 			var ev struct {
 				Msg     string `json:"msg"`
 				Version int64  `json:"version"`
+				Took    string `json:"took"`
 			}
 			p.mu.Lock()
 			if json.Unmarshal([]byte(line), &ev) == nil && ev.Msg == "applied" {
-				p.applied = append(p.applied, applied{ev.Version, now})
+				took, _ := time.ParseDuration(ev.Took)
+				p.applied = append(p.applied, applied{ev.Version, now, took})
 			}
 			if p.log.Len() < 4<<20 {
 				p.log.WriteString(line)
@@ -150,14 +153,19 @@ func (p *proc) logs() string {
 // appliedAt returns when the agent first logged applying version v or
 // later, if it did.
 func (p *proc) appliedAt(v int64) (time.Time, bool) {
+	a, ok := p.appliedEntry(v)
+	return a.at, ok
+}
+
+func (p *proc) appliedEntry(v int64) (applied, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, a := range p.applied {
 		if a.version >= v {
-			return a.at, true
+			return a, true
 		}
 	}
-	return time.Time{}, false
+	return applied{}, false
 }
 
 func tail(s string, n int) string {
@@ -366,22 +374,30 @@ func runSimulation(t *testing.T, cfg simConfig) {
 	// Group-membership changes: a VM joins web (tier=web) and leaves it;
 	// each changes the db policy of every host.
 	retag := hosts[len(hosts)-1].vms[len(hosts[len(hosts)-1].vms)-1] // an "other" VM
-	var lat []time.Duration
+	// Changes one second apart: each is measured on its own, not queued
+	// behind the previous one's realized-state reports.
+	var lat, took []time.Duration
 	for i := range cfg.changes {
 		tags := mapi.Tags{"tier": "web"}
 		if i%2 == 1 {
 			tags = mapi.Tags{}
 		}
+		time.Sleep(time.Second)
 		rev, t0 := change(t, admin, retag, tags)
 		for _, h := range hosts {
 			at := waitApplied(t, h, rev, 30*time.Second)
 			lat = append(lat, at.Sub(t0))
+			a, _ := h.agent.appliedEntry(rev)
+			took = append(took, a.took)
 		}
 	}
-	slices.Sort(lat)
-	p50, p99 := lat[len(lat)/2], lat[(len(lat)*99+99)/100-1]
-	t.Logf("group-membership change → applied on every host (%d hosts × %d changes): p50 %v, p99 %v, max %v",
-		cfg.hosts, cfg.changes, p50.Round(time.Millisecond), p99.Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
+	pct := func(ds []time.Duration, p int) time.Duration {
+		slices.Sort(ds)
+		return ds[(len(ds)*p+99)/100-1].Round(time.Millisecond)
+	}
+	p99 := pct(lat, 99)
+	t.Logf("group-membership change → applied on every host (%d hosts × %d changes): p50 %v, p99 %v, max %v; of which the agents' own apply: p50 %v, p99 %v",
+		cfg.hosts, cfg.changes, pct(lat, 50), p99, pct(lat, 100), pct(took, 50), pct(took, 99))
 	if p99 > 10*time.Second { // a sanity bound; the figure is reported above
 		t.Errorf("p99 %v: propagation is broken, not slow", p99)
 	}

@@ -175,6 +175,7 @@ Exit codes:
 	root.AddCommand(a.groupCommand())
 	root.AddCommand(a.labelCommand())
 	root.AddCommand(a.mgrCommand())
+	root.AddCommand(a.controlVMCommand())
 	return root
 }
 
