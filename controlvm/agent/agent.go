@@ -71,6 +71,9 @@ type Agent struct {
 	lastInventory []byte
 	// invNow asks the inventory loop for an immediate report.
 	invNow chan struct{}
+	// chains caches filterd's chains as last listed or set (only the
+	// stream loop uses it): a change event then costs filterd no listing.
+	chains map[string]fapi.VNIC
 }
 
 // persisted is agent.json.
@@ -241,14 +244,30 @@ func DocName(policies []string) string {
 func (a *Agent) apply(ctx context.Context, version int64, upserts []mapi.DesiredVNIC, removed []string, docs map[string]json.RawMessage, full bool) {
 	start := time.Now()
 	fd := a.opts.Filterd
-	current := map[string]fapi.VNIC{}
-	if vs, err := fd.VNICs(ctx); err != nil {
-		a.log.Error("list filterd's chains", "err", err)
-	} else {
-		for _, v := range vs {
-			current[v.Name] = v
+	// filterd's chains: listed for a full state or a vNIC not seen yet,
+	// else as this agent left them.
+	list := full || a.chains == nil
+	for _, v := range upserts {
+		if _, ok := a.chains[v.VNIC]; !ok {
+			list = true
 		}
 	}
+	if list {
+		vs, err := fd.VNICs(ctx)
+		if err != nil {
+			a.log.Error("list filterd's chains", "err", err)
+		} else {
+			a.chains = make(map[string]fapi.VNIC, len(vs))
+			for _, v := range vs {
+				a.chains[v.Name] = v
+			}
+		}
+	}
+	current := a.chains
+	if current == nil {
+		current = map[string]fapi.VNIC{}
+	}
+	listed := time.Since(start)
 	a.mu.Lock()
 	putDocs := maps.Clone(a.st.Docs)
 	a.mu.Unlock()
@@ -296,6 +315,7 @@ func (a *Agent) apply(ctx context.Context, version int64, upserts []mapi.Desired
 			docPath[name] = ch.Policy.Path
 		}
 	}
+	docsDone := time.Since(start)
 	for _, v := range upserts {
 		r := mapi.RealizedVNIC{VNIC: v.VNIC, Hash: v.Hash}
 		if v.Error != "" {
@@ -332,10 +352,14 @@ func (a *Agent) apply(ctx context.Context, version int64, upserts []mapi.Desired
 				if !exists {
 					want.Owner = "vfagent:" + v.VM
 				}
-				if _, err := fd.SetChain(ctx, v.VNIC, want); err != nil {
+				if nv, err := fd.SetChain(ctx, v.VNIC, want); err != nil {
 					fail = err.Error()
+					a.chains = nil // list again next time
 				} else {
 					changed++
+					if a.chains != nil {
+						a.chains[v.VNIC] = *nv
+					}
 				}
 			}
 		}
@@ -369,7 +393,8 @@ func (a *Agent) apply(ctx context.Context, version int64, upserts []mapi.Desired
 		}
 	}
 	a.mu.Unlock()
-	a.log.Info("applied", "version", version, "vnics", len(upserts), "removed", len(removed), "changed", changed, "took", time.Since(start).Round(time.Microsecond).String())
+	a.log.Info("applied", "version", version, "vnics", len(upserts), "removed", len(removed), "changed", changed, "took", time.Since(start).Round(time.Microsecond).String(),
+		"listed", listed.Round(time.Microsecond).String(), "documents", (docsDone - listed).Round(time.Microsecond).String())
 	a.report(ctx, version)
 	if full {
 		a.collectDocs(ctx, inUse)

@@ -396,6 +396,9 @@ func runSimulation(t *testing.T, cfg simConfig) {
 		return ds[(len(ds)*p+99)/100-1].Round(time.Millisecond)
 	}
 	p99 := pct(lat, 99)
+	if la, err := os.ReadFile("/proc/loadavg"); err == nil {
+		t.Logf("machine load average (1, 5, 15 min): %s", strings.Join(strings.Fields(string(la))[:3], " "))
+	}
 	t.Logf("group-membership change → applied on every host (%d hosts × %d changes): p50 %v, p99 %v, max %v; of which the agents' own apply: p50 %v, p99 %v",
 		cfg.hosts, cfg.changes, pct(lat, 50), p99, pct(lat, 100), pct(took, 50), pct(took, 99))
 	if p99 > 10*time.Second { // a sanity bound; the figure is reported above
