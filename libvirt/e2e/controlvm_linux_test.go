@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/digitalocean/go-libvirt"
 	"github.com/digitalocean/go-libvirt/socket/dialers"
+	"github.com/vishvananda/netlink"
 
 	"github.com/vnicfilter/vnicfilter/filterd/api"
 	"github.com/vnicfilter/vnicfilter/libvirt/testlab"
@@ -24,7 +26,7 @@ import (
 // probeCmd makes a guest try db:5432 every second and print "PG <n> OK" or
 // "PG <n> FAIL" (the db guest echoes what it gets on 5432).
 func probeCmd(db string) string {
-	return `i=0; while :; do i=$((i+1)); r=$(echo ping | nc -w 2 ` + db + ` 5432 2>/dev/null); if [ "$r" = ping ]; then echo "PG $i OK"; else echo "PG $i FAIL"; fi; sleep 1; done`
+	return `i=0; while :; do i=$((i+1)); r=$(echo ping | nc -w 2 ` + db + ` 5432 2>/dev/null); if [ x$r = xping ]; then echo PG $i OK; else echo PG $i FAIL; fi; sleep 1; done`
 }
 
 var pgRE = regexp.MustCompile(`PG (\d+) (OK|FAIL)`)
@@ -77,8 +79,17 @@ func TestControlVM(t *testing.T) {
 
 	// filterd with its hidden bridge.
 	hb, tap := "vfhid"+randHex(3), "vfcvm"+randHex(2)
+	hnet := fmt.Sprintf("169.254.%d.", 100+time.Now().UnixNano()%100)
 	tlsDir := filepath.Join(tmp, "tls")
-	d := startFilterd(t, "--hidden-bridge", hb, "--hidden-addr", "169.254.77.1/24", "--hidden-tls-dir", tlsDir, "--hidden-allow", "vfcvm*")
+	// filterd leaves its hidden bridge and nftables table in place when it
+	// stops (the control VM keeps its link); this test removes them.
+	t.Cleanup(func() {
+		if l, err := netlink.LinkByName(hb); err == nil {
+			_ = netlink.LinkDel(l)
+		}
+		_ = exec.Command("nft", "delete", "table", "inet", "vnicfilter_hidden").Run()
+	})
+	d := startFilterd(t, "--hidden-bridge", hb, "--hidden-addr", hnet+"1/24", "--hidden-tls-dir", tlsDir, "--hidden-allow", "vfcvm*")
 
 	// The management network: the manager on the host's address there.
 	mgmt := testlab.NewBridge(t)
@@ -131,7 +142,7 @@ func TestControlVM(t *testing.T) {
 	install := exec.Command(filepath.Join(lab.bin, "vfctl"), "controlvm", "install", "--host", "host1", "--manager", server,
 		"--manager-ca", filepath.Join(tmp, "manager-ca.pem"), "--join-token-file", filepath.Join(tmp, "join.token"),
 		"--agent-binary", filepath.Join(bin, "vfagent"), "--filterd-binary", filepath.Join(lab.bin, "filterd"), "--hidden-tls-dir", tlsDir,
-		"--image-dir", imageDir, "--name", cvm, "--virt-type", "qemu", "--hidden-bridge", hb, "--hidden-tap", tap,
+		"--image-dir", imageDir, "--name", cvm, "--virt-type", "qemu", "--hidden-bridge", hb, "--hidden-tap", tap, "--hidden-addr", hnet+"2/24", "--filterd-url", "https://"+hnet+"1:9443",
 		"--mgmt-bridge", mgmt, "--mgmt-addr", mp+"50/24", "--connect", "qemu:///system", "--libvirt-socket", l.Socket(), "--start", "-o", "json")
 	out, err := install.CombinedOutput()
 	t.Cleanup(func() { undefine(t, l, cvm) })
@@ -139,6 +150,12 @@ func TestControlVM(t *testing.T) {
 		t.Fatalf("vfctl controlvm install: %v\n%s", err, out)
 	}
 	console := filepath.Join(imageDir, "console.log")
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(console)
+			t.Logf("control VM console:\n%s\nmanager log:\n%s", tailStr(string(b), 6000), tailStr(mgrLog.String(), 2000))
+		}
+	})
 	if st, err := os.Stat(filepath.Join(imageDir, "agent", "agent.key")); err != nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("agent key: %v %v, want 0600", st.Mode(), err)
 	}
@@ -154,7 +171,11 @@ func TestControlVM(t *testing.T) {
 		return l.DefineGuest(t, img, testlab.GuestSpec{Name: name + "-" + sfx, NICs: []testlab.NIC{{Bridge: data, MAC: mac(60 + i)}},
 			Cmdline: cmdline, Metadata: metadata(map[string][]string{mac(60 + i): {"count"}})})
 	}
-	web := guest("web", webIP, 1, map[string]string{"vf.echo": "off", "vf.cmd": probeCmd(dbIP)})
+	// web also tries filterd's hidden address through the host, its
+	// gateway: the hidden bridge's nftables table must drop it.
+	gw := hostOnBridge(t, data, p)
+	hiddenTry := `if nc -w 3 ` + hnet + `1 9443 </dev/null; then echo HIDDEN REACHED; else echo HIDDEN BLOCKED; fi; `
+	web := guest("web", webIP, 1, map[string]string{"vf.echo": "off", "vf.gw": gw, "vf.cmd": hiddenTry + probeCmd(dbIP)})
 	db := guest("db", dbIP, 2, map[string]string{"vf.echo": "5432"})
 	app := guest("app", appIP, 3, map[string]string{"vf.echo": "off", "vf.cmd": probeCmd(dbIP)})
 	for _, g := range []*testlab.Guest{web, db, app} {
@@ -181,6 +202,12 @@ func TestControlVM(t *testing.T) {
 		v := d.vnic(t, dbTaps[0])
 		return v != nil && len(v.Slots) == 1 && v.Slots[0].Filter == "firewall"
 	})
+	if err := web.WaitConsole(ctx, "HIDDEN "); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(web.Console(), "HIDDEN REACHED") {
+		t.Error("a guest reached filterd's API on the hidden bridge through the host")
+	}
 	st, err := admin.Status(ctx, "host1")
 	if err != nil || !st.Connected {
 		t.Errorf("host1 status: %+v %v, want connected", st, err)
@@ -203,10 +230,6 @@ func TestControlVM(t *testing.T) {
 	})
 	if got := waitProbes(t, app, "app probes after retag"); got != "OK" {
 		t.Errorf("app → db:5432 after retag: %s, want OK", got)
-	}
-	if t.Failed() {
-		b, _ := os.ReadFile(console)
-		t.Logf("control VM console:\n%s\nmanager log:\n%s", tailStr(string(b), 4000), tailStr(mgrLog.String(), 2000))
 	}
 }
 
