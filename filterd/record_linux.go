@@ -110,4 +110,3 @@ func (d *Daemon) reconcileRecorded(st *state) error {
 	d.log.Info("record mode: chains are validated and recorded, never attached", "recorded", len(d.recorded))
 	return d.saveLocked()
 }
-

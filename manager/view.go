@@ -29,7 +29,7 @@ const (
 	prefixAssignments = "cfg/assignments/"
 	prefixRealized    = "status/realized/"
 	prefixCounters    = "status/counters/" // the agents' counters, read from the store when asked
-	prefixDesiredVer  = "status/desired/" // {version, hash} of each host's desired state
+	prefixDesiredVer  = "status/desired/"  // {version, hash} of each host's desired state
 	prefixTokens      = "auth/tokens/"
 	prefixJoin        = "auth/join/"
 )
