@@ -56,6 +56,10 @@ type Options struct {
 	MaxBackoff time.Duration
 }
 
+// CallTimeout bounds one round of calls to filterd (an event's apply, an
+// inventory or counters report).
+const CallTimeout = 2 * time.Minute
+
 // PolicyPrefix starts the names of the policy documents the agent stores
 // in filterd; documents with other names are an operator's and left alone.
 const PolicyPrefix = "mgr."
@@ -69,8 +73,6 @@ type Agent struct {
 	st persisted
 	// inventory last reported (JSON), to report only changes.
 	lastInventory []byte
-	// invNow asks the inventory loop for an immediate report.
-	invNow chan struct{}
 	// chains caches filterd's chains as last listed or set (only the
 	// stream loop uses it): a change event then costs filterd no listing.
 	chains map[string]fapi.VNIC
@@ -105,7 +107,7 @@ func New(opts Options) (*Agent, error) {
 	if err := os.MkdirAll(opts.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("agent state directory: %w", err)
 	}
-	a := &Agent{opts: opts, log: opts.Logger, invNow: make(chan struct{}, 1),
+	a := &Agent{opts: opts, log: opts.Logger,
 		st: persisted{Version: -1, Realized: map[string]mapi.RealizedVNIC{}, Docs: map[string]string{}}}
 	data, err := os.ReadFile(a.statePath())
 	switch {
@@ -244,6 +246,11 @@ func DocName(policies []string) string {
 func (a *Agent) apply(ctx context.Context, version int64, upserts []mapi.DesiredVNIC, removed []string, docs map[string]json.RawMessage, full bool) {
 	start := time.Now()
 	fd := a.opts.Filterd
+	// A filterd that does not answer (its hidden address unreachable)
+	// must not hold the stream forever: the event is reported as failed
+	// where it failed, and the next one tries again.
+	ctx, cancel := context.WithTimeout(ctx, CallTimeout)
+	defer cancel()
 	// filterd's chains: listed for a full state or a vNIC not seen yet,
 	// else as this agent left them.
 	list := full || a.chains == nil

@@ -79,14 +79,15 @@ func (a *Agent) inventoryLoop(ctx context.Context) {
 	t := time.NewTicker(a.opts.InventoryInterval)
 	defer t.Stop()
 	for {
-		if err := a.ReportInventory(ctx); err != nil && ctx.Err() == nil {
+		rctx, cancel := context.WithTimeout(ctx, CallTimeout)
+		if err := a.ReportInventory(rctx); err != nil && ctx.Err() == nil {
 			a.log.Warn("report inventory", "err", err)
 		}
+		cancel()
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-a.invNow:
 		}
 	}
 }
@@ -127,10 +128,12 @@ func (a *Agent) countersLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		cs, err := Counters(ctx, a.opts.Filterd)
+		rctx, cancel := context.WithTimeout(ctx, CallTimeout)
+		cs, err := Counters(rctx, a.opts.Filterd)
 		if err == nil {
-			err = a.opts.Manager.PutCounters(ctx, cs)
+			err = a.opts.Manager.PutCounters(rctx, cs)
 		}
+		cancel()
 		if err != nil && ctx.Err() == nil {
 			a.log.Warn("report counters", "err", err)
 		}
