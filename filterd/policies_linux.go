@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strings"
 	"time"
 
@@ -314,7 +313,6 @@ func (d *Daemon) Labels() []api.VNICLabels {
 	for _, n := range sortedKeys(byName) {
 		out = append(out, *byName[n])
 	}
-	sort.SliceStable(out, func(i, j int) bool { return out[i].VNIC < out[j].VNIC })
 	return out
 }
 
