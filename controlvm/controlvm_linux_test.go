@@ -15,7 +15,6 @@ import (
 	"libvirt.org/go/libvirtxml"
 
 	"github.com/vnicfilter/vnicfilter/controlvm"
-	"github.com/vnicfilter/vnicfilter/libvirt/testlab"
 )
 
 func spec() controlvm.Spec {
@@ -27,7 +26,7 @@ func spec() controlvm.Spec {
 // and one on the management network; the command line starts the agent
 // against filterd's hidden address.
 func TestDomainXML(t *testing.T) {
-	img := &testlab.GuestImage{Kernel: "/boot/vmlinuz", Initrd: "/var/lib/x/vfcontrol.cpio.gz"}
+	img := controlvm.Image{Kernel: "/boot/vmlinuz", Initrd: "/var/lib/x/vfcontrol.cpio.gz"}
 	x, err := spec().DomainXML(img)
 	if err != nil {
 		t.Fatal(err)

@@ -8,14 +8,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"text/template"
-
-	"github.com/vnicfilter/vnicfilter/controlvm/agent"
-	"github.com/vnicfilter/vnicfilter/libvirt/testlab"
 )
 
 //go:embed domain.xml.tmpl
@@ -156,19 +152,10 @@ func macFor(name string, nic byte) string {
 	return fmt.Sprintf("52:54:00:%02x:%02x:%02x", byte(h>>8), byte(h), nic)
 }
 
-// DomainXML renders the libvirt domain of the control VM booting img.
-func (s Spec) DomainXML(img *testlab.GuestImage) (string, error) {
-	s = s.WithDefaults()
-	if err := s.Validate(); err != nil {
-		return "", err
-	}
-	var b bytes.Buffer
-	err := domainTmpl.Execute(&b, map[string]any{
-		"Name": s.Name, "VirtType": s.VirtType, "MemoryMiB": s.MemoryMiB, "Kernel": img.Kernel, "Initrd": img.Initrd,
-		"Cmdline": s.Cmdline(), "HiddenBridge": s.HiddenBridge, "HiddenTap": s.HiddenTap, "HiddenMAC": macFor(s.Name, 0),
-		"MgmtNetwork": s.MgmtNetwork, "MgmtBridge": s.MgmtBridge, "MgmtMAC": macFor(s.Name, 1), "ConsoleLog": s.ConsoleLog,
-	})
-	return b.String(), err
+// Image is a built control VM image: the kernel and the initramfs QEMU
+// boots directly.
+type Image struct {
+	Kernel, Initrd string
 }
 
 // ImageInputs are the files baked into the control VM's image.
@@ -182,38 +169,19 @@ type ImageInputs struct {
 	FilterdTLS string
 }
 
-// BuildImage builds the control VM's initramfs into dir (0700; the image
-// 0600: it holds the agent's keys).
-func BuildImage(dir string, in ImageInputs) (*testlab.GuestImage, error) {
-	if err := checkStatic(in.AgentBinary); err != nil {
-		return nil, err
+// DomainXML renders the libvirt domain of the control VM booting img.
+func (s Spec) DomainXML(img Image) (string, error) {
+	s = s.WithDefaults()
+	if err := s.Validate(); err != nil {
+		return "", err
 	}
-	bin, err := os.ReadFile(in.AgentBinary)
-	if err != nil {
-		return nil, err
-	}
-	files := []testlab.ImageFile{{Path: AgentBin, Mode: 0o755, Data: bin}}
-	for _, f := range []struct{ dir, name, to string }{
-		{in.AgentDir, agent.KeyFile, AgentDir}, {in.AgentDir, agent.CertFile, AgentDir}, {in.AgentDir, agent.CAFile, AgentDir},
-		{in.FilterdTLS, "agent.pem", FilterdTLSDir}, {in.FilterdTLS, "agent-key.pem", FilterdTLSDir}, {in.FilterdTLS, "ca.pem", FilterdTLSDir},
-	} {
-		data, err := os.ReadFile(filepath.Join(f.dir, f.name))
-		if err != nil {
-			return nil, fmt.Errorf("control VM image: %w", err)
-		}
-		mode := uint32(0o644)
-		if strings.Contains(f.name, "key") {
-			mode = 0o600
-		}
-		files = append(files, testlab.ImageFile{Path: f.to + "/" + f.name, Mode: mode, Data: data})
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return nil, err
-	}
-	return testlab.BuildImage(dir, testlab.ImageOptions{Name: "vfcontrol", Files: files, FileMode: 0o600})
+	var b bytes.Buffer
+	err := domainTmpl.Execute(&b, map[string]any{
+		"Name": s.Name, "VirtType": s.VirtType, "MemoryMiB": s.MemoryMiB, "Kernel": img.Kernel, "Initrd": img.Initrd,
+		"Cmdline": s.Cmdline(), "HiddenBridge": s.HiddenBridge, "HiddenTap": s.HiddenTap, "HiddenMAC": macFor(s.Name, 0),
+		"MgmtNetwork": s.MgmtNetwork, "MgmtBridge": s.MgmtBridge, "MgmtMAC": macFor(s.Name, 1), "ConsoleLog": s.ConsoleLog,
+	})
+	return b.String(), err
 }
 
 // checkStatic refuses a binary with an interpreter: the image has no
