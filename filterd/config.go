@@ -5,6 +5,7 @@ import (
 
 	"github.com/vnicfilter/vnicfilter/filterd/api"
 	"github.com/vnicfilter/vnicfilter/filterd/datapath"
+	"github.com/vnicfilter/vnicfilter/sdk"
 )
 
 // DefaultStateDir holds filterd's desired state.
@@ -39,6 +40,19 @@ type Config struct {
 	// Hidden, when Hidden.Bridge is set, makes filterd create the hidden
 	// bridge and serve the API there over mutual TLS (hidden_linux.go).
 	Hidden HiddenConfig
+	// Record makes filterd validate and record chains instead of loading
+	// and attaching them (--datapath=record): the API answers as usual,
+	// state.json keeps the chains, GET /v1/vnics lists them with mode
+	// "record", policy documents "reload" them, and the kernel is not
+	// touched. For control-plane simulations of many hosts on one
+	// machine; never for a host that must enforce (record_linux.go).
+	Record bool
+	// PolicyCheck parses a policy document (PUT /v1/policies/{name})
+	// before it is stored: cmd/filterd wires the firewall's parser here
+	// (filterd itself imports no filter). file names the document in
+	// errors; groups resolves host groups the document does not define.
+	// Nil: policy documents are refused.
+	PolicyCheck func(doc []byte, file string, groups sdk.Groups) error
 	// Logger receives the daemon's logs; discarded if nil.
 	Logger *slog.Logger
 }

@@ -34,6 +34,7 @@ type Daemon struct {
 	external map[string]*externalFilter // external_linux.go
 	groups   *groupTable                // host address groups (groups_linux.go)
 	hidden   *hidden                    // the hidden bridge, nil if not configured
+	recorded map[string]*recordedVNIC   // record mode's chains (record_linux.go)
 }
 
 type vnic struct {
@@ -92,7 +93,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create state directory: %w", err)
 	}
-	d := &Daemon{cfg: cfg, log: cfg.Logger, dp: dp, vnics: map[string]*vnic{}, groups: newGroupTable(), hidden: hb}
+	d := &Daemon{cfg: cfg, log: cfg.Logger, dp: dp, vnics: map[string]*vnic{}, groups: newGroupTable(), hidden: hb, recorded: map[string]*recordedVNIC{}}
 	d.ctx, d.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	d.loadExternalFilters() // before reconcile: chains may use them
 	// Before reconcile: adopted encap chains keep the pushed table.
@@ -121,6 +122,9 @@ func (d *Daemon) reconcile(ctx context.Context) error {
 	}
 	for n, l := range st.Labels {
 		d.groups.vnics[n] = l
+	}
+	if d.cfg.Record {
+		return d.reconcileRecorded(st)
 	}
 	for _, name := range sortedKeys(st.VNICs) {
 		sv := st.VNICs[name]
@@ -320,6 +324,9 @@ func (d *Daemon) newInstance(ctx context.Context, v *datapath.VNIC, slot int, sp
 func (d *Daemon) SetChain(ctx context.Context, name string, req api.ChainRequest) (_ *api.VNIC, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.cfg.Record {
+		return d.recordChainLocked(name, req)
+	}
 	old, exists := d.vnics[name]
 	if exists && !req.Replace {
 		return nil, fmt.Errorf("%s: %w (ask for replace to swap it)", name, datapath.ErrAlreadyAttached)
@@ -460,6 +467,9 @@ func sameInstance(a, b api.FilterSpec) bool {
 func (d *Daemon) Attach(ctx context.Context, name string, req api.AttachRequest) (*api.VNIC, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.cfg.Record {
+		return nil, errRecordOnly("attach one filter")
+	}
 	if _, _, _, err := resolve(req.Filter); err != nil {
 		return nil, err
 	}
@@ -534,6 +544,9 @@ func (d *Daemon) DetachSlot(ctx context.Context, name string, slot int) error {
 func (d *Daemon) Detach(ctx context.Context, name string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.cfg.Record {
+		return d.detachRecordedLocked(name)
+	}
 	n, ok := d.vnics[name]
 	if !ok {
 		// Not managed, but pins may be there (state file lost).
@@ -563,9 +576,12 @@ func (d *Daemon) Detach(ctx context.Context, name string) error {
 func (d *Daemon) VNICs() []api.VNIC {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make([]api.VNIC, 0, len(d.vnics))
+	out := make([]api.VNIC, 0, len(d.vnics)+len(d.recorded))
 	for _, name := range sortedKeys(d.vnics) {
 		out = append(out, *d.describe(name, d.vnics[name], false))
+	}
+	for _, name := range sortedKeys(d.recorded) {
+		out = append(out, *describeRecorded(name, d.recorded[name]))
 	}
 	return out
 }
@@ -576,6 +592,9 @@ func (d *Daemon) VNIC(name string) (*api.VNIC, error) {
 	defer d.mu.Unlock()
 	n, ok := d.vnics[name]
 	if !ok {
+		if r, ok := d.recorded[name]; ok {
+			return describeRecorded(name, r), nil
+		}
 		return nil, fmt.Errorf("%s: %w", name, datapath.ErrNotAttached)
 	}
 	return d.describe(name, n, true), nil

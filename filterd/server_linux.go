@@ -93,6 +93,7 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("GET "+v+"/groups/{name}", d.handleGroup)
 	mux.HandleFunc("PUT "+v+"/groups/{name}", d.handleSetGroup)
 	mux.HandleFunc("DELETE "+v+"/groups/{name}", d.handleDeleteGroup)
+	d.registerPolicies(mux, v) // policy documents, labels (policies_linux.go)
 	mux.HandleFunc("GET "+v+"/vnics/{vnic}/capture", d.handleCapture)
 	mux.HandleFunc("GET "+v+"/vnics/{vnic}/state", d.handleExportState)
 	mux.HandleFunc("PUT "+v+"/vnics/{vnic}/state", d.handleImportState)
@@ -240,7 +241,7 @@ func errorCode(err error) (int, string) {
 		return http.StatusBadRequest, api.CodeInvalidParam
 	case errors.Is(err, datapath.ErrNoSuchDevice):
 		return http.StatusNotFound, api.CodeNoSuchDevice
-	case errors.Is(err, datapath.ErrNotAttached), errors.Is(err, ErrNoSuchSlot), errors.Is(err, ErrNoSuchGroup):
+	case errors.Is(err, datapath.ErrNotAttached), errors.Is(err, ErrNoSuchSlot), errors.Is(err, ErrNoSuchGroup), errors.Is(err, ErrNoSuchPolicy):
 		return http.StatusNotFound, api.CodeNotAttached
 	case errors.Is(err, datapath.ErrAlreadyAttached):
 		return http.StatusConflict, api.CodeAlreadyExists

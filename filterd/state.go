@@ -81,6 +81,13 @@ func (d *Daemon) saveLocked() error {
 		}
 		st.VNICs[name] = sv
 	}
+	for name, n := range d.recorded {
+		sv := stateVNIC{Owner: n.owner, Slots: []stateSlot{}}
+		for i, f := range n.filters {
+			sv.Slots = append(sv.Slots, stateSlot{Slot: i, Filter: f})
+		}
+		st.VNICs[name] = sv
+	}
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
 		return err

@@ -62,6 +62,7 @@ func (s *Server) routes() []route {
 			return s.desired(w, r, r.PathValue("host"))
 		}},
 		{"GET", "/v1/hosts/{host}/status", accessRead, s.hostStatus},
+		{"GET", "/v1/hosts/{host}/counters", accessRead, s.hostCounters},
 		{"GET", "/v1/vms", accessRead, s.listVMs},
 		{"GET", "/v1/vms/{vm}", accessRead, s.getVM},
 		{"GET", "/v1/vms/{vm}/tags", accessRead, s.getTags},
@@ -90,6 +91,7 @@ func (s *Server) routes() []route {
 			return s.desired(w, r, agentOf(r))
 		}},
 		{"PUT", "/v1/agent/realized", accessAgent, s.putRealized},
+		{"PUT", "/v1/agent/counters", accessAgent, s.putCounters},
 	}
 }
 
@@ -753,4 +755,39 @@ func (s *Server) putRealized(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, api.Revision{Revision: rev})
+}
+
+// putCounters stores the agent's counters: the host's own fact, like
+// realized state, outside the configuration (no guard, no recompute).
+func (s *Server) putCounters(w http.ResponseWriter, r *http.Request) error {
+	host := agentOf(r)
+	var cs api.Counters
+	if err := decode(r, &cs); err != nil {
+		return err
+	}
+	cs.ReportedAt = time.Now().UTC()
+	if cs.VNICs == nil {
+		cs.VNICs = []api.VNICCounters{}
+	}
+	rev, err := s.st.Txn(r.Context(), nil, []store.Op{store.Put(prefixCounters+host, mustJSON(cs))})
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, api.Revision{Revision: rev})
+}
+
+func (s *Server) hostCounters(w http.ResponseWriter, r *http.Request) error {
+	host := r.PathValue("host")
+	if _, ok := s.view.snapshot().cfg.Hosts[host]; !ok {
+		return notFound("no host %q", host)
+	}
+	cs := api.Counters{VNICs: []api.VNICCounters{}}
+	kv, ok, _, err := s.st.Get(r.Context(), prefixCounters+host)
+	if err != nil {
+		return err
+	}
+	if ok {
+		_ = json.Unmarshal(kv.Value, &cs)
+	}
+	return writeJSON(w, http.StatusOK, cs)
 }

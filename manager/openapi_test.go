@@ -98,7 +98,7 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"Assignment": api.Assignment{}, "Filter": api.Filter{}, "DesiredVNIC": api.DesiredVNIC{}, "HostDesired": api.HostDesired{},
 		"WatchEvent": api.WatchEvent{}, "RealizedVNIC": api.RealizedVNIC{}, "Realized": api.Realized{}, "VNICStatus": api.VNICStatus{},
 		"HostStatus": api.HostStatus{}, "TokenRequest": api.TokenRequest{}, "Token": api.Token{}, "EnrollRequest": api.EnrollRequest{},
-		"EnrollResponse": api.EnrollResponse{},
+		"EnrollResponse": api.EnrollResponse{}, "Counters": api.Counters{}, "VNICCounters": api.VNICCounters{},
 	}
 	doc := openAPIProperties()
 	for name, v := range types {

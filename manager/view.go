@@ -28,7 +28,8 @@ const (
 	prefixPolicies    = "cfg/policies/"
 	prefixAssignments = "cfg/assignments/"
 	prefixRealized    = "status/realized/"
-	prefixDesiredVer  = "status/desired/" // {version, hash} of each host's desired state
+	prefixCounters    = "status/counters/" // the agents' counters, read from the store when asked
+	prefixDesiredVer  = "status/desired/"  // {version, hash} of each host's desired state
 	prefixTokens      = "auth/tokens/"
 	prefixJoin        = "auth/join/"
 )

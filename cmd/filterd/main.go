@@ -21,6 +21,8 @@ import (
 	"github.com/vnicfilter/vnicfilter/filterd/api"
 	"github.com/vnicfilter/vnicfilter/filterd/datapath"
 	_ "github.com/vnicfilter/vnicfilter/filters/all"
+	"github.com/vnicfilter/vnicfilter/filters/firewall"
+	"github.com/vnicfilter/vnicfilter/sdk"
 )
 
 const usage = `Usage: filterd [flags]
@@ -49,6 +51,16 @@ from anywhere else and the bridge unroutable. "filterd issue-cert" writes a
 client certificate of the host CA (for the control VM's agent or an
 operator's vfctl).
 
+Policy documents: a remote agent stores firewall policies with PUT
+/v1/policies/NAME; filterd checks them with the firewall's parser, keeps
+them in STATE-DIR/policies/NAME.json (0600) and reloads every firewall
+whose policy= parameter names the file.
+
+--datapath=record validates and records chains instead of loading and
+attaching them: nothing reaches the kernel and nothing is enforced. It is
+for control-plane simulations of many hosts on one machine, never for a
+host that must filter traffic.
+
 Flags:
 `
 
@@ -60,6 +72,7 @@ Examples:
   filterd check
   filterd --hidden-bridge vfhidden0        # control VM on the hidden bridge
   filterd issue-cert --name agent --out /var/lib/vnicfilter/agent-tls
+  filterd --datapath record --state-dir /tmp/sim1 --socket /tmp/sim1.sock  # simulation only
 
 Files:
   /run/vnicfilter/filterd.sock     API socket (mode 0600)
@@ -97,6 +110,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	hiddenAllow := fs.String("hidden-allow", "vfcvm*", "comma-separated name `patterns` of the only ports allowed on the hidden bridge (the control VM's vNIC)")
 	certName := fs.String("name", "", "issue-cert: the certificate's `name` (e.g. agent)")
 	certOut := fs.String("out", "", "issue-cert: `directory` to write NAME.pem, NAME-key.pem and ca.pem into")
+	dpMode := fs.String("datapath", "kernel", "`kind` of datapath: kernel (load and attach chains) or record (validate and record only; enforces nothing, for simulations)")
 	mode := fs.String("attach-mode", "auto", "`mode` of attaching to tc: auto (tcx, else clsact), tcx or clsact")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
 	format := fs.String("log-format", "text", "log `format`: text or json")
@@ -117,6 +131,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Mode = m
+	switch *dpMode {
+	case "kernel":
+	case "record":
+		cfg.Record = true
+	default:
+		fmt.Fprintf(stderr, "filterd: --datapath %q: want kernel or record\n", *dpMode)
+		return 2
+	}
+	cfg.PolicyCheck = func(doc []byte, file string, groups sdk.Groups) error {
+		_, err := firewall.ParsePolicy(doc, firewall.ParseOptions{File: file, Groups: groups})
+		return err
+	}
 	if cfg.Hidden.Bridge != "" {
 		p, err := netip.ParsePrefix(*hiddenAddr)
 		if err != nil {

@@ -27,6 +27,11 @@
 //	PUT    /v1/groups/{name}           GroupRequest -> GroupChange: set pushed members; users reload
 //	DELETE /v1/groups/{name}           GroupChange (409 filter_in_use while a policy uses it)
 //	GET    /v1/hidden                  HiddenStatus: the hidden bridge, its ports and intrusion alarms (404 if not configured)
+//	GET    /v1/policies                []PolicyInfo: policy documents stored for a remote agent (policies.go)
+//	GET    /v1/policies/{name}         the document
+//	PUT    /v1/policies/{name}         document -> PolicyChange: checked by the policy parser, stored, users reloaded
+//	DELETE /v1/policies/{name}         (409 filter_in_use while a chain names it)
+//	GET    /v1/labels                  []VNICLabels: every vNIC with a chain or labels (the agent's inventory)
 //	GET    /metrics                         Prometheus text format
 //
 // Errors are returned with a 4xx/5xx status and an Error body.

@@ -177,6 +177,7 @@ Exit codes:
 	root.AddCommand(a.labelCommand())
 	root.AddCommand(a.mgrCommand())
 	root.AddCommand(a.encapCommand())
+	root.AddCommand(a.controlVMCommand())
 	return root
 }
 

@@ -109,6 +109,40 @@ func removeDefaultImage() error {
 }
 
 func buildGuestImage(dir string) (*GuestImage, error) {
+	return BuildImage(dir, ImageOptions{})
+}
+
+// ImageFile is a file added to an image built with BuildImage.
+type ImageFile struct {
+	// Path inside the image, relative ("bin/vfagent"); its parent
+	// directories are created.
+	Path string
+	// Mode is its permission bits.
+	Mode uint32
+	Data []byte
+}
+
+// ImageOptions extend the test guest image into another small guest (the
+// control VM): the same kernel, modules and /init, plus files.
+type ImageOptions struct {
+	// Name is the image file's prefix (default "vfguest").
+	Name string
+	// Files are added after the guest's own.
+	Files []ImageFile
+	// FileMode of the image file (default 0644; 0600 when it holds keys).
+	FileMode os.FileMode
+}
+
+// BuildImage builds the guest initramfs with opts into dir, outside of a
+// test and without caching: a missing kernel package or busybox-static is
+// an error naming it.
+func BuildImage(dir string, opts ImageOptions) (*GuestImage, error) {
+	if opts.Name == "" {
+		opts.Name = "vfguest"
+	}
+	if opts.FileMode == 0 {
+		opts.FileMode = 0o644
+	}
 	kernel, version, err := findKernel()
 	if err != nil {
 		return nil, err
@@ -147,6 +181,18 @@ func buildGuestImage(dir string) (*GuestImage, error) {
 		cw.File("lib/modules/"+m+".ko", 0o644, ko)
 	}
 	cw.File("lib/modules/load-order", 0o644, []byte(strings.Join(guestModules, "\n")+"\n"))
+	made := map[string]bool{"bin": true, "dev": true, "proc": true, "sys": true, "run": true, "tmp": true, "etc": true, "lib": true, "lib/modules": true}
+	for _, f := range opts.Files {
+		var parents []string
+		for d := filepath.Dir(f.Path); d != "." && d != "/" && !made[d]; d = filepath.Dir(d) {
+			parents = append(parents, d)
+		}
+		for i := len(parents) - 1; i >= 0; i-- {
+			cw.Dir(parents[i])
+			made[parents[i]] = true
+		}
+		cw.File(f.Path, f.Mode, f.Data)
+	}
 	if err := cw.Close(); err != nil {
 		return nil, fmt.Errorf("write initramfs: %w", err)
 	}
@@ -157,9 +203,10 @@ func buildGuestImage(dir string) (*GuestImage, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	initrd := filepath.Join(dir, "vfguest-"+version+".cpio.gz")
+	initrd := filepath.Join(dir, opts.Name+"-"+version+".cpio.gz")
 	tmp := initrd + ".tmp"
-	if err := os.WriteFile(tmp, archive.Bytes(), 0o644); err != nil {
+	_ = os.Remove(tmp)
+	if err := os.WriteFile(tmp, archive.Bytes(), opts.FileMode); err != nil {
 		return nil, fmt.Errorf("write initramfs: %w", err)
 	}
 	if err := os.Rename(tmp, initrd); err != nil {

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -32,6 +33,9 @@ type ClientOptions struct {
 	Certificate *tls.Certificate
 	// Timeout bounds each non-streaming request (default 30 s).
 	Timeout time.Duration
+	// Dial, when set, opens the TCP connections (e.g. from inside
+	// another network namespace); default net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Client calls the manager's API v1.
@@ -60,6 +64,9 @@ func NewClient(opts ClientOptions) (*Client, error) {
 		opts.Timeout = 30 * time.Second
 	}
 	tr := &http.Transport{TLSClientConfig: tc, ForceAttemptHTTP2: true, IdleConnTimeout: time.Minute}
+	if opts.Dial != nil {
+		tr.DialContext = opts.Dial
+	}
 	return &Client{base: strings.TrimRight(opts.Server, "/"), token: opts.Token, hc: &http.Client{Transport: tr}, timeout: opts.Timeout}, nil
 }
 
@@ -265,6 +272,16 @@ func (c *Client) PutInventory(ctx context.Context, inv Inventory) (int64, error)
 // PutRealized reports what the agent's host enforces (agent certificate).
 func (c *Client) PutRealized(ctx context.Context, rz Realized) error {
 	return c.Do(ctx, http.MethodPut, "/v1/agent/realized", rz, nil)
+}
+
+// PutCounters reports the host's datapath counters (agent certificate).
+func (c *Client) PutCounters(ctx context.Context, cs Counters) error {
+	return c.Do(ctx, http.MethodPut, "/v1/agent/counters", cs, nil)
+}
+
+// Counters returns a host's counters as its agent last reported them.
+func (c *Client) Counters(ctx context.Context, host string) (Counters, error) {
+	return get[Counters](ctx, c, p("/v1/hosts/", host, "/counters"))
 }
 
 // Stream is an open desired-state watch.

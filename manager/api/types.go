@@ -229,6 +229,21 @@ type RealizedVNIC struct {
 	Error string `json:"error,omitempty"`
 }
 
+// Counters are a host's datapath counters as its agent last reported
+// them (PUT /v1/agent/counters, GET /v1/hosts/{host}/counters).
+type Counters struct {
+	VNICs      []VNICCounters `json:"vnics"`
+	ReportedAt time.Time      `json:"reported_at,omitzero"`
+}
+
+// VNICCounters are one vNIC's chain counters, packets and bytes keyed
+// by direction and outcome: "from-vm.entered", "to-vm.dropped", ….
+type VNICCounters struct {
+	VNIC    string            `json:"vnic"`
+	Packets map[string]uint64 `json:"packets"`
+	Bytes   map[string]uint64 `json:"bytes"`
+}
+
 // HostStatus compares desired and realized state of one host.
 type HostStatus struct {
 	Host            string       `json:"host"`
