@@ -7,7 +7,7 @@ import (
 	"strings"
 
 	"github.com/vnicfilter/vnicfilter/controlvm/agent"
-	"github.com/vnicfilter/vnicfilter/libvirt/testlab"
+	"github.com/vnicfilter/vnicfilter/libvirt/guestimage"
 )
 
 // BuildImage builds the control VM's initramfs into dir (0700; the image
@@ -20,7 +20,7 @@ func BuildImage(dir string, in ImageInputs) (Image, error) {
 	if err != nil {
 		return Image{}, err
 	}
-	files := []testlab.ImageFile{{Path: AgentBin, Mode: 0o755, Data: bin}}
+	files := []guestimage.File{{Path: AgentBin, Mode: 0o755, Data: bin}}
 	for _, f := range []struct{ dir, name, to string }{
 		{in.AgentDir, agent.KeyFile, AgentDir}, {in.AgentDir, agent.CertFile, AgentDir}, {in.AgentDir, agent.CAFile, AgentDir},
 		{in.FilterdTLS, "agent.pem", FilterdTLSDir}, {in.FilterdTLS, "agent-key.pem", FilterdTLSDir}, {in.FilterdTLS, "ca.pem", FilterdTLSDir},
@@ -33,7 +33,7 @@ func BuildImage(dir string, in ImageInputs) (Image, error) {
 		if strings.Contains(f.name, "key") {
 			mode = 0o600
 		}
-		files = append(files, testlab.ImageFile{Path: f.to + "/" + f.name, Mode: mode, Data: data})
+		files = append(files, guestimage.File{Path: f.to + "/" + f.name, Mode: mode, Data: data})
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Image{}, err
@@ -41,7 +41,7 @@ func BuildImage(dir string, in ImageInputs) (Image, error) {
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return Image{}, err
 	}
-	gi, err := testlab.BuildImage(dir, testlab.ImageOptions{Name: "vfcontrol", Files: files, FileMode: 0o600})
+	gi, err := guestimage.Build(dir, guestimage.Options{Name: "vfcontrol", Files: files, FileMode: 0o600})
 	if err != nil {
 		return Image{}, err
 	}

@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/vnicfilter/vnicfilter/libvirt/guestimage"
 )
 
 // requirement is something the lab needs from the machine; probe returns
@@ -43,10 +45,7 @@ var (
 		return ""
 	}}
 	needGuestImage = requirement{"guest-image", func() string {
-		if _, _, err := findKernel(); err != nil {
-			return err.Error()
-		}
-		if err := checkStatic(busyboxPath); err != nil {
+		if err := guestimage.Check(); err != nil {
 			return err.Error()
 		}
 		return ""

@@ -220,22 +220,3 @@ func processExists(pid int) bool {
 	err := syscall.Kill(pid, 0)
 	return err == nil || err == syscall.EPERM
 }
-
-func TestCheckModuleOrder(t *testing.T) {
-	deps := map[string]moduleDep{
-		"virtio":     {path: "virtio.ko"},
-		"virtio_net": {path: "virtio_net.ko.xz", deps: []string{"virtio"}},
-	}
-	if err := checkModuleOrder([]string{"virtio", "virtio_net"}, deps); err != nil {
-		t.Errorf("good order: %v", err)
-	}
-	if err := checkModuleOrder([]string{"virtio_net", "virtio"}, deps); err == nil || !strings.Contains(err.Error(), "needs virtio") {
-		t.Errorf("bad order: %v", err)
-	}
-	if err := checkModuleOrder([]string{"failover"}, deps); err == nil {
-		t.Error("missing module accepted")
-	}
-	if got := moduleName("kernel/drivers/net/virtio-net.ko.zst"); got != "virtio_net" {
-		t.Errorf("moduleName = %q", got)
-	}
-}

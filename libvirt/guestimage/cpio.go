@@ -1,4 +1,4 @@
-package testlab
+package guestimage
 
 import (
 	"fmt"
