@@ -55,6 +55,7 @@ func (s *Server) routes() []route {
 			return err
 		}},
 		{"GET", "/v1/revision", accessRead, s.getRevision},
+		{"GET", "/metrics", accessRead, s.serveMetrics},
 		{"GET", "/v1/hosts", accessRead, s.listHosts},
 		{"GET", "/v1/hosts/{host}", accessRead, s.getHost},
 		{"DELETE", "/v1/hosts/{host}", accessAdmin, s.deleteHost},
@@ -117,7 +118,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("/", s.public(func(w http.ResponseWriter, r *http.Request) error {
 		return &api.Error{Status: http.StatusNotFound, Code: api.CodeNotFound, Message: fmt.Sprintf("no route %s %s (see /v1/openapi.yaml)", r.Method, r.URL.Path)}
 	}))
-	return mux
+	return s.metrics.instrument(mux)
 }
 
 func (s *Server) user(write bool, h handlerFunc) http.Handler {

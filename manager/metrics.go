@@ -102,6 +102,9 @@ func b2f(b bool) float64 {
 
 // instrument counts h's requests by the pattern the mux matched.
 func (m *metrics) instrument(h http.Handler) http.Handler {
+	if m == nil {
+		return h
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
@@ -117,12 +120,10 @@ func (m *metrics) instrument(h http.Handler) http.Handler {
 	})
 }
 
-func (m *metrics) handler() handlerFunc {
-	h := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
-	return func(w http.ResponseWriter, r *http.Request) error {
-		h.ServeHTTP(w, r)
-		return nil
-	}
+// serveMetrics is GET /metrics.
+func (s *Server) serveMetrics(w http.ResponseWriter, r *http.Request) error {
+	promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}).ServeHTTP(w, r)
+	return nil
 }
 
 // statusRecorder keeps the status code; a flushed response is a stream

@@ -57,6 +57,8 @@ type Server struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
+	metrics *metrics
+
 	mu sync.Mutex
 	// streams counts open desired-state streams per host.
 	streams map[string]int
@@ -91,6 +93,7 @@ func New(ctx context.Context, opts Options) (*Server, error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	s := &Server{st: opts.Store, ca: ca, cert: cert, log: opts.Logger, view: newView(opts.Store, opts.Logger),
 		ping: opts.PingInterval, cancel: cancel, done: make(chan struct{}), streams: map[string]int{}}
+	s.metrics = newMetrics(s)
 	go func() {
 		defer close(s.done)
 		s.view.run(runCtx)
