@@ -294,10 +294,16 @@ VF_FILTER(vf_mirror)
 	now = bpf_ktime_get_ns();
 	bpf_spin_lock(&st->lock);
 	if (mirror_cost_ns) {
-		credit = st->credit_ns + (now - st->last_ns);
+		/* now was read before the lock: another CPU may have moved
+		 * last_ns past it. Such a frame brings no new credit (an
+		 * unsigned now - last_ns would wrap and refill the bucket). */
+		credit = st->credit_ns;
+		if (now > st->last_ns)
+			credit += now - st->last_ns;
 		if (credit > NSEC_PER_SEC || st->last_ns == 0)
 			credit = NSEC_PER_SEC; /* burst: one second's worth */
-		st->last_ns = now;
+		if (now > st->last_ns)
+			st->last_ns = now;
 		if (credit < mirror_cost_ns) {
 			st->credit_ns = credit;
 			bpf_spin_unlock(&st->lock);
