@@ -96,6 +96,7 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("GET "+v+"/vnics/{vnic}/capture", d.handleCapture)
 	mux.HandleFunc("GET "+v+"/vnics/{vnic}/state", d.handleExportState)
 	mux.HandleFunc("PUT "+v+"/vnics/{vnic}/state", d.handleImportState)
+	d.encryptRoutes(mux, v) // encrypt_api_linux.go
 	mux.Handle("GET /metrics", d.MetricsHandler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusNotFound, api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("no such endpoint: %s %s (API %s)", r.Method, r.URL.Path, api.Version)})
