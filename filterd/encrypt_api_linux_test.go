@@ -186,6 +186,7 @@ func TestEncryptPeersAPI(t *testing.T) {
 	if err != nil || !strings.Contains(out, "public key  "+h1.info.PublicKey) || !strings.Contains(out, h1.h.UnderlayIP.String()+":51820  ul0") {
 		t.Errorf("vfctl crypt host: %v\n%s", err, out)
 	}
+	t.Logf("vfctl crypt host on host-1 before any attach:\n%s", out)
 
 	// Host-1 and host-2 know each other; host-3 knows nobody yet.
 	put := func(mh *meshHost, doc []byte, gen *uint64) (*api.EncryptPeersResult, error) {
@@ -285,6 +286,8 @@ func TestEncryptPeersAPI(t *testing.T) {
 	exchange(7210, [2]*meshHost{h1, h3}, [2]*meshHost{h3, h2}, [2]*meshHost{h2, h1})
 	if out, err := h3.d.vfctl("crypt", "peers", "show"); err != nil || !strings.Contains(out, "generation 2") || !strings.Contains(out, h1.info.PublicKey) || !strings.Contains(out, h1.underlay(t)) {
 		t.Errorf("vfctl crypt peers show: %v\n%s", err, out)
+	} else {
+		t.Logf("vfctl crypt peers show on host-3:\n%s", out)
 	}
 
 	// Bad documents: refused with the parser's field error, nothing
