@@ -280,6 +280,7 @@ func (d *Daemon) newInstance(ctx context.Context, v *datapath.VNIC, slot int, sp
 	log := d.log.With("vnic", v.Name, "slot", slot, "filter", desc.Name)
 	fctx := sdk.NewFastPathContext(inst, adopt, log, v.Maps(), v.SlotDir(slot))
 	fctx.Groups = d.groups
+	fctx.StateDir = d.cfg.StateDir
 	if desc.FastPath != nil {
 		in.fast, err = desc.FastPath(fctx)
 	} else {

@@ -97,6 +97,7 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("GET "+v+"/vnics/{vnic}/capture", d.handleCapture)
 	mux.HandleFunc("GET "+v+"/vnics/{vnic}/state", d.handleExportState)
 	mux.HandleFunc("PUT "+v+"/vnics/{vnic}/state", d.handleImportState)
+	d.encryptRoutes(mux, v) // encrypt_api_linux.go
 	mux.Handle("GET /metrics", d.MetricsHandler())
 	d.encapRoutes(mux, v)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -49,6 +49,11 @@ type FastPathContext struct {
 	// Groups resolves the host's address groups (nil: the host keeps
 	// none). A filter that uses it implements GroupUser and Reloader.
 	Groups Groups
+	// StateDir is filterd's state directory (--state-dir), where it keeps
+	// the host-wide documents its API manages for filters — the encrypt
+	// filter's peers (PUT /v1/encrypt/peers) in StateDir/encrypt. Empty
+	// outside filterd.
+	StateDir string
 
 	// Set by filterd.
 	vnicMaps map[string]*ebpf.Map

@@ -27,6 +27,9 @@ type fastPath struct {
 	tunnel *Tunnel
 	vnic   string
 	mode   Mode
+	// stateDir is filterd's (FastPathContext.StateDir): peers=api
+	// resolves under it.
+	stateDir string
 
 	mu     sync.Mutex
 	routes map[netip.Prefix]Route // what enc_routes holds
@@ -46,12 +49,18 @@ var (
 
 var encSpec = sync.OnceValues(loadEncrypt)
 
-func tunnelConfig(p sdk.Params) (TunnelConfig, error) {
+func tunnelConfig(p sdk.Params, stateDir string) (TunnelConfig, error) {
 	cfg := TunnelConfig{
 		Name: p.String("tunnel"), KeyDir: p.String("key_dir"),
 		PeersFile: p.String("peers"), PolicyFile: p.String("policy"),
 		Keepalive: p.Duration("keepalive"), PeerTimeout: p.Duration("peer_timeout"),
 		MTU: DefaultMTU,
+	}
+	if cfg.PeersFile == PeersAPI {
+		if stateDir == "" {
+			return cfg, fmt.Errorf("%w: parameter \"peers\": %q is the peers document filterd's API manages, and this instance does not run under filterd (give a file)", sdk.ErrInvalidParam, PeersAPI)
+		}
+		cfg.PeersFile, cfg.ManagedPeers = ManagedPeersFile(stateDir), true
 	}
 	if cfg.Name == "" || len(cfg.Name) > 15 {
 		return cfg, fmt.Errorf("%w: parameter \"tunnel\": %q is not a device name (1-15 characters)", sdk.ErrInvalidParam, cfg.Name)
@@ -67,7 +76,7 @@ func tunnelConfig(p sdk.Params) (TunnelConfig, error) {
 
 func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 	params := ctx.Instance.Params
-	cfg, err := tunnelConfig(params)
+	cfg, err := tunnelConfig(params, ctx.StateDir)
 	if err != nil {
 		return nil, err
 	}
@@ -75,7 +84,7 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 	if err != nil {
 		return nil, err
 	}
-	fp := &fastPath{vnic: ctx.Instance.VNIC.Name, mode: Mode(params.String("protect"))}
+	fp := &fastPath{vnic: ctx.Instance.VNIC.Name, mode: Mode(params.String("protect")), stateDir: ctx.StateDir}
 	if fp.mode == "" {
 		fp.mode = ProtectPolicy
 	}
@@ -350,7 +359,7 @@ func (f *fastPath) writeRoutesLocked(peers *Peers, pol *Policy, slots map[string
 // vNIC sharing the tunnel) and this vNIC's protect mode. An invalid file
 // changes nothing.
 func (f *fastPath) Reload(params sdk.Params) error {
-	cfg, err := tunnelConfig(params)
+	cfg, err := tunnelConfig(params, f.stateDir)
 	if err != nil {
 		return err
 	}

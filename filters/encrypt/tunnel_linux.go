@@ -45,6 +45,9 @@ type TunnelConfig struct {
 	KeyDir string
 	// PeersFile and PolicyFile (optional) are reloaded together.
 	PeersFile, PolicyFile string
+	// ManagedPeers: PeersFile is filterd's API-managed document
+	// (peers=api); while no control plane has written it, it is empty.
+	ManagedPeers bool
 	// Keepalive is WireGuard's persistent keepalive toward every peer.
 	Keepalive time.Duration
 	// PeerTimeout: a peer silent this long is down.
@@ -195,7 +198,7 @@ func (t *Tunnel) release() {
 // loadConfig reads the peers and policy files and resolves the policy's
 // pairs through groups; oldBits is the running pair bit assignment.
 func loadConfig(cfg TunnelConfig, groups sdk.Groups, oldBits map[string]int) (*Peers, *Policy, *resolvedPairs, map[string]int, error) {
-	peers, err := LoadPeers(cfg.PeersFile)
+	peers, err := loadPeersFile(cfg.PeersFile, cfg.ManagedPeers)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}

@@ -17,7 +17,8 @@ import (
 )
 
 // cryptCommand is `vfctl crypt`: the encrypt filter's host tunnel and its
-// peers (show), the host's key (rotate), its files (reload).
+// peers (show), the host's key (rotate, host), its files (reload), the
+// API-managed peers document (peers).
 func (a *app) cryptCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "crypt",
@@ -36,12 +37,16 @@ rotate  give the host a new key pair; prints the new public key for the
         control plane to push into every peer's peers file
 reload  re-read the host's peers and policy files (after the control plane
         changed them); a bad file is refused and the running configuration
-        stays in force`,
+        stays in force
+host    this host's public key, key age and tunnel endpoints: what the
+        control plane collects to put the host into the other hosts' peers
+peers   show or replace the peers document filterd manages for instances
+        attached with --param peers=api (what the control plane pushes)`,
 		Args:    args(),
 		GroupID: "chain",
 		RunE:    func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(a.cryptShowCommand(), a.cryptRotateCommand(), a.cryptReloadCommand())
+	cmd.AddCommand(a.cryptShowCommand(), a.cryptRotateCommand(), a.cryptReloadCommand(), a.cryptHostCommand(), a.cryptPeersCommand())
 	return cmd
 }
 
