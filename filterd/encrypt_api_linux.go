@@ -204,35 +204,6 @@ func (d *Daemon) EncryptPeers() (*api.EncryptPeers, error) {
 	return out, nil
 }
 
-// writeFileAtomic replaces path with data, mode 0600, in a directory of
-// mode 0700: a temporary file, synced, renamed over it (a reader, or a
-// crash, sees the old file or the new one).
-func writeFileAtomic(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".new"
-	_ = os.Remove(tmp)
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
-}
-
 // SetEncryptPeers validates doc with the encrypt filter's parser (and
 // against this host's own key), writes it as the managed peers file and
 // reloads every encrypt instance with peers=api. A document the parser
