@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vnicfilter/vnicfilter/filterd/api"
+	"github.com/vnicfilter/vnicfilter/internal/fsutil"
 	"github.com/vnicfilter/vnicfilter/sdk"
 )
 
@@ -316,33 +317,11 @@ func (d *Daemon) Labels() []api.VNICLabels {
 	return out
 }
 
-// writeFileAtomic replaces path with data: a temporary file in the same
-// directory (0600), fsynced, renamed over it. The directory is created
-// 0700.
+// writeFileAtomic replaces path with data (0600) in a directory it
+// creates 0700 if missing.
 func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return fsutil.WriteFileAtomic(path, data, 0o600)
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/vnicfilter/vnicfilter/internal/fsutil"
 	mapi "github.com/vnicfilter/vnicfilter/manager/api"
 )
 
@@ -48,7 +49,7 @@ func Enroll(ctx context.Context, server string, caPEM []byte, token, host, dir s
 		data []byte
 		mode os.FileMode
 	}{{KeyFile, e.KeyPEM, 0o600}, {CertFile, e.CertPEM, 0o644}, {CAFile, e.CAPEM, 0o644}} {
-		if err := writeAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
+		if err := fsutil.WriteFileAtomic(filepath.Join(dir, f.name), f.data, f.mode); err != nil {
 			return fmt.Errorf("save %s: %w", f.name, err)
 		}
 	}
@@ -70,28 +71,4 @@ func ManagerClient(server, dir string) (*mapi.Client, error) {
 		return nil, fmt.Errorf("manager CA: %w", err)
 	}
 	return mapi.NewClient(mapi.ClientOptions{Server: server, CA: ca, Certificate: &cert})
-}
-
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

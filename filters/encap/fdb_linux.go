@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/vnicfilter/vnicfilter/internal/fsutil"
 )
 
 // Errors of HostFDB changes besides ErrInvalidFIB.
@@ -376,11 +378,7 @@ func saveTable(path string, f *FIB) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("save forwarding table: %w", err)
 	}
-	tmp := path + ".new"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("save forwarding table: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := fsutil.WriteFileAtomic(path, b, 0o600); err != nil {
 		return fmt.Errorf("save forwarding table: %w", err)
 	}
 	return nil

@@ -20,6 +20,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/vnicfilter/vnicfilter/internal/fsutil"
 )
 
 // File names inside the data directory.
@@ -53,32 +55,6 @@ func EnsureDir(dir string) error {
 		return err
 	}
 	return os.Chmod(dir, 0o700)
-}
-
-// writeFile writes data to path with perm through a temporary file and a
-// rename, so a crash never leaves a half-written key.
-func writeFile(path string, data []byte, perm os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 func serial() *big.Int {
@@ -134,10 +110,10 @@ func LoadOrCreateCA(dir string) (*CA, error) {
 		// Certificate first: a key without its certificate would be
 		// re-created next start; the reverse would leave a CA nobody can
 		// use.
-		if err := writeFile(certPath, certPEM(der), 0o644); err != nil {
+		if err := fsutil.WriteFileAtomic(certPath, certPEM(der), 0o644); err != nil {
 			return nil, fmt.Errorf("write CA certificate: %w", err)
 		}
-		if err := writeFile(keyPath, kp, 0o600); err != nil {
+		if err := fsutil.WriteFileAtomic(keyPath, kp, 0o600); err != nil {
 			return nil, fmt.Errorf("write CA key: %w", err)
 		}
 	}
@@ -201,10 +177,10 @@ func (ca *CA) ServerCert(dir string, names []string) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	if err := writeFile(keyPath, kp, 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(keyPath, kp, 0o600); err != nil {
 		return tls.Certificate{}, fmt.Errorf("write server key: %w", err)
 	}
-	if err := writeFile(certPath, certPEM(der), 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(certPath, certPEM(der), 0o644); err != nil {
 		return tls.Certificate{}, fmt.Errorf("write server certificate: %w", err)
 	}
 	return tls.LoadX509KeyPair(certPath, keyPath)
