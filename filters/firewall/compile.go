@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
+	"sync/atomic"
 )
 
 // Compilation budgets (docs/firewall.md, "Limits"). The kernel maps are
@@ -74,10 +76,10 @@ type Compiled struct {
 type classer struct {
 	ids  map[string]uint32
 	sets [][]int32
-	work *int
+	work *atomic.Int64 // shared by the classers of one compile
 }
 
-func newClasser(work *int) *classer {
+func newClasser(work *atomic.Int64) *classer {
 	return &classer{ids: map[string]uint32{}, sets: [][]int32{nil}, work: work}
 }
 
@@ -92,8 +94,7 @@ func (c *classer) id(set []int32) (uint32, error) {
 	if id, ok := c.ids[string(k)]; ok {
 		return id, nil
 	}
-	*c.work += len(set)
-	if *c.work > maxSetWork {
+	if c.work.Add(int64(len(set))) > maxSetWork {
 		return 0, fmt.Errorf("%w: more than %d rule-set elements (too many rules that overlap on every dimension)", ErrTooComplex, maxSetWork)
 	}
 	id := uint32(len(c.sets))
@@ -128,53 +129,72 @@ func Compile(p *Policy) (*Compiled, error) {
 		return nil, fmt.Errorf("%w: %d rules, at most %d", ErrTooComplex, len(p.Rules), MaxRules)
 	}
 	c := &Compiled{Policy: p, Dims: make([]uint32, dimsPerGen), src: map[netip.Prefix]uint32{}, dst: map[netip.Prefix]uint32{}}
-	work := 0
+	var work atomic.Int64
 	srcC, dstC, protoC, p1C, p2C := newClasser(&work), newClasser(&work), newClasser(&work), newClasser(&work), newClasser(&work)
-	var err error
-	if c.Src, err = addrDim(p.Rules, func(r *Rule) *AddrMatch { return &r.Src }, srcC, c.src); err != nil {
-		return nil, fmt.Errorf("source addresses: %w", err)
-	}
-	if c.Dst, err = addrDim(p.Rules, func(r *Rule) *AddrMatch { return &r.Dst }, dstC, c.dst); err != nil {
-		return nil, fmt.Errorf("destination addresses: %w", err)
-	}
-	if err := protoDim(p.Rules, protoC, c.Dims[dimProtoBase:dimProtoBase+dimProtoSize]); err != nil {
-		return nil, err
-	}
-	p1 := func(r *Rule) []PortRange {
-		if r.SrcPorts != nil {
-			return r.SrcPorts
-		}
-		if r.ICMPType >= 0 {
-			return []PortRange{{uint16(r.ICMPType), uint16(r.ICMPType)}}
-		}
-		return nil
-	}
-	p2 := func(r *Rule) []PortRange {
-		if r.DstPorts != nil {
-			return r.DstPorts
-		}
-		if r.ICMPCode >= 0 {
-			return []PortRange{{uint16(r.ICMPCode), uint16(r.ICMPCode)}}
-		}
-		return nil
-	}
-	if err := portDim(p.Rules, p1, p1C, c.Dims[dimP1Base:dimP1Base+65536]); err != nil {
-		return nil, err
-	}
-	if err := portDim(p.Rules, p2, p2C, c.Dims[dimP2Base:dimP2Base+65536]); err != nil {
-		return nil, err
-	}
-	n := len(p.Rules)
 	xC, l4C, adC := newClasser(&work), newClasser(&work), newClasser(&work)
-	if c.Cross[crossProtoP1], err = cross("protocol × source port", protoC.sets, p1C.sets, n, xC, nil); err != nil {
-		return nil, err
+	n := len(p.Rules)
+	// Two independent pipelines, run concurrently: the addresses (both
+	// tries, then their cross product) and the protocol and ports (three
+	// arrays, then two cross products). The budget is shared, so whether
+	// a policy fits does not depend on the timing; which stage reports
+	// the overflow may.
+	var addrErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		var err error
+		if c.Src, err = addrDim(p.Rules, func(r *Rule) *AddrMatch { return &r.Src }, srcC, c.src); err != nil {
+			addrErr = fmt.Errorf("source addresses: %w", err)
+			return
+		}
+		if c.Dst, err = addrDim(p.Rules, func(r *Rule) *AddrMatch { return &r.Dst }, dstC, c.dst); err != nil {
+			addrErr = fmt.Errorf("destination addresses: %w", err)
+			return
+		}
+		c.Cross[crossAddr], addrErr = cross("source × destination address", srcC.sets, dstC.sets, n, adC, nil)
+	})
+	l4Err := func() error {
+		if err := protoDim(p.Rules, protoC, c.Dims[dimProtoBase:dimProtoBase+dimProtoSize]); err != nil {
+			return err
+		}
+		p1 := func(r *Rule) []PortRange {
+			if r.SrcPorts != nil {
+				return r.SrcPorts
+			}
+			if r.ICMPType >= 0 {
+				return []PortRange{{uint16(r.ICMPType), uint16(r.ICMPType)}}
+			}
+			return nil
+		}
+		p2 := func(r *Rule) []PortRange {
+			if r.DstPorts != nil {
+				return r.DstPorts
+			}
+			if r.ICMPCode >= 0 {
+				return []PortRange{{uint16(r.ICMPCode), uint16(r.ICMPCode)}}
+			}
+			return nil
+		}
+		if err := portDim(p.Rules, p1, p1C, c.Dims[dimP1Base:dimP1Base+65536]); err != nil {
+			return err
+		}
+		if err := portDim(p.Rules, p2, p2C, c.Dims[dimP2Base:dimP2Base+65536]); err != nil {
+			return err
+		}
+		var err error
+		if c.Cross[crossProtoP1], err = cross("protocol × source port", protoC.sets, p1C.sets, n, xC, nil); err != nil {
+			return err
+		}
+		c.Cross[crossL4], err = cross("l4 × destination port", xC.sets, p2C.sets, n, l4C, nil)
+		return err
+	}()
+	wg.Wait()
+	if addrErr != nil {
+		return nil, addrErr
 	}
-	if c.Cross[crossL4], err = cross("l4 × destination port", xC.sets, p2C.sets, n, l4C, nil); err != nil {
-		return nil, err
+	if l4Err != nil {
+		return nil, l4Err
 	}
-	if c.Cross[crossAddr], err = cross("source × destination address", srcC.sets, dstC.sets, n, adC, nil); err != nil {
-		return nil, err
-	}
+	var err error
 	if c.Cross[crossFinal], err = cross("addresses × l4", adC.sets, l4C.sets, n, nil, p.Rules); err != nil {
 		return nil, err
 	}

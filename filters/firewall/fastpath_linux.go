@@ -491,11 +491,25 @@ func (f *fastPath) writeGen(gen uint32, c *Compiled) (*genKeys, error) {
 	errs := make([]error, 5)
 	putAll := func(slot int, m *ebpf.Map, keys []firewallFwLpmKey, entries []LPMEntry) {
 		defer wg.Done()
-		for i := range keys {
-			if err := m.Put(&keys[i], entries[i].Class); err != nil {
-				errs[slot] = fmt.Errorf("write %v: %w", m, err)
-				return
+		if len(keys) == 0 {
+			return
+		}
+		vals := make([]uint32, len(entries))
+		for i, e := range entries {
+			vals[i] = e.Class
+		}
+		// Tries take batch updates since Linux 6.x (generic batch ops);
+		// before, one update per entry.
+		_, err := m.BatchUpdate(keys, vals, nil)
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			for i := range keys {
+				if err = m.Put(&keys[i], vals[i]); err != nil {
+					break
+				}
 			}
+		}
+		if err != nil {
+			errs[slot] = fmt.Errorf("write %v: %w", m, err)
 		}
 	}
 	batch := func(slot int, k []firewallFwCrossKey, v []uint32) {
@@ -651,6 +665,14 @@ func (f *fastPath) purgeKeys(w *genKeys) error {
 		m    *ebpf.Map
 		keys []firewallFwLpmKey
 	}{{f.objs.FwSrc, w.src}, {f.objs.FwDst, w.dst}} {
+		if len(t.keys) == 0 {
+			continue
+		}
+		if _, err := t.m.BatchDelete(t.keys, nil); err == nil {
+			continue
+		} else if !errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("purge %v: %w", t.m, err)
+		}
 		for _, k := range t.keys {
 			if err := t.m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 				return fmt.Errorf("purge %v: %w", t.m, err)
