@@ -390,15 +390,51 @@ func portDim(rules []Rule, get func(*Rule) []PortRange, cl *classer, out []uint3
 	return nil
 }
 
+// anyClass is the second class of a row's fallback entry (firewall.c
+// FW_CLASS_ANY): the lookup of (x, y) that finds no entry reads (x,
+// anyClass) instead.
+const anyClass = 0xffffffff
+
 // cross builds the table of non-empty intersections of two dimensions'
 // classes: into a new class (out) or, for the final table, the first rule
 // of the intersection with its action.
+//
+// Rules that are in every non-empty y class ("wild" in y: no constraint
+// on that dimension, like an ICMP rule without a code in the
+// destination-port dimension) would give every x holding them one entry
+// per y class. They are kept out of the per-y entries instead: each x
+// gets entries for the ys its other rules reach (with the wild rules
+// added in), and one fallback entry (x, anyClass) holding only its wild
+// rules, which is what x meets in every other y. A packet's lookup that
+// misses (x, y) reads (x, anyClass): one more hash lookup on a miss, and
+// tables and compile work that no longer multiply wildcards by the other
+// dimension's classes.
 func cross(what string, xs, ys [][]int32, nrules int, out *classer, final []Rule) (map[[2]uint32]uint32, error) {
+	inY := make([]int32, nrules)
+	for y := 1; y < len(ys); y++ {
+		for _, r := range ys[y] {
+			inY[r]++
+		}
+	}
+	ny := int32(len(ys) - 1)
+	wild := make([]bool, nrules)
+	for r, n := range inY {
+		wild[r] = ny > 0 && n == ny
+	}
 	yOf := make([][]uint32, nrules)
 	for y := 1; y < len(ys); y++ {
 		for _, r := range ys[y] {
-			yOf[r] = append(yOf[r], uint32(y))
+			if !wild[r] {
+				yOf[r] = append(yOf[r], uint32(y))
+			}
 		}
+	}
+	verdict := func(r int32) uint32 {
+		v := uint32(r+1) | uint32(final[r].Action)<<finalActionShift
+		if final[r].Log {
+			v |= finalLogBit
+		}
+		return v
 	}
 	table := map[[2]uint32]uint32{}
 	work := 0
@@ -413,7 +449,12 @@ func cross(what string, xs, ys [][]int32, nrules int, out *classer, final []Rule
 	var touched []uint32
 	for x := 1; x < len(xs); x++ {
 		touched = touched[:0]
+		var w []int32 // x's wild rules, ascending
 		for _, r := range xs[x] {
+			if wild[r] {
+				w = append(w, r)
+				continue
+			}
 			work += len(yOf[r])
 			if work > maxSetWork {
 				return nil, fmt.Errorf("%w: %s cross product needs more than %d steps", ErrTooComplex, what, maxSetWork)
@@ -436,18 +477,25 @@ func cross(what string, xs, ys [][]int32, nrules int, out *classer, final []Rule
 			if final != nil {
 				r := first[y]
 				first[y] = -1
-				v := uint32(r+1) | uint32(final[r].Action)<<finalActionShift
-				if final[r].Log {
-					v |= finalLogBit
+				if len(w) > 0 && w[0] < r {
+					r = w[0]
 				}
-				table[[2]uint32{uint32(x), y}] = v
+				table[[2]uint32{uint32(x), y}] = verdict(r)
 				continue
 			}
-			// The classer keeps the set: hand it a copy, reuse acc[y].
-			id, err := out.id(acc[y])
+			set := acc[y]
+			if len(w) > 0 {
+				work += len(set) + len(w)
+				if work > maxSetWork {
+					return nil, fmt.Errorf("%w: %s cross product needs more than %d steps", ErrTooComplex, what, maxSetWork)
+				}
+				set = union(set, w)
+			}
+			id, err := out.id(set)
 			if err != nil {
 				return nil, err
 			}
+			// The classer may keep acc[y] itself: then start a new one.
 			if out.sets[id] != nil && &out.sets[id][0] == &acc[y][0] {
 				acc[y] = nil
 			} else {
@@ -455,11 +503,34 @@ func cross(what string, xs, ys [][]int32, nrules int, out *classer, final []Rule
 			}
 			table[[2]uint32{uint32(x), y}] = id
 		}
+		if len(w) > 0 {
+			if final != nil {
+				table[[2]uint32{uint32(x), anyClass}] = verdict(w[0])
+			} else {
+				id, err := out.id(w)
+				if err != nil {
+					return nil, err
+				}
+				table[[2]uint32{uint32(x), anyClass}] = id
+			}
+		}
 		if len(table) > MaxCrossEntries {
 			return nil, fmt.Errorf("%w: %s table exceeds %d entries", ErrTooComplex, what, MaxCrossEntries)
 		}
 	}
 	return table, nil
+}
+
+// crossGet is a cross-product lookup as firewall.c does it: (a, b), or
+// the row's fallback (a, anyClass); 0 when either class is empty.
+func crossGet(t map[[2]uint32]uint32, a, b uint32) uint32 {
+	if a == 0 || b == 0 {
+		return 0
+	}
+	if v, ok := t[[2]uint32{a, b}]; ok {
+		return v
+	}
+	return t[[2]uint32{a, anyClass}]
 }
 
 // protoIndex is the fw_dims index of a packet's protocol class.
@@ -491,8 +562,8 @@ func (c *Compiled) lookup(p *Packet) uint32 {
 	a, b := lpm(c.src, p.Src), lpm(c.dst, p.Dst)
 	pc := c.Dims[dimProtoBase+protoIndex(p)]
 	p1, p2 := c.Dims[dimP1Base+int(p.P1)], c.Dims[dimP2Base+int(p.P2)]
-	x := c.Cross[crossProtoP1][[2]uint32{pc, p1}]
-	l4 := c.Cross[crossL4][[2]uint32{x, p2}]
-	ad := c.Cross[crossAddr][[2]uint32{a, b}]
-	return c.Cross[crossFinal][[2]uint32{ad, l4}]
+	x := crossGet(c.Cross[crossProtoP1], pc, p1)
+	l4 := crossGet(c.Cross[crossL4], x, p2)
+	ad := crossGet(c.Cross[crossAddr], a, b)
+	return crossGet(c.Cross[crossFinal], ad, l4)
 }
