@@ -17,13 +17,15 @@ import (
 )
 
 // ReadResults reads the output of a --json run: one Result per line.
+// Lines that are not JSON objects (make's echo of the command, when the
+// output of `make bench` was saved) are skipped.
 func ReadResults(r io.Reader) ([]Result, error) {
 	var out []Result
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 1<<16), 1<<20)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
-		if line == "" {
+		if !strings.HasPrefix(line, "{") {
 			continue
 		}
 		var res Result

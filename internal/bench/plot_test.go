@@ -11,6 +11,7 @@ import (
 // failed figures ignored) and refuses results without a firewall case.
 func TestPlotFW(t *testing.T) {
 	var in bytes.Buffer
+	in.WriteString("bin/vfbench --suite fw --json\n") // make's echo
 	for _, r := range []Result{
 		{Case: "baseline", Metric: MetricUDP64, Value: 900000},
 		{Case: "fw-1", Metric: MetricUDP64, Value: 850000},
