@@ -231,7 +231,7 @@ func familyRoot(f int) netip.Prefix {
 func addrDim(rules []Rule, side func(*Rule) *AddrMatch, cl *classer, index map[netip.Prefix]uint32) ([]LPMEntry, error) {
 	var out []LPMEntry
 	var wild []int32
-	by := map[netip.Prefix][]int32{}
+	by := make(map[netip.Prefix][]int32, len(rules))
 	for i := range rules {
 		m := side(&rules[i])
 		if m.Any {
@@ -436,7 +436,7 @@ func cross(what string, xs, ys [][]int32, nrules int, out *classer, final []Rule
 		}
 		return v
 	}
-	table := map[[2]uint32]uint32{}
+	table := make(map[[2]uint32]uint32, len(xs)+len(ys))
 	work := 0
 	// Per x: the rules of each y met so far (or the first one, for the
 	// final table), in slices indexed by y with the list of the ys

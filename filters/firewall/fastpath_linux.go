@@ -50,8 +50,9 @@ type fastPath struct {
 	// by the last flip (nil: none running). Guarded by mu.
 	purging    chan error
 	purgingGen uint32
-	// dims is fw_dims mapped into memory (nil: written by batch update).
-	dims *ebpf.Memory
+	// dims is fw_dims mapped into memory (nil: written by batch
+	// update); unmapped by Close, so the map goes with its descriptor.
+	dims []byte
 
 	stopGC func() // ends the connection-table sweep; called by Close
 
@@ -162,11 +163,12 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 		}
 		return nil, fmt.Errorf("firewall: %w", err)
 	}
-	if fp.dims, err = fp.objs.FwDims.Memory(); err != nil {
-		fp.dims = nil
-		if !errors.Is(err, ebpf.ErrNotSupported) {
+	if fp.objs.FwDims.Flags()&unix.BPF_F_MMAPABLE != 0 {
+		size := int(fp.objs.FwDims.MaxEntries()) * dimStride
+		if fp.dims, err = unix.Mmap(fp.objs.FwDims.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+			fp.dims = nil
 			fp.Close()
-			return nil, fmt.Errorf("firewall: map fw_dims: %w", err)
+			return nil, fmt.Errorf("firewall: map fw_dims into memory: %w", err)
 		}
 	}
 	if err := fp.startFlowLog(params); err != nil {
@@ -230,6 +232,10 @@ func (f *fastPath) Close() error {
 		}
 		if f.flowLog != nil {
 			errs = append(errs, f.flowLog.close())
+		}
+		if f.dims != nil {
+			errs = append(errs, unix.Munmap(f.dims))
+			f.dims = nil
 		}
 		errs = append(errs, f.objs.Close())
 		f.closeResult = errors.Join(errs...)
@@ -540,13 +546,10 @@ const dimStride = 8
 func (f *fastPath) writeDims(gen uint32, dims []uint32) error {
 	if f.dims != nil {
 		// An array map lays its values out 8-byte aligned: each u32 in
-		// its own 8-byte slot.
-		b := make([]byte, dimStride*len(dims))
+		// its own 8-byte slot. The half is idle: no program reads it.
+		b := f.dims[int(gen)*dimStride*dimsPerGen:]
 		for i, v := range dims {
 			binary.NativeEndian.PutUint32(b[dimStride*i:], v)
-		}
-		if _, err := f.dims.WriteAt(b, int64(gen)*dimStride*dimsPerGen); err != nil {
-			return fmt.Errorf("write fw_dims: %w", err)
 		}
 		return nil
 	}
