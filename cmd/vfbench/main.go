@@ -70,6 +70,7 @@ Examples:
   vfbench --cases fast-1 --metrics tcp_1,udp64_pps --duration 3s --reps 5
   vfbench --cases baseline --duration 1s --reps 1   # no filterd needed
   vfbench --attach 200
+  vfbench --suite fw --json > fw.jsonl && vfbench --plot docs/img/fw-pps.png --from fw.jsonl
 
 Exit status: 0 when every figure was measured (a FAIL against a target is
 reported, not an error), 1 when something could not be measured, 2 on a
@@ -120,6 +121,9 @@ type config struct {
 	opts   bench.Options
 	attach attachFlag
 	quiet  bool
+	// plot and from: draw the firewall chart from a saved --json run
+	// instead of measuring.
+	plot, from string
 }
 
 // parse reads the command line; ok false means exit with code.
@@ -143,6 +147,8 @@ func parse(args []string, stderr io.Writer) (c config, code int, ok bool) {
 	fs.BoolVar(&o.JSON, "json", false, "print one JSON object per line and measurement: case, metric, value, unit, baseline, ratio")
 	fs.BoolVar(&c.quiet, "quiet", false, "no progress on stderr")
 	fs.Var(&c.attach, "attach", "run the attach benchmark on `N` vNICs instead (bare --attach: 200)")
+	fs.StringVar(&c.plot, "plot", "", "instead of measuring, draw 64-byte UDP pps against the rule count of the fw suite's cases as a PNG `file`, from the --json output named by --from")
+	fs.StringVar(&c.from, "from", "", "the saved --json output (`file`, - for stdin) --plot draws")
 
 	for rest := args; ; {
 		if err := fs.Parse(rest); err != nil {
@@ -169,6 +175,10 @@ func parse(args []string, stderr io.Writer) (c config, code int, ok bool) {
 		fmt.Fprintln(stderr, "vfbench: --duration, --reps and --round-trips must be positive")
 		return c, 2, false
 	}
+	if (c.plot == "") != (c.from == "") {
+		fmt.Fprintln(stderr, "vfbench: --plot and --from go together (vfbench --plot out.png --from run.jsonl)")
+		return c, 2, false
+	}
 	o.Cases, o.Suites, o.Metrics = splitList(cases), splitList(suites), splitList(metrics)
 	return c, 0, true
 }
@@ -177,6 +187,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	c, code, ok := parse(args, stderr)
 	if !ok {
 		return code
+	}
+	if c.plot != "" {
+		if err := plotFW(c.plot, c.from); err != nil {
+			fmt.Fprintf(stderr, "vfbench: %v\n", err)
+			return 1
+		}
+		return 0
 	}
 	o, attach := c.opts, c.attach
 	o.Out, o.Log = stdout, stderr
@@ -215,4 +232,31 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// plotFW draws the firewall chart of the --json results in from into out.
+func plotFW(out, from string) error {
+	in := os.Stdin
+	if from != "-" {
+		f, err := os.Open(from)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in = f
+	}
+	rs, err := bench.ReadResults(in)
+	if err != nil {
+		return fmt.Errorf("%s: %w", from, err)
+	}
+	f, err := os.Create(out)
+	if err != nil {
+		return err
+	}
+	if err := bench.PlotFW(rs, f, "Firewall: 64-byte UDP through one vNIC"); err != nil {
+		f.Close()
+		os.Remove(out)
+		return err
+	}
+	return f.Close()
 }

@@ -5,7 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"sort"
+	"sync"
+	"sync/atomic"
 )
 
 // Compilation budgets (docs/firewall.md, "Limits"). The kernel maps are
@@ -75,10 +76,10 @@ type Compiled struct {
 type classer struct {
 	ids  map[string]uint32
 	sets [][]int32
-	work *int
+	work *atomic.Int64 // shared by the classers of one compile
 }
 
-func newClasser(work *int) *classer {
+func newClasser(work *atomic.Int64) *classer {
 	return &classer{ids: map[string]uint32{}, sets: [][]int32{nil}, work: work}
 }
 
@@ -93,8 +94,7 @@ func (c *classer) id(set []int32) (uint32, error) {
 	if id, ok := c.ids[string(k)]; ok {
 		return id, nil
 	}
-	*c.work += len(set)
-	if *c.work > maxSetWork {
+	if c.work.Add(int64(len(set))) > maxSetWork {
 		return 0, fmt.Errorf("%w: more than %d rule-set elements (too many rules that overlap on every dimension)", ErrTooComplex, maxSetWork)
 	}
 	id := uint32(len(c.sets))
@@ -129,53 +129,72 @@ func Compile(p *Policy) (*Compiled, error) {
 		return nil, fmt.Errorf("%w: %d rules, at most %d", ErrTooComplex, len(p.Rules), MaxRules)
 	}
 	c := &Compiled{Policy: p, Dims: make([]uint32, dimsPerGen), src: map[netip.Prefix]uint32{}, dst: map[netip.Prefix]uint32{}}
-	work := 0
+	var work atomic.Int64
 	srcC, dstC, protoC, p1C, p2C := newClasser(&work), newClasser(&work), newClasser(&work), newClasser(&work), newClasser(&work)
-	var err error
-	if c.Src, err = addrDim(p.Rules, func(r *Rule) *AddrMatch { return &r.Src }, srcC, c.src); err != nil {
-		return nil, fmt.Errorf("source addresses: %w", err)
-	}
-	if c.Dst, err = addrDim(p.Rules, func(r *Rule) *AddrMatch { return &r.Dst }, dstC, c.dst); err != nil {
-		return nil, fmt.Errorf("destination addresses: %w", err)
-	}
-	if err := protoDim(p.Rules, protoC, c.Dims[dimProtoBase:dimProtoBase+dimProtoSize]); err != nil {
-		return nil, err
-	}
-	p1 := func(r *Rule) []PortRange {
-		if r.SrcPorts != nil {
-			return r.SrcPorts
-		}
-		if r.ICMPType >= 0 {
-			return []PortRange{{uint16(r.ICMPType), uint16(r.ICMPType)}}
-		}
-		return nil
-	}
-	p2 := func(r *Rule) []PortRange {
-		if r.DstPorts != nil {
-			return r.DstPorts
-		}
-		if r.ICMPCode >= 0 {
-			return []PortRange{{uint16(r.ICMPCode), uint16(r.ICMPCode)}}
-		}
-		return nil
-	}
-	if err := portDim(p.Rules, p1, p1C, c.Dims[dimP1Base:dimP1Base+65536]); err != nil {
-		return nil, err
-	}
-	if err := portDim(p.Rules, p2, p2C, c.Dims[dimP2Base:dimP2Base+65536]); err != nil {
-		return nil, err
-	}
-	n := len(p.Rules)
 	xC, l4C, adC := newClasser(&work), newClasser(&work), newClasser(&work)
-	if c.Cross[crossProtoP1], err = cross("protocol × source port", protoC.sets, p1C.sets, n, xC, nil); err != nil {
-		return nil, err
+	n := len(p.Rules)
+	// Two independent pipelines, run concurrently: the addresses (both
+	// tries, then their cross product) and the protocol and ports (three
+	// arrays, then two cross products). The budget is shared, so whether
+	// a policy fits does not depend on the timing; which stage reports
+	// the overflow may.
+	var addrErr error
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		var err error
+		if c.Src, err = addrDim(p.Rules, func(r *Rule) *AddrMatch { return &r.Src }, srcC, c.src); err != nil {
+			addrErr = fmt.Errorf("source addresses: %w", err)
+			return
+		}
+		if c.Dst, err = addrDim(p.Rules, func(r *Rule) *AddrMatch { return &r.Dst }, dstC, c.dst); err != nil {
+			addrErr = fmt.Errorf("destination addresses: %w", err)
+			return
+		}
+		c.Cross[crossAddr], addrErr = cross("source × destination address", srcC.sets, dstC.sets, n, adC, nil)
+	})
+	l4Err := func() error {
+		if err := protoDim(p.Rules, protoC, c.Dims[dimProtoBase:dimProtoBase+dimProtoSize]); err != nil {
+			return err
+		}
+		p1 := func(r *Rule) []PortRange {
+			if r.SrcPorts != nil {
+				return r.SrcPorts
+			}
+			if r.ICMPType >= 0 {
+				return []PortRange{{uint16(r.ICMPType), uint16(r.ICMPType)}}
+			}
+			return nil
+		}
+		p2 := func(r *Rule) []PortRange {
+			if r.DstPorts != nil {
+				return r.DstPorts
+			}
+			if r.ICMPCode >= 0 {
+				return []PortRange{{uint16(r.ICMPCode), uint16(r.ICMPCode)}}
+			}
+			return nil
+		}
+		if err := portDim(p.Rules, p1, p1C, c.Dims[dimP1Base:dimP1Base+65536]); err != nil {
+			return err
+		}
+		if err := portDim(p.Rules, p2, p2C, c.Dims[dimP2Base:dimP2Base+65536]); err != nil {
+			return err
+		}
+		var err error
+		if c.Cross[crossProtoP1], err = cross("protocol × source port", protoC.sets, p1C.sets, n, xC, nil); err != nil {
+			return err
+		}
+		c.Cross[crossL4], err = cross("l4 × destination port", xC.sets, p2C.sets, n, l4C, nil)
+		return err
+	}()
+	wg.Wait()
+	if addrErr != nil {
+		return nil, addrErr
 	}
-	if c.Cross[crossL4], err = cross("l4 × destination port", xC.sets, p2C.sets, n, l4C, nil); err != nil {
-		return nil, err
+	if l4Err != nil {
+		return nil, l4Err
 	}
-	if c.Cross[crossAddr], err = cross("source × destination address", srcC.sets, dstC.sets, n, adC, nil); err != nil {
-		return nil, err
-	}
+	var err error
 	if c.Cross[crossFinal], err = cross("addresses × l4", adC.sets, l4C.sets, n, nil, p.Rules); err != nil {
 		return nil, err
 	}
@@ -192,6 +211,12 @@ func Compile(p *Policy) (*Compiled, error) {
 	return c, nil
 }
 
+// covers reports whether outer contains every address of inner (same
+// family).
+func covers(outer, inner netip.Prefix) bool {
+	return outer.Addr().Is4() == inner.Addr().Is4() && outer.Bits() <= inner.Bits() && outer.Contains(inner.Addr())
+}
+
 func familyRoot(f int) netip.Prefix {
 	if f == 4 {
 		return netip.PrefixFrom(netip.IPv4Unspecified(), 0)
@@ -206,7 +231,7 @@ func familyRoot(f int) netip.Prefix {
 func addrDim(rules []Rule, side func(*Rule) *AddrMatch, cl *classer, index map[netip.Prefix]uint32) ([]LPMEntry, error) {
 	var out []LPMEntry
 	var wild []int32
-	by := map[netip.Prefix][]int32{}
+	by := make(map[netip.Prefix][]int32, len(rules))
 	for i := range rules {
 		m := side(&rules[i])
 		if m.Any {
@@ -232,28 +257,30 @@ func addrDim(rules []Rule, side func(*Rule) *AddrMatch, cl *classer, index map[n
 	for pr := range by {
 		prefixes = append(prefixes, pr)
 	}
-	sort.Slice(prefixes, func(i, j int) bool {
-		if prefixes[i].Bits() != prefixes[j].Bits() {
-			return prefixes[i].Bits() < prefixes[j].Bits()
+	// In (family, address, length) order a prefix comes after every
+	// prefix covering it, and the prefixes covering the current one form
+	// a stack: pop what does not cover it, the top is its parent. (One
+	// map probe per length, the earlier way, cost up to 128 per IPv6
+	// host.)
+	slices.SortFunc(prefixes, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
 		}
-		return prefixes[i].Addr().Less(prefixes[j].Addr())
+		return a.Bits() - b.Bits()
 	})
-	sets := make(map[netip.Prefix][]int32, len(prefixes))
-	for _, pr := range prefixes {
-		var parent []int32
-		if pr.Bits() == 0 {
-			parent = wild
-		} else {
-			for b := pr.Bits() - 1; b >= 0; b-- {
-				anc := netip.PrefixFrom(pr.Addr(), b).Masked()
-				if s, ok := sets[anc]; ok {
-					parent = s
-					break
-				}
-			}
+	sets := make([][]int32, len(prefixes))
+	var stack []int // indexes into prefixes
+	for i, pr := range prefixes {
+		for len(stack) > 0 && !covers(prefixes[stack[len(stack)-1]], pr) {
+			stack = stack[:len(stack)-1]
 		}
+		parent := wild
+		if len(stack) > 0 {
+			parent = sets[stack[len(stack)-1]]
+		}
+		stack = append(stack, i)
 		set := union(parent, by[pr])
-		sets[pr] = set
+		sets[i] = set
 		id, err := cl.id(set)
 		if err != nil {
 			return nil, err
@@ -363,53 +390,128 @@ func portDim(rules []Rule, get func(*Rule) []PortRange, cl *classer, out []uint3
 	return nil
 }
 
+// anyClass is the second class of a row's fallback entry (firewall.c
+// FW_CLASS_ANY): the lookup of (x, y) that finds no entry reads (x,
+// anyClass) instead.
+const anyClass = 0xffffffff
+
 // cross builds the table of non-empty intersections of two dimensions'
 // classes: into a new class (out) or, for the final table, the first rule
 // of the intersection with its action.
+//
+// Rules that are in every non-empty y class ("wild" in y: no constraint
+// on that dimension, like an ICMP rule without a code in the
+// destination-port dimension) would give every x holding them one entry
+// per y class. They are kept out of the per-y entries instead: each x
+// gets entries for the ys its other rules reach (with the wild rules
+// added in), and one fallback entry (x, anyClass) holding only its wild
+// rules, which is what x meets in every other y. A packet's lookup that
+// misses (x, y) reads (x, anyClass): one more hash lookup on a miss, and
+// tables and compile work that no longer multiply wildcards by the other
+// dimension's classes.
 func cross(what string, xs, ys [][]int32, nrules int, out *classer, final []Rule) (map[[2]uint32]uint32, error) {
+	inY := make([]int32, nrules)
+	for y := 1; y < len(ys); y++ {
+		for _, r := range ys[y] {
+			inY[r]++
+		}
+	}
+	ny := int32(len(ys) - 1)
+	wild := make([]bool, nrules)
+	for r, n := range inY {
+		wild[r] = ny > 0 && n == ny
+	}
 	yOf := make([][]uint32, nrules)
 	for y := 1; y < len(ys); y++ {
 		for _, r := range ys[y] {
-			yOf[r] = append(yOf[r], uint32(y))
+			if !wild[r] {
+				yOf[r] = append(yOf[r], uint32(y))
+			}
 		}
 	}
-	table := map[[2]uint32]uint32{}
+	verdict := func(r int32) uint32 {
+		v := uint32(r+1) | uint32(final[r].Action)<<finalActionShift
+		if final[r].Log {
+			v |= finalLogBit
+		}
+		return v
+	}
+	table := make(map[[2]uint32]uint32, len(xs)+len(ys))
 	work := 0
-	acc := map[uint32][]int32{}
-	first := map[uint32]int32{}
+	// Per x: the rules of each y met so far (or the first one, for the
+	// final table), in slices indexed by y with the list of the ys
+	// touched — maps here were a third of the compile time.
+	acc := make([][]int32, len(ys))
+	first := make([]int32, len(ys))
+	for i := range first {
+		first[i] = -1
+	}
+	var touched []uint32
 	for x := 1; x < len(xs); x++ {
-		clear(acc)
-		clear(first)
+		touched = touched[:0]
+		var w []int32 // x's wild rules, ascending
 		for _, r := range xs[x] {
+			if wild[r] {
+				w = append(w, r)
+				continue
+			}
 			work += len(yOf[r])
 			if work > maxSetWork {
 				return nil, fmt.Errorf("%w: %s cross product needs more than %d steps", ErrTooComplex, what, maxSetWork)
 			}
 			for _, y := range yOf[r] {
 				if final != nil {
-					if _, ok := first[y]; !ok {
+					if first[y] < 0 {
 						first[y] = r
+						touched = append(touched, y)
 					}
 					continue
+				}
+				if len(acc[y]) == 0 {
+					touched = append(touched, y)
 				}
 				acc[y] = append(acc[y], r)
 			}
 		}
-		if final != nil {
-			for y, r := range first {
-				v := uint32(r+1) | uint32(final[r].Action)<<finalActionShift
-				if final[r].Log {
-					v |= finalLogBit
+		for _, y := range touched {
+			if final != nil {
+				r := first[y]
+				first[y] = -1
+				if len(w) > 0 && w[0] < r {
+					r = w[0]
 				}
-				table[[2]uint32{uint32(x), y}] = v
+				table[[2]uint32{uint32(x), y}] = verdict(r)
+				continue
 			}
-		} else {
-			for y, set := range acc {
-				id, err := out.id(set)
+			set := acc[y]
+			if len(w) > 0 {
+				work += len(set) + len(w)
+				if work > maxSetWork {
+					return nil, fmt.Errorf("%w: %s cross product needs more than %d steps", ErrTooComplex, what, maxSetWork)
+				}
+				set = union(set, w)
+			}
+			id, err := out.id(set)
+			if err != nil {
+				return nil, err
+			}
+			// The classer may keep acc[y] itself: then start a new one.
+			if out.sets[id] != nil && &out.sets[id][0] == &acc[y][0] {
+				acc[y] = nil
+			} else {
+				acc[y] = acc[y][:0]
+			}
+			table[[2]uint32{uint32(x), y}] = id
+		}
+		if len(w) > 0 {
+			if final != nil {
+				table[[2]uint32{uint32(x), anyClass}] = verdict(w[0])
+			} else {
+				id, err := out.id(w)
 				if err != nil {
 					return nil, err
 				}
-				table[[2]uint32{uint32(x), y}] = id
+				table[[2]uint32{uint32(x), anyClass}] = id
 			}
 		}
 		if len(table) > MaxCrossEntries {
@@ -417,6 +519,18 @@ func cross(what string, xs, ys [][]int32, nrules int, out *classer, final []Rule
 		}
 	}
 	return table, nil
+}
+
+// crossGet is a cross-product lookup as firewall.c does it: (a, b), or
+// the row's fallback (a, anyClass); 0 when either class is empty.
+func crossGet(t map[[2]uint32]uint32, a, b uint32) uint32 {
+	if a == 0 || b == 0 {
+		return 0
+	}
+	if v, ok := t[[2]uint32{a, b}]; ok {
+		return v
+	}
+	return t[[2]uint32{a, anyClass}]
 }
 
 // protoIndex is the fw_dims index of a packet's protocol class.
@@ -448,8 +562,8 @@ func (c *Compiled) lookup(p *Packet) uint32 {
 	a, b := lpm(c.src, p.Src), lpm(c.dst, p.Dst)
 	pc := c.Dims[dimProtoBase+protoIndex(p)]
 	p1, p2 := c.Dims[dimP1Base+int(p.P1)], c.Dims[dimP2Base+int(p.P2)]
-	x := c.Cross[crossProtoP1][[2]uint32{pc, p1}]
-	l4 := c.Cross[crossL4][[2]uint32{x, p2}]
-	ad := c.Cross[crossAddr][[2]uint32{a, b}]
-	return c.Cross[crossFinal][[2]uint32{ad, l4}]
+	x := crossGet(c.Cross[crossProtoP1], pc, p1)
+	l4 := crossGet(c.Cross[crossL4], x, p2)
+	ad := crossGet(c.Cross[crossAddr], a, b)
+	return crossGet(c.Cross[crossFinal], ad, l4)
 }

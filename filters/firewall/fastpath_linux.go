@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
 
 	"github.com/vnicfilter/vnicfilter/sdk"
 )
@@ -41,9 +43,16 @@ type fastPath struct {
 	mu     sync.Mutex // serialises policy updates
 	policy *Policy    // the live policy, for counter labels
 	// written[gen] lists the keys this process wrote into each half, so
-	// the next update purges them without walking the maps (an adopted
-	// instance walks them once).
+	// they are purged without walking the maps (an adopted instance walks
+	// them once); an empty genKeys is an empty half, nil an unknown one.
 	written [2]*genKeys
+	// purging reports the background purge of half purgingGen, retired
+	// by the last flip (nil: none running). Guarded by mu.
+	purging    chan error
+	purgingGen uint32
+	// dims is fw_dims mapped into memory (nil: written by batch
+	// update); unmapped by Close, so the map goes with its descriptor.
+	dims []byte
 
 	stopGC func() // ends the connection-table sweep; called by Close
 
@@ -133,6 +142,9 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 		size = uint32(params.Int("conntrack_size"))
 	}
 	spec.Maps["fw_conntrack"].MaxEntries = size
+	// Policy updates copy the dimension array into its memory instead of
+	// a 132,096-entry batch update (writeDims).
+	spec.Maps["fw_dims"].Flags |= unix.BPF_F_MMAPABLE
 	fp := &fastPath{hostGroups: ctx.Groups, usedGroups: rec.names(), vnic: ctx.Instance.VNIC.Name, vm: ctx.Instance.VMName(), log: ctx.Logger}
 	if fp.log == nil {
 		fp.log = slog.Default()
@@ -150,6 +162,14 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 			fp.flowLog.close()
 		}
 		return nil, fmt.Errorf("firewall: %w", err)
+	}
+	if fp.objs.FwDims.Flags()&unix.BPF_F_MMAPABLE != 0 {
+		size := int(fp.objs.FwDims.MaxEntries()) * dimStride
+		if fp.dims, err = unix.Mmap(fp.objs.FwDims.FD(), 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err != nil {
+			fp.dims = nil
+			fp.Close()
+			return nil, fmt.Errorf("firewall: map fw_dims into memory: %w", err)
+		}
 	}
 	if err := fp.startFlowLog(params); err != nil {
 		fp.Close()
@@ -199,6 +219,9 @@ func (f *fastPath) Program() *ebpf.Program { return f.objs.VfFirewall }
 // closes the objects. Later calls return the first call's result.
 func (f *fastPath) Close() error {
 	f.closeOnce.Do(func() {
+		f.mu.Lock()
+		f.waitPurge()
+		f.mu.Unlock()
 		if f.stopGC != nil {
 			f.stopGC()
 		}
@@ -209,6 +232,10 @@ func (f *fastPath) Close() error {
 		}
 		if f.flowLog != nil {
 			errs = append(errs, f.flowLog.close())
+		}
+		if f.dims != nil {
+			errs = append(errs, unix.Munmap(f.dims))
+			f.dims = nil
 		}
 		errs = append(errs, f.objs.Close())
 		f.closeResult = errors.Join(errs...)
@@ -374,6 +401,12 @@ func (f *fastPath) gc(now uint64) (int, error) {
 
 // UpdatePolicy compiles p, writes it into the idle generation and flips
 // fw_config[0]. A compile error leaves the live policy untouched.
+//
+// What stays on the caller's clock (docs/firewall.md, "Policy updates"):
+// compile, the dimension array (a copy into the map's memory), the two
+// tries and the cross-product hash written concurrently, the flip. The
+// generation the flip retired is purged afterwards in the background;
+// the next update waits for that purge before it writes the half again.
 func (f *fastPath) UpdatePolicy(p *Policy) (time.Duration, error) {
 	start := time.Now()
 	c, err := Compile(p)
@@ -382,6 +415,7 @@ func (f *fastPath) UpdatePolicy(p *Policy) (time.Duration, error) {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.waitPurge()
 	var epoch uint32
 	if err := f.objs.FwConfig.Lookup(uint32(0), &epoch); err != nil {
 		return 0, fmt.Errorf("read fw_config: %w", err)
@@ -390,54 +424,25 @@ func (f *fastPath) UpdatePolicy(p *Policy) (time.Duration, error) {
 	// its low bit selects the live half of every table.
 	epoch++
 	next := epoch & 1
+	// Normally a no-op: the background purge emptied the half. After a
+	// failed purge, or in an adopted instance, the maps are walked.
 	if err := f.purge(next); err != nil {
 		return 0, err
 	}
-	// Dimension arrays.
-	keys := make([]uint32, dimsPerGen)
-	for i := range keys {
-		keys[i] = next*dimsPerGen + uint32(i)
-	}
-	if _, err := f.objs.FwDims.BatchUpdate(keys, c.Dims, nil); err != nil {
-		return 0, fmt.Errorf("write fw_dims: %w", err)
-	}
-	// Address tries.
-	wrote := &genKeys{}
-	f.written[next] = nil // half-written until the flip below
-	for _, t := range []struct {
-		m       *ebpf.Map
-		entries []LPMEntry
-		keys    *[]firewallFwLpmKey
-	}{{f.objs.FwSrc, c.Src, &wrote.src}, {f.objs.FwDst, c.Dst, &wrote.dst}} {
-		for _, e := range t.entries {
-			k := lpmKey(next, e)
-			*t.keys = append(*t.keys, k)
-			if err := t.m.Put(&k, e.Class); err != nil {
-				return 0, fmt.Errorf("write %v: %w", t.m, err)
-			}
-		}
-	}
-	// Cross-product tables.
-	var ck []firewallFwCrossKey
-	var cv []uint32
-	for table, m := range c.Cross {
-		for k, v := range m {
-			ck = append(ck, firewallFwCrossKey{Tag: next<<2 | uint32(table), A: k[0], B: k[1]})
-			cv = append(cv, v)
-		}
-	}
-	wrote.cross = ck
-	if len(ck) > 0 {
-		if _, err := f.objs.FwCross.BatchUpdate(ck, cv, nil); err != nil {
-			return 0, fmt.Errorf("write fw_cross: %w", err)
-		}
+	wrote, err := f.writeGen(next, c)
+	if err != nil {
+		// The half may hold part of p: the next update walks it.
+		f.written[next] = nil
+		return 0, err
 	}
 	conf := uint32(p.Defaults[sdk.FromVM]) | uint32(p.Defaults[sdk.ToVM])<<8 | uint32(p.NonIP)<<16 | confValid | f.logBits
 	if err := f.objs.FwConfig.Put(1+next, conf); err != nil {
+		f.written[next] = wrote
 		return 0, fmt.Errorf("write fw_config: %w", err)
 	}
 	// The swap: one word, read once per packet.
 	if err := f.objs.FwConfig.Put(uint32(0), epoch); err != nil {
+		f.written[next] = wrote
 		return 0, fmt.Errorf("flip generation: %w", err)
 	}
 	f.written[next] = wrote
@@ -457,7 +462,134 @@ func (f *fastPath) UpdatePolicy(p *Policy) (time.Duration, error) {
 	}
 	f.policy = p
 	f.loadedAt = time.Now()
+	f.startPurge(next ^ 1)
 	return time.Since(start), nil
+}
+
+// writeGen writes c into the (empty) half gen of every table and returns
+// the keys it wrote. The dimension array is copied into the map's memory
+// (BPF_F_MMAPABLE; one batch update where the map is not mapped); the
+// tries, which have no batch operations, are written one entry per call,
+// source and destination concurrently with each other and with the
+// cross-product hash's batch updates.
+func (f *fastPath) writeGen(gen uint32, c *Compiled) (*genKeys, error) {
+	wrote := &genKeys{src: make([]firewallFwLpmKey, len(c.Src)), dst: make([]firewallFwLpmKey, len(c.Dst))}
+	for i, e := range c.Src {
+		wrote.src[i] = lpmKey(gen, e)
+	}
+	for i, e := range c.Dst {
+		wrote.dst[i] = lpmKey(gen, e)
+	}
+	n := 0
+	for _, m := range c.Cross {
+		n += len(m)
+	}
+	ck, cv := make([]firewallFwCrossKey, 0, n), make([]uint32, 0, n)
+	for table, m := range c.Cross {
+		for k, v := range m {
+			ck = append(ck, firewallFwCrossKey{Tag: gen<<2 | uint32(table), A: k[0], B: k[1]})
+			cv = append(cv, v)
+		}
+	}
+	wrote.cross = ck
+
+	var wg sync.WaitGroup
+	errs := make([]error, 5)
+	putAll := func(slot int, m *ebpf.Map, keys []firewallFwLpmKey, entries []LPMEntry) {
+		defer wg.Done()
+		if len(keys) == 0 {
+			return
+		}
+		vals := make([]uint32, len(entries))
+		for i, e := range entries {
+			vals[i] = e.Class
+		}
+		// Tries take batch updates since Linux 6.x (generic batch ops);
+		// before, one update per entry.
+		_, err := m.BatchUpdate(keys, vals, nil)
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			for i := range keys {
+				if err = m.Put(&keys[i], vals[i]); err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			errs[slot] = fmt.Errorf("write %v: %w", m, err)
+		}
+	}
+	batch := func(slot int, k []firewallFwCrossKey, v []uint32) {
+		defer wg.Done()
+		if len(k) == 0 {
+			return
+		}
+		if _, err := f.objs.FwCross.BatchUpdate(k, v, nil); err != nil {
+			errs[slot] = fmt.Errorf("write fw_cross: %w", err)
+		}
+	}
+	wg.Add(4)
+	go putAll(0, f.objs.FwSrc, wrote.src, c.Src)
+	go putAll(1, f.objs.FwDst, wrote.dst, c.Dst)
+	half := len(ck) / 2
+	go batch(2, ck[:half], cv[:half])
+	go batch(3, ck[half:], cv[half:])
+	errs[4] = f.writeDims(gen, c.Dims)
+	wg.Wait()
+	return wrote, errors.Join(errs...)
+}
+
+// dimStride is the distance between fw_dims values in the map's memory
+// (the kernel rounds an array's value size up to 8).
+const dimStride = 8
+
+// writeDims writes half gen of fw_dims.
+func (f *fastPath) writeDims(gen uint32, dims []uint32) error {
+	if f.dims != nil {
+		// An array map lays its values out 8-byte aligned: each u32 in
+		// its own 8-byte slot. The half is idle: no program reads it.
+		b := f.dims[int(gen)*dimStride*dimsPerGen:]
+		for i, v := range dims {
+			binary.NativeEndian.PutUint32(b[dimStride*i:], v)
+		}
+		return nil
+	}
+	keys := make([]uint32, dimsPerGen)
+	for i := range keys {
+		keys[i] = gen*dimsPerGen + uint32(i)
+	}
+	if _, err := f.objs.FwDims.BatchUpdate(keys, dims, nil); err != nil {
+		return fmt.Errorf("write fw_dims: %w", err)
+	}
+	return nil
+}
+
+// startPurge empties half gen, which the flip just retired, in the
+// background: first an RCU grace period (every packet that read the old
+// epoch has finished with the half), then the deletions. f.mu is held.
+func (f *fastPath) startPurge(gen uint32) {
+	w := f.written[gen]
+	f.written[gen] = nil // unknown until the purge reports
+	done := make(chan error, 1)
+	f.purging, f.purgingGen = done, gen
+	go func() {
+		synchronizeRCU()
+		done <- f.purgeHalf(gen, w)
+	}()
+}
+
+// waitPurge waits for the background purge, if any, and records its
+// outcome: an empty half, or (after an error) one the next update walks.
+// f.mu is held (or the instance is closing).
+func (f *fastPath) waitPurge() {
+	if f.purging == nil {
+		return
+	}
+	if err := <-f.purging; err != nil {
+		f.log.Warn("firewall: purge the retired policy generation (the next update walks the maps)", "vnic", f.vnic, "err", err)
+	} else {
+		f.written[f.purgingGen] = &genKeys{}
+	}
+	f.purging = nil
 }
 
 func lpmKey(gen uint32, e LPMEntry) firewallFwLpmKey {
@@ -473,27 +605,23 @@ func lpmKey(gen uint32, e LPMEntry) firewallFwLpmKey {
 	return k
 }
 
-// purge deletes generation gen's entries (left from the policy before the
-// live one) from the tries and the cross-product map.
+// purge deletes generation gen's entries from the tries and the
+// cross-product map: those this process wrote there, or, when it does not
+// know them (an adopted instance, a failed purge or write), every entry
+// of that generation, found by walking the maps.
 func (f *fastPath) purge(gen uint32) error {
-	if w := f.written[gen]; w != nil {
-		for _, t := range []struct {
-			m    *ebpf.Map
-			keys []firewallFwLpmKey
-		}{{f.objs.FwSrc, w.src}, {f.objs.FwDst, w.dst}} {
-			for _, k := range t.keys {
-				if err := t.m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-					return fmt.Errorf("purge %v: %w", t.m, err)
-				}
-			}
-		}
-		if len(w.cross) > 0 {
-			if _, err := f.objs.FwCross.BatchDelete(w.cross, nil); err != nil {
-				return fmt.Errorf("purge fw_cross: %w", err)
-			}
-		}
-		f.written[gen] = nil
-		return nil
+	if err := f.purgeHalf(gen, f.written[gen]); err != nil {
+		return err
+	}
+	f.written[gen] = &genKeys{}
+	return nil
+}
+
+// purgeHalf deletes the keys of w from half gen, or every key of the half
+// when w is nil.
+func (f *fastPath) purgeHalf(gen uint32, w *genKeys) error {
+	if w != nil {
+		return f.purgeKeys(w)
 	}
 	for _, m := range []*ebpf.Map{f.objs.FwSrc, f.objs.FwDst} {
 		var k firewallFwLpmKey
@@ -527,7 +655,35 @@ func (f *fastPath) purge(gen uint32) error {
 		return fmt.Errorf("iterate fw_cross: %w", err)
 	}
 	if len(stale) > 0 {
-		if _, err := f.objs.FwCross.BatchDelete(stale, nil); err != nil {
+		if _, err := f.objs.FwCross.BatchDelete(stale, nil); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("purge fw_cross: %w", err)
+		}
+	}
+	return nil
+}
+
+// purgeKeys deletes the keys of w.
+func (f *fastPath) purgeKeys(w *genKeys) error {
+	for _, t := range []struct {
+		m    *ebpf.Map
+		keys []firewallFwLpmKey
+	}{{f.objs.FwSrc, w.src}, {f.objs.FwDst, w.dst}} {
+		if len(t.keys) == 0 {
+			continue
+		}
+		if _, err := t.m.BatchDelete(t.keys, nil); err == nil {
+			continue
+		} else if !errors.Is(err, ebpf.ErrNotSupported) {
+			return fmt.Errorf("purge %v: %w", t.m, err)
+		}
+		for _, k := range t.keys {
+			if err := t.m.Delete(&k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("purge %v: %w", t.m, err)
+			}
+		}
+	}
+	if len(w.cross) > 0 {
+		if _, err := f.objs.FwCross.BatchDelete(w.cross, nil); err != nil {
 			return fmt.Errorf("purge fw_cross: %w", err)
 		}
 	}

@@ -59,6 +59,8 @@
 #define FW_X_L4 1
 #define FW_X_ADDR 2
 #define FW_X_FINAL 3
+/* fw_cross_key.b of a row's fallback entry */
+#define FW_CLASS_ANY 0xffffffff
 
 /* A final verdict: rule + 1 in the low 24 bits, action, log flag. */
 #define FW_FINAL_RULE_MASK 0xffffff
@@ -548,6 +550,9 @@ static __always_inline __u32 *lookup_dim(__u32 gen, __u32 idx)
 	return bpf_map_lookup_elem(&fw_dims, &k);
 }
 
+/* cross looks up (a, b) in one cross-product table; without an entry,
+ * the row's fallback (a, FW_CLASS_ANY): the rules of a that are in every
+ * class of b's dimension (compile.go cross). */
 static __always_inline __u32 cross(__u32 gen, __u32 table, __u32 a, __u32 b)
 {
 	struct fw_cross_key k = {.tag = gen << 2 | table, .a = a, .b = b};
@@ -556,6 +561,10 @@ static __always_inline __u32 cross(__u32 gen, __u32 table, __u32 a, __u32 b)
 	if (!a || !b)
 		return 0;
 	v = bpf_map_lookup_elem(&fw_cross, &k);
+	if (!v) {
+		k.b = FW_CLASS_ANY;
+		v = bpf_map_lookup_elem(&fw_cross, &k);
+	}
 	return v ? *v : 0;
 }
 

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/vnicfilter/vnicfilter/sdk"
 )
@@ -271,7 +274,16 @@ var (
 // ParsePolicy parses and validates a JSON policy. Errors are *PolicyError
 // (wrapping ErrInvalidPolicy) with line, column and field.
 func ParsePolicy(data []byte, opts ParseOptions) (*Policy, error) {
-	loc := fastLocate(data)
+	return parsePolicy(data, opts, true)
+}
+
+// parsePolicy is ParsePolicy; fast false skips fastLocate and the decoders
+// it enables (tests compare both ways).
+func parsePolicy(data []byte, opts ParseOptions, fast bool) (*Policy, error) {
+	var loc *locations
+	if fast {
+		loc = fastLocate(data)
+	}
 	if loc == nil {
 		var err error
 		if loc, err = locate(data); err != nil {
@@ -282,13 +294,16 @@ func ParsePolicy(data []byte, opts ParseOptions) (*Policy, error) {
 		return nil, withFile(err, opts.File)
 	}
 	var fp filePolicy
-	if err := json.Unmarshal(data, &fp); err != nil {
-		var te *json.UnmarshalTypeError
-		if errors.As(err, &te) {
-			line, col := lineCol(data, te.Offset)
-			return nil, &PolicyError{File: opts.File, Line: line, Col: col, Field: te.Field, Err: fmt.Errorf("want %s, got %s", te.Type, te.Value)}
+	if !loc.decode(&fp) {
+		fp = filePolicy{}
+		if err := json.Unmarshal(data, &fp); err != nil {
+			var te *json.UnmarshalTypeError
+			if errors.As(err, &te) {
+				line, col := lineCol(data, te.Offset)
+				return nil, &PolicyError{File: opts.File, Line: line, Col: col, Field: te.Field, Err: fmt.Errorf("want %s, got %s", te.Type, te.Value)}
+			}
+			return nil, &PolicyError{File: opts.File, Err: err}
 		}
-		return nil, &PolicyError{File: opts.File, Err: err}
 	}
 	bad := func(field string, format string, args ...any) error {
 		line, col := loc.pos(field)
@@ -365,6 +380,66 @@ func ParsePolicy(data []byte, opts ParseOptions) (*Policy, error) {
 	return p, nil
 }
 
+// decode fills fp from a document fastLocate accepted, each top-level
+// value on its own and the rules in parallel (decoding was the largest
+// part of parsing a big policy). It returns false for a document it did
+// not check, and on any error: the caller then decodes the whole document
+// with json.Unmarshal, whose error carries the offset and field.
+func (l *locations) decode(fp *filePolicy) bool {
+	if l.top == nil {
+		return false
+	}
+	for k, sp := range l.top {
+		var dst any
+		switch k {
+		case "version":
+			dst = &fp.Version
+		case "description":
+			dst = &fp.Description
+		case "defaults":
+			dst = &fp.Defaults
+		case "non_ip":
+			dst = &fp.NonIP
+		case "groups":
+			dst = &fp.Groups
+		case "rules":
+			if l.data[sp.start] != '[' {
+				return false
+			}
+			continue
+		default:
+			return false
+		}
+		if json.Unmarshal(l.data[sp.start:sp.end], dst) != nil {
+			return false
+		}
+	}
+	n := len(l.ruleOffs)
+	if n == 0 {
+		return true
+	}
+	fp.Rules = make([]fileRule, n)
+	workers := min(runtime.GOMAXPROCS(0), 1+n/512)
+	var wg sync.WaitGroup
+	var failed atomic.Bool
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < n && !failed.Load(); i += workers {
+				b := l.data[l.ruleOffs[i]:l.ruleEnds[i]]
+				if decodeRule(b, &fp.Rules[i]) {
+					continue
+				}
+				fp.Rules[i] = fileRule{}
+				if json.Unmarshal(b, &fp.Rules[i]) != nil {
+					failed.Store(true)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return !failed.Load()
+}
+
 func withFile(err error, file string) error {
 	var pe *PolicyError
 	if errors.As(err, &pe) {
@@ -396,10 +471,10 @@ func parseRule(i int, fr fileRule, bad func(string, string, ...any) error, resol
 		return r, bad(f("direction"), "direction %q: want from-vm, to-vm or both", fr.Direction)
 	}
 	var err error
-	if r.Src, err = addrMatch(f("src"), f("src_groups"), fr.Src, fr.SrcGroups, bad, resolve); err != nil {
+	if r.Src, err = addrMatch(f, "src", fr.Src, fr.SrcGroups, bad, resolve); err != nil {
 		return r, err
 	}
-	if r.Dst, err = addrMatch(f("dst"), f("dst_groups"), fr.Dst, fr.DstGroups, bad, resolve); err != nil {
+	if r.Dst, err = addrMatch(f, "dst", fr.Dst, fr.DstGroups, bad, resolve); err != nil {
 		return r, err
 	}
 	if len(fr.Proto) > 0 {
@@ -415,12 +490,12 @@ func parseRule(i int, fr fileRule, bad func(string, string, ...any) error, resol
 		}
 	}
 	if fr.SrcPorts != nil {
-		if r.SrcPorts, err = parsePorts(f("src_ports"), fr.SrcPorts, bad); err != nil {
+		if r.SrcPorts, err = parsePorts(func() string { return f("src_ports") }, fr.SrcPorts, bad); err != nil {
 			return r, err
 		}
 	}
 	if fr.DstPorts != nil {
-		if r.DstPorts, err = parsePorts(f("dst_ports"), fr.DstPorts, bad); err != nil {
+		if r.DstPorts, err = parsePorts(func() string { return f("dst_ports") }, fr.DstPorts, bad); err != nil {
 			return r, err
 		}
 	}
@@ -456,20 +531,23 @@ func parseRule(i int, fr fileRule, bad func(string, string, ...any) error, resol
 	return r, nil
 }
 
-func addrMatch(cidrField, groupField string, cidrs, groups []string, bad func(string, string, ...any) error, resolve func(string, string) ([]netip.Prefix, error)) (AddrMatch, error) {
+// addrMatch parses one side of a rule: side is "src" or "dst", field
+// names a field of the rule (called only for an error or a group, so a
+// large policy does not format two field names per rule for nothing).
+func addrMatch(field func(string) string, side string, cidrs, groups []string, bad func(string, string, ...any) error, resolve func(string, string) ([]netip.Prefix, error)) (AddrMatch, error) {
 	if cidrs == nil && groups == nil {
 		return AddrMatch{Any: true}, nil
 	}
-	m := AddrMatch{Prefixes: []netip.Prefix{}}
+	m := AddrMatch{Prefixes: make([]netip.Prefix, 0, len(cidrs))}
 	for i, c := range cidrs {
 		p, err := parsePrefix(c)
 		if err != nil {
-			return m, bad(fmt.Sprintf("%s[%d]", cidrField, i), "%v", err)
+			return m, bad(fmt.Sprintf("%s[%d]", field(side), i), "%v", err)
 		}
 		m.Prefixes = append(m.Prefixes, p)
 	}
 	for i, g := range groups {
-		members, err := resolve(fmt.Sprintf("%s[%d]", groupField, i), g)
+		members, err := resolve(fmt.Sprintf("%s[%d]", field(side+"_groups"), i), g)
 		if err != nil {
 			return m, err
 		}
@@ -508,9 +586,22 @@ func parsePrefix(s string) (netip.Prefix, error) {
 
 var protoNames = map[string]int{"any": ProtoAny, "tcp": ProtoTCP, "udp": ProtoUDP, "icmp": ProtoICMP, "icmpv6": ProtoICMPv6}
 
+// plainString is the value of a JSON string without escapes (false for
+// anything else, which json.Unmarshal then decodes).
+func plainString(raw json.RawMessage) (string, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' || bytes.IndexByte(raw, '\\') >= 0 {
+		return "", false
+	}
+	return string(raw[1 : len(raw)-1]), true
+}
+
 func parseProto(raw json.RawMessage) (int, error) {
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
+	s, ok := plainString(raw)
+	if ok {
+		if p, ok := protoNames[s]; ok {
+			return p, nil
+		}
+	} else if err := json.Unmarshal(raw, &s); err != nil {
 		var n int
 		if err := json.Unmarshal(raw, &n); err != nil {
 			return 0, fmt.Errorf("proto %s: want tcp, udp, icmp, icmpv6, any or a number 0..255", raw)
@@ -527,17 +618,20 @@ func parseProto(raw json.RawMessage) (int, error) {
 	return n, nil
 }
 
-func parsePorts(field string, raw []json.RawMessage, bad func(string, string, ...any) error) ([]PortRange, error) {
-	out := []PortRange{}
+// parsePorts parses a port list; field names it (called on errors only).
+func parsePorts(field func() string, raw []json.RawMessage, bad func(string, string, ...any) error) ([]PortRange, error) {
+	out := make([]PortRange, 0, len(raw))
 	for i, r := range raw {
-		f := fmt.Sprintf("%s[%d]", field, i)
-		var s string
-		if err := json.Unmarshal(r, &s); err != nil {
-			var n int
-			if err := json.Unmarshal(r, &n); err != nil {
-				return nil, bad(f, "port %s: want a number or \"lo-hi\"", r)
+		f := func() string { return fmt.Sprintf("%s[%d]", field(), i) }
+		s, ok := plainString(r)
+		if !ok {
+			if err := json.Unmarshal(r, &s); err != nil {
+				var n int
+				if err := json.Unmarshal(r, &n); err != nil {
+					return nil, bad(f(), "port %s: want a number or \"lo-hi\"", r)
+				}
+				s = strconv.Itoa(n)
 			}
-			s = strconv.Itoa(n)
 		}
 		lo, hi, isRange := strings.Cut(s, "-")
 		if !isRange {
@@ -546,12 +640,12 @@ func parsePorts(field string, raw []json.RawMessage, bad func(string, string, ..
 		l, err1 := strconv.Atoi(strings.TrimSpace(lo))
 		h, err2 := strconv.Atoi(strings.TrimSpace(hi))
 		if err1 != nil || err2 != nil || l < 0 || h > 65535 || l > h {
-			return nil, bad(f, "port %q: want 0..65535 or \"lo-hi\" with lo <= hi", s)
+			return nil, bad(f(), "port %q: want 0..65535 or \"lo-hi\" with lo <= hi", s)
 		}
 		out = append(out, PortRange{uint16(l), uint16(h)})
 	}
 	if len(out) == 0 {
-		return nil, bad(field, "empty port list (omit the field to match every port)")
+		return nil, bad(field(), "empty port list (omit the field to match every port)")
 	}
 	return out, nil
 }
@@ -562,13 +656,15 @@ func parsePorts(field string, raw []json.RawMessage, bad func(string, string, ..
 type locations struct {
 	data []byte
 	at   map[string]int64
-	// pending are positions fastLocate recorded but did not put in at
-	// yet: the map is only built when a position is asked for.
-	pending []pathAt
-	// ruleOffs are where the elements of the top-level "rules" start
+	// lazy: at is empty until a position is asked for, then filled by
+	// locate (fastLocate records only what a policy that parses needs).
+	lazy bool
+	// ruleOffs and ruleEnds are where the elements of the top-level
+	// "rules" start and end; top, where the top-level values lie
 	// (fastLocate only).
-	ruleOffs []int64
-	keys     []keyAt // every object key, in order
+	ruleOffs, ruleEnds []int64
+	top                map[string]span
+	keys               []keyAt // every object key, in order (locate only)
 	// newlines are the offsets of every '\n', built at the first pos:
 	// a line number is then a binary search, not a count from the start
 	// (which made a 10,000-rule policy take 600 ms to parse).
@@ -580,18 +676,13 @@ type keyAt struct {
 	off         int64
 }
 
-type pathAt struct {
-	path string
-	off  int64
-}
-
 // offset is where the value at path starts.
 func (l *locations) offset(path string) (int64, bool) {
-	if l.pending != nil {
-		for _, p := range l.pending {
-			l.at[p.path] = p.off
+	if l.lazy {
+		l.lazy = false
+		if full, err := locate(l.data); err == nil {
+			l.at = full.at
 		}
-		l.pending = nil
 	}
 	off, ok := l.at[path]
 	return off, ok

@@ -7,7 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -103,6 +103,14 @@ func FuzzParsePolicy(f *testing.F) {
 	f.Add([]byte(`{"version": 1}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		p, err := ParsePolicy(b, ParseOptions{File: "fuzz.json"})
+		// The fast scanner and decoders must agree with encoding/json.
+		slow, serr := parsePolicy(b, ParseOptions{File: "fuzz.json"}, false)
+		if (err == nil) != (serr == nil) || err != nil && err.Error() != serr.Error() {
+			t.Fatalf("fast parse: %v\nslow parse: %v", err, serr)
+		}
+		if err == nil && !reflect.DeepEqual(p, slow) {
+			t.Fatalf("fast and slow parses differ:\n%+v\n%+v", p, slow)
+		}
 		if err != nil {
 			var pe *PolicyError
 			if !errors.As(err, &pe) {
@@ -217,12 +225,28 @@ func TestFastLocateAgrees(t *testing.T) {
 		if fast == nil {
 			t.Fatalf("fastLocate refused %s", d)
 		}
-		fast.offset("") // builds at from pending
-		if !maps.Equal(fast.at, slow.at) || !slices.Equal(fast.keys, slow.keys) {
-			t.Errorf("fastLocate differs on %s:\n fast %v %v\n slow %v %v", d, fast.at, fast.keys, slow.at, slow.keys)
+		fast.offset("") // builds at on demand
+		if !maps.Equal(fast.at, slow.at) {
+			t.Errorf("fastLocate differs on %s:\n fast %v\n slow %v", d, fast.at, slow.at)
+		}
+		var rules int
+		for path := range slow.at {
+			if strings.HasPrefix(path, "rules[") && !strings.ContainsAny(path[len("rules["):], ".[") {
+				rules++
+			}
+		}
+		if len(fast.ruleOffs) != rules || len(fast.ruleEnds) != rules {
+			t.Errorf("fastLocate found %d/%d rules in %s, want %d", len(fast.ruleOffs), len(fast.ruleEnds), d, rules)
+		}
+		for i, off := range fast.ruleOffs {
+			if want := slow.at[fmt.Sprintf("rules[%d]", i)]; off != want || d[fast.ruleEnds[i]-1] != '}' {
+				t.Errorf("rule %d at %d..%d, want from %d", i, off, fast.ruleEnds[i], want)
+			}
 		}
 	}
-	for _, bad := range []string{`{"a":1,"a":2}`, `{"a":}`, `{"a":1`, `[1]`, `{"a":1} x`, `{"a":tru}`, `{"a":01x}`} {
+	for _, bad := range []string{`{"a":1,"a":2}`, `{"a":}`, `{"a":1`, `[1]`, `{"a":1} x`, `{"a":tru}`, `{"a":01x}`,
+		// unknown keys, and an escaped key (locate decodes it)
+		`{"version":1,"bogus":2}`, `{"rules":[{"act":"x"}]}`, `{"defaults":{"x":"allow"}}`, `{"vers\u0069on":1}`} {
 		if fastLocate([]byte(bad)) != nil {
 			t.Errorf("fastLocate accepted %q", bad)
 		}

@@ -126,7 +126,8 @@ func TestRunFilteredSmoke(t *testing.T) {
 }
 
 // TestRunNftSmoke runs the nftables cases (no filterd needed) for one
-// short repetition: the linear chain and the numgen DNAT carry traffic,
+// short repetition: the linear chain, the sets and the numgen DNAT carry
+// traffic,
 // and the tables, the bridge address and everything else are gone after.
 func TestRunNftSmoke(t *testing.T) {
 	needRoot(t)
@@ -143,7 +144,7 @@ func TestRunNftSmoke(t *testing.T) {
 	var out, log bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	err := Run(ctx, Options{Cases: []string{"nft-linear-10k", "nft-dnat"}, Metrics: []string{MetricUDP64, MetricConnRate},
+	err := Run(ctx, Options{Cases: []string{"nft-linear-10k", "nft-sets-1k", "nft-dnat"}, Metrics: []string{MetricUDP64, MetricConnRate},
 		Duration: time.Second, Reps: 1, JSON: true, Out: &out, Log: &log})
 	if err != nil {
 		t.Fatalf("Run: %v\nlog:\n%s", err, log.String())
@@ -161,7 +162,7 @@ func TestRunNftSmoke(t *testing.T) {
 			got[r.Case+"/"+r.Metric] = r.Value
 		}
 	}
-	for _, k := range []string{"baseline/udp64_pps", "baseline/conn_rate", "nft-linear-10k/udp64_pps", "nft-dnat/udp64_pps", "nft-dnat/conn_rate"} {
+	for _, k := range []string{"baseline/udp64_pps", "baseline/conn_rate", "nft-linear-10k/udp64_pps", "nft-sets-1k/udp64_pps", "nft-dnat/udp64_pps", "nft-dnat/conn_rate"} {
 		if !(got[k] > 0) {
 			t.Errorf("%s = %v, want traffic through the path", k, got[k])
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/vnicfilter/vnicfilter/filterd/api"
 )
@@ -21,6 +22,9 @@ type runEnv struct {
 	dir  string
 	// policies caches generated policies by rule count and seed.
 	policies map[[2]int][]genRule
+	// loaded is how long the last setup took to put its policy in place
+	// (MetricLoad).
+	loaded time.Duration
 }
 
 func newRunEnv(o Options, t *topology, d *daemon) (*runEnv, error) {
@@ -95,9 +99,11 @@ func (e *runEnv) setup(ctx context.Context, bc benchCase) (undo func() error, er
 	if chain == nil {
 		return nil, nil
 	}
+	t0 := time.Now()
 	if err := e.d.setChain(ctx, e.topo.a.tap, chain); err != nil {
 		return nil, err
 	}
+	e.loaded = time.Since(t0)
 	return func() error { return e.d.setChain(context.Background(), e.topo.a.tap, nil) }, nil
 }
 

@@ -2,12 +2,14 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
 )
@@ -36,7 +38,13 @@ func (e *runEnv) setupNft(ctx context.Context, bc benchCase) (undo func() error,
 	var br netlink.Link
 	switch bc.nft {
 	case nftLinearSet, nftCTSet:
-		rules = nftLinear(nftTable, e.policy(10000, 10000), bc.nft == nftCTSet)
+		n := cmp.Or(bc.nftRules, 10000)
+		rules = nftLinear(nftTable, e.policy(n, n), bc.nft == nftCTSet)
+	case nftSetsSet:
+		n := cmp.Or(bc.nftRules, 10000)
+		if rules, err = nftSets(nftTable, e.policy(n, n), true); err != nil {
+			return nil, err
+		}
 	case nftDNATSet:
 		rules = nftDNAT(nftTable, vipIPv4, vipBackends, []string{fmt.Sprintf("tcp dport { %d, %d, %d }", iperfPort, connPort, rrPort), fmt.Sprintf("udp dport %d", udpPort)})
 		h := e.topo.host.handle
@@ -68,10 +76,12 @@ func (e *runEnv) setupNft(ctx context.Context, bc benchCase) (undo func() error,
 		}
 		return err
 	}
+	t0 := time.Now()
 	if err := e.nft(ctx, rules, "-f", "-"); err != nil {
 		_ = undo()
 		return nil, err
 	}
+	e.loaded = time.Since(t0)
 	return undo, nil
 }
 

@@ -107,8 +107,10 @@ type benchCase struct {
 	// this many rules (policy.go), written for the run.
 	fwRules int
 	// nft names an nftables rule set installed in the host namespace for
-	// the case and removed after it (nft_linux.go).
-	nft string
+	// the case and removed after it (nft_linux.go); nftRules is the size
+	// of the generated policy the fw-suite sets render (0: 10,000).
+	nft      string
+	nftRules int
 	// dlb: the chain is one dlb filter with the VIP's services file.
 	dlb bool
 	// span: the chain is one mirror cloning to the monitoring VM's vNIC.
@@ -169,11 +171,16 @@ func count() api.FilterSpec { return api.FilterSpec{Name: "count"} }
 const (
 	nftLinearSet = "linear" // the fw policy, one rule per line, every packet walks it
 	nftCTSet     = "ct"     // the same after "ct state established,related accept"
+	nftSetsSet   = "sets"   // conntrack first, then the policy as concatenated interval verdict maps
 	nftDNATSet   = "numgen" // DNAT of the VIP to the backends, round robin by numgen
 )
 
-// fwMetrics: what the firewall suite measures on each rule count.
-var fwMetrics = []string{MetricUDP64, MetricTCP1, MetricConnRate}
+// fwMetrics: what the firewall suite measures on each rule count;
+// nftMetrics, on the nftables rule sets that only draw the pps curve.
+var (
+	fwMetrics  = []string{MetricUDP64, MetricTCP1, MetricConnRate, MetricLoad, MetricMem}
+	nftMetrics = []string{MetricUDP64, MetricLoad}
+)
 
 // encapMetrics: what the encap suite measures (issue 9: TCP Gb/s, 64-byte pps).
 var encapMetrics = []string{MetricTCP1, MetricUDP64}
@@ -191,10 +198,18 @@ var cases = []benchCase{
 	{name: "crypt", suite: SuiteCrypt, own: true, metrics: []string{MetricTCP1, MetricUDP64}, doc: "encrypt: VMs on two simulated hosts through wireguard-go; baseline = the same hosts in clear (crypt_linux.go)"},
 
 	{name: "fw-1", suite: SuiteFW, fwRules: 1, metrics: fwMetrics, doc: "firewall, 1-rule policy (the allowing rule)"},
+	{name: "fw-1k", suite: SuiteFW, fwRules: 1000, metrics: fwMetrics, doc: "firewall, 1,000 random rules, the allowing rule near the end"},
 	{name: "fw-10k", suite: SuiteFW, fwRules: 10000, metrics: fwMetrics, doc: "firewall, 10,000 random rules, the allowing rule near the end"},
 	{name: "fw-100k", suite: SuiteFW, fwRules: 100000, metrics: fwMetrics, doc: "firewall, 100,000 random rules, the allowing rule near the end"},
-	{name: "nft-linear-10k", suite: SuiteFW, nft: nftLinearSet, metrics: []string{MetricUDP64}, doc: "no chain; fw-10k's rules as an nftables inet forward chain, one rule per line, no conntrack"},
-	{name: "nft-ct-10k", suite: SuiteFW, nft: nftCTSet, metrics: fwMetrics, doc: "the same chain after \"ct state established,related accept\""},
+	{name: "nft-linear-1", suite: SuiteFW, nft: nftLinearSet, nftRules: 1, metrics: nftMetrics, doc: "no chain; fw-1's rule as an nftables inet forward chain"},
+	{name: "nft-linear-1k", suite: SuiteFW, nft: nftLinearSet, nftRules: 1000, metrics: nftMetrics, doc: "no chain; fw-1k's rules, one nftables rule per line, no conntrack"},
+	{name: "nft-linear-10k", suite: SuiteFW, nft: nftLinearSet, metrics: nftMetrics, doc: "no chain; fw-10k's rules as an nftables inet forward chain, one rule per line, no conntrack"},
+	{name: "nft-linear-100k", suite: SuiteFW, nft: nftLinearSet, nftRules: 100000, metrics: nftMetrics, doc: "no chain; fw-100k's rules, one nftables rule per line, no conntrack"},
+	{name: "nft-ct-10k", suite: SuiteFW, nft: nftCTSet, metrics: []string{MetricUDP64, MetricTCP1, MetricConnRate}, doc: "the same chain after \"ct state established,related accept\""},
+	{name: "nft-sets-1", suite: SuiteFW, nft: nftSetsSet, nftRules: 1, metrics: nftMetrics, doc: "no chain; fw-1's rule the careful nftables way (nft-sets-10k)"},
+	{name: "nft-sets-1k", suite: SuiteFW, nft: nftSetsSet, nftRules: 1000, metrics: nftMetrics, doc: "no chain; fw-1k's rules the careful nftables way (nft-sets-10k)"},
+	{name: "nft-sets-10k", suite: SuiteFW, nft: nftSetsSet, nftRules: 10000, metrics: []string{MetricUDP64, MetricTCP1, MetricConnRate, MetricLoad}, doc: "no chain; fw-10k's rules as a careful nftables user writes them: ct state established,related accept, then concatenated interval verdict maps"},
+	{name: "nft-sets-100k", suite: SuiteFW, nft: nftSetsSet, nftRules: 100000, metrics: nftMetrics, doc: "no chain; fw-100k's rules the careful nftables way (nft-sets-10k)"},
 	{name: "fw-swap-10k", suite: SuiteFW, fwRules: 10000, swap: true, metrics: []string{MetricSwap}, doc: "firewall: reload a 10,000-rule policy 5 times under a paced UDP stream"},
 
 	{name: "dlb-vip", suite: SuiteDLB, dlb: true, vip: true, metrics: []string{MetricTCP1, MetricUDP64, MetricConnRate}, doc: "dlb on the vNIC, traffic to the VIP (3 backends in VM B); baseline = straight to B"},
@@ -239,6 +254,12 @@ const (
 	MetricSwapMax  = "swap_max_ms"
 	MetricSwapD    = "swap_filterd_ms"
 	MetricSwapLost = "swap_lost_packets"
+	// MetricLoad is the time to put the case's policy in place: the API
+	// call that attaches the firewall with it, or `nft -f` of the rule set.
+	MetricLoad = "policy_load_ms"
+	// MetricMem is the kernel memory of the vNIC's firewall: the sum of
+	// its maps' memlock (bpf_map_info).
+	MetricMem      = "vnic_mem_bytes"
 	metricUDP64Snt = "udp64_sent_pps" // reported inside the udp64_pps line
 )
 
@@ -247,7 +268,7 @@ var coreMetrics = []string{MetricTCP1, MetricTCP2, MetricUDP64, MetricRR}
 
 // MetricNames lists the metrics --metrics accepts, in measurement order.
 func MetricNames() []string {
-	return []string{MetricTCP1, MetricTCP2, MetricUDP64, MetricRR, MetricConnRate, MetricSwap}
+	return []string{MetricTCP1, MetricTCP2, MetricUDP64, MetricRR, MetricConnRate, MetricSwap, MetricLoad, MetricMem}
 }
 
 // units of the reported metrics.
@@ -262,11 +283,13 @@ var units = map[string]string{
 	MetricSwapMax:  "ms",
 	MetricSwapD:    "ms",
 	MetricSwapLost: "packets",
+	MetricLoad:     "ms",
+	MetricMem:      "bytes",
 }
 
 // unpaired metrics have no baseline: they describe an operation, not a
 // path (the swap). Their samples are aggregated over repetitions by aggr.
-var unpaired = map[string]bool{MetricSwap: true}
+var unpaired = map[string]bool{MetricSwap: true, MetricLoad: true, MetricMem: true}
 
 // aggr says how the per-repetition samples of a figure become its value:
 // the median unless named here.

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -410,4 +411,178 @@ func nftDNAT(table string, vip net.IP, backends []string, matches []string) stri
 	}
 	b.WriteString("\t}\n}\n")
 	return b.String()
+}
+
+// nftSets renders rules the way a careful nftables user would: after
+// "ct state established,related accept", one lookup per family in a
+// verdict map keyed by the concatenation source . destination . protocol .
+// destination port (intervals: prefixes and port ranges) for TCP and UDP,
+// one keyed by source . destination . type . code for ICMP and ICMPv6,
+// and the few rules that match any protocol as lines. A packet costs a
+// handful of set lookups whatever the rule count (nft's pipapo
+// concatenated-range sets), like the firewall's classifier.
+//
+// First match wins in the policy; a map cannot hold overlapping
+// elements, so for each (source, destination, protocol) the port line is
+// split where the rules' ranges begin and end and each piece gets the
+// verdict of the first rule covering it (adjacent pieces with the same
+// verdict merged). Different address pairs never overlap in generated
+// policies (their remote prefixes do not nest: policyGen), which is what
+// lets the maps ignore the order between them; nftSets returns an error if
+// two address pairs of one map overlap.
+func nftSets(table string, rules []genRule, established bool) (string, error) {
+	type pairKey struct {
+		fam              string
+		src, dst         netip.Prefix
+		proto            string
+		icmpType, icmpCd uint16
+	}
+	type piece struct {
+		lo, hi uint16
+		allow  bool
+	}
+	var order []pairKey
+	ports := map[pairKey][]genRule{}
+	var icmp []pairKey
+	icmpVerdict := map[pairKey]bool{}
+	var anyLines []string
+	for _, r := range rules {
+		fam := "ip"
+		if r.local.Addr().Is6() {
+			fam = "ip6"
+		}
+		src, dst := r.local, r.remote
+		if r.toVM {
+			src, dst = r.remote, r.local
+		}
+		if !src.IsValid() || !dst.IsValid() {
+			anyLines = append(anyLines, nftRule(r))
+			continue
+		}
+		switch r.proto {
+		case "tcp", "udp":
+			k := pairKey{fam: fam, src: src, dst: dst, proto: r.proto}
+			if _, ok := ports[k]; !ok {
+				order = append(order, k)
+			}
+			ports[k] = append(ports[k], r)
+		case "icmp", "icmpv6":
+			k := pairKey{fam: fam, src: src, dst: dst, proto: r.proto, icmpType: r.lo, icmpCd: r.hi}
+			if _, ok := icmpVerdict[k]; !ok {
+				icmp = append(icmp, k)
+				icmpVerdict[k] = r.allow // first match wins
+			}
+		default:
+			anyLines = append(anyLines, nftRule(r))
+		}
+	}
+	// Overlapping address pairs would make the maps' order matter.
+	seen := map[[2]netip.Prefix]bool{}
+	var pairs [][2]netip.Prefix
+	for _, k := range append(append([]pairKey{}, order...), icmp...) {
+		p := [2]netip.Prefix{k.src, k.dst}
+		if !seen[p] {
+			seen[p] = true
+			pairs = append(pairs, p)
+		}
+	}
+	byDst := map[netip.Prefix][]netip.Prefix{}
+	for _, p := range pairs {
+		byDst[p[1]] = append(byDst[p[1]], p[0])
+	}
+	for dst, srcs := range byDst {
+		slices.SortFunc(srcs, func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) })
+		for i := 1; i < len(srcs); i++ {
+			if srcs[i-1].Overlaps(srcs[i]) {
+				return "", fmt.Errorf("nft sets: %s and %s overlap (to %s)", srcs[i-1], srcs[i], dst)
+			}
+		}
+	}
+	verdict := func(allow bool) string {
+		if allow {
+			return "accept"
+		}
+		return "drop"
+	}
+	elems := map[string][]string{} // map name → elements
+	for _, k := range order {
+		var bounds []int
+		for _, r := range ports[k] {
+			lo, hi := int(r.lo), int(r.hi)
+			if r.hi == 0 {
+				lo, hi = 0, 65535
+			}
+			bounds = append(bounds, lo, hi+1)
+		}
+		slices.Sort(bounds)
+		bounds = slices.Compact(bounds)
+		var ps []piece
+		for i := 0; i+1 < len(bounds); i++ {
+			lo, hi := bounds[i], bounds[i+1]-1
+			for _, r := range ports[k] {
+				rlo, rhi := int(r.lo), int(r.hi)
+				if r.hi == 0 {
+					rlo, rhi = 0, 65535
+				}
+				if rlo <= lo && hi <= rhi {
+					if n := len(ps); n > 0 && ps[n-1].allow == r.allow && int(ps[n-1].hi)+1 == lo {
+						ps[n-1].hi = uint16(hi)
+					} else {
+						ps = append(ps, piece{uint16(lo), uint16(hi), r.allow})
+					}
+					break
+				}
+			}
+		}
+		name := k.fam + "_ports"
+		for _, p := range ps {
+			port := fmt.Sprint(p.lo)
+			if p.hi != p.lo {
+				port = fmt.Sprintf("%d-%d", p.lo, p.hi)
+			}
+			elems[name] = append(elems[name], fmt.Sprintf("%s . %s . %s . %s : %s", nftPrefix(k.src), nftPrefix(k.dst), k.proto, port, verdict(p.allow)))
+		}
+	}
+	for _, k := range icmp {
+		name := k.fam + "_icmp"
+		elems[name] = append(elems[name], fmt.Sprintf("%s . %s . %d . %d : %s", nftPrefix(k.src), nftPrefix(k.dst), k.icmpType, k.icmpCd, verdict(icmpVerdict[k])))
+	}
+	type vmap struct{ name, typ, match string }
+	maps := []vmap{
+		{"ip_ports", "ipv4_addr . ipv4_addr . inet_proto . inet_service", "ip saddr . ip daddr . meta l4proto . th dport"},
+		{"ip6_ports", "ipv6_addr . ipv6_addr . inet_proto . inet_service", "ip6 saddr . ip6 daddr . meta l4proto . th dport"},
+		{"ip_icmp", "ipv4_addr . ipv4_addr . icmp_type . icmp_code", "ip saddr . ip daddr . icmp type . icmp code"},
+		{"ip6_icmp", "ipv6_addr . ipv6_addr . icmpv6_type . icmpv6_code", "ip6 saddr . ip6 daddr . icmpv6 type . icmpv6 code"},
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "table inet %s {\n", table)
+	for _, m := range maps {
+		if len(elems[m.name]) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, "\tmap %s {\n\t\ttype %s : verdict\n\t\tflags interval\n\t\telements = {\n", m.name, m.typ)
+		for i, e := range elems[m.name] {
+			b.WriteString("\t\t\t")
+			b.WriteString(e)
+			if i < len(elems[m.name])-1 {
+				b.WriteByte(',')
+			}
+			b.WriteByte('\n')
+		}
+		b.WriteString("\t\t}\n\t}\n")
+	}
+	b.WriteString("\tchain vfb_forward {\n\t\ttype filter hook forward priority filter; policy drop;\n")
+	if established {
+		b.WriteString("\t\tct state established,related accept\n")
+	}
+	for _, m := range maps {
+		if len(elems[m.name]) > 0 {
+			fmt.Fprintf(&b, "\t\t%s vmap @%s\n", m.match, m.name)
+		}
+	}
+	for _, l := range anyLines {
+		fmt.Fprintf(&b, "\t\t%s\n", l)
+	}
+	b.WriteString("\t}\n}\n")
+	return b.String(), nil
 }

@@ -157,6 +157,52 @@ func TestNftRule(t *testing.T) {
 	}
 }
 
+// TestNftSets: first match wins inside a map (overlapping port ranges of
+// one address pair are split, each piece with the first rule's verdict),
+// rules for any protocol stay lines after the maps, conntrack comes first,
+// and overlapping address pairs are refused rather than reordered.
+func TestNftSets(t *testing.T) {
+	p := netip.MustParsePrefix
+	vm, host := p("10.77.0.1/32"), p("10.9.9.9/32")
+	rules := []genRule{
+		{toVM: true, local: vm, remote: host, proto: "tcp", lo: 100, hi: 200, allow: true},
+		{toVM: true, local: vm, remote: host, proto: "tcp", lo: 150, hi: 300},
+		{toVM: true, local: vm, remote: host, proto: "tcp", lo: 301, hi: 301},
+		{toVM: true, local: vm, remote: host, proto: "udp", lo: 53, hi: 53, allow: true},
+		{toVM: true, local: vm, remote: host, proto: "icmp", lo: 8, hi: 0, allow: true},
+		{toVM: true, local: vm, remote: host, proto: "icmp", lo: 8, hi: 0},
+		{local: p("fd77::1/128"), remote: p("fd00:1000::/64"), proto: "udp", lo: 9, hi: 9},
+		allowRule,
+	}
+	s, err := nftSets("t", rules, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"10.9.9.9 . 10.77.0.1 . tcp . 100-200 : accept,",
+		"10.9.9.9 . 10.77.0.1 . tcp . 201-301 : drop,", // 201-300 and 301 merged
+		"10.9.9.9 . 10.77.0.1 . udp . 53 : accept",
+		"10.9.9.9 . 10.77.0.1 . 8 . 0 : accept", // the second icmp rule never matches
+		"fd77::1 . fd00:1000::/64 . udp . 9 : drop",
+		"ct state established,related accept\n\t\tip saddr . ip daddr . meta l4proto . th dport vmap @ip_ports\n",
+		"vmap @ip6_ports\n\t\tip saddr . ip daddr . icmp type . icmp code vmap @ip_icmp\n\t\tip saddr 10.77.0.1 ip daddr 10.77.0.0/24 accept\n",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("nftSets lacks %q:\n%s", want, s)
+		}
+	}
+	if strings.Contains(s, "8 . 0 : drop") || strings.Contains(s, "ip6_icmp") {
+		t.Errorf("nftSets:\n%s", s)
+	}
+	nested := append(rules, genRule{toVM: true, local: vm, remote: p("10.9.9.0/24"), proto: "tcp", lo: 1, hi: 1})
+	if _, err := nftSets("t", nested, true); err == nil {
+		t.Error("nftSets accepted overlapping address pairs")
+	}
+	if _, err := nftSets("t", genPolicy(2000, 5, 7, testVM4, testVM6, benchFlows, allowRule), true); err != nil {
+		t.Errorf("generated policy: %v", err)
+	}
+}
+
 func TestNftDNAT(t *testing.T) {
 	got := nftDNAT("t", net.IPv4(10, 77, 0, 100), []string{"10.77.0.2", "10.77.0.3"}, []string{"tcp dport { 80, 443 }", "udp dport 53"})
 	for _, want := range []string{

@@ -319,7 +319,7 @@ func formatValue(x float64, unit string) string {
 	if math.IsNaN(x) {
 		return "-"
 	}
-	if unit == "pps" || unit == "conn/s" || unit == "packets" {
+	if unit == "pps" || unit == "conn/s" || unit == "packets" || unit == "bytes" {
 		return groupThousands(int64(math.Round(x))) + " " + unit
 	}
 	return strconv.FormatFloat(round(x, decimals(unit)), 'f', decimals(unit), 64) + " " + unit

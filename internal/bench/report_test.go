@@ -257,7 +257,7 @@ func TestSelect(t *testing.T) {
 	}{
 		{nil, "baseline,empty-chain,fast-1,fast-4,slow-punt,slow-ext"},
 		{[]string{SuiteMirror}, "baseline,mirror,mirror-span"},
-		{[]string{SuiteFW}, "baseline,fw-1,fw-10k,fw-100k,nft-linear-10k,nft-ct-10k,fw-swap-10k"},
+		{[]string{SuiteFW}, "baseline,fw-1,fw-1k,fw-10k,fw-100k,nft-linear-1,nft-linear-1k,nft-linear-10k,nft-linear-100k,nft-ct-10k,nft-sets-1,nft-sets-1k,nft-sets-10k,nft-sets-100k,fw-swap-10k"},
 		{[]string{SuiteDLB, SuiteCore}, "baseline,empty-chain,fast-1,fast-4,slow-punt,slow-ext,dlb-vip,nft-dnat"},
 	} {
 		cs, err := selectedCases(nil, tc.suites)

@@ -372,6 +372,19 @@ func measureAll(ctx context.Context, o Options, e *runEnv, ms []string, rep int,
 			}
 			s[MetricRRP50], s[MetricRRP99] = r.p50, r.p99
 			logf(o.Log, "rep %d/%d %-11s %-10s p50 %.1f us, p99 %.1f us", rep+1, o.Reps, name, m, r.p50, r.p99)
+		case MetricLoad:
+			s[m] = float64(e.loaded) / float64(time.Millisecond)
+			logf(o.Log, "rep %d/%d %-11s %-10s %.1f ms", rep+1, o.Reps, name, m, s[m])
+		case MetricMem:
+			b, err := e.d.slotMemory(t.a.tap)
+			if err != nil {
+				if err := fail(m, err); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			s[m] = float64(b)
+			logf(o.Log, "rep %d/%d %-11s %-10s %s", rep+1, o.Reps, name, m, formatValue(s[m], "bytes"))
 		case MetricConnRate:
 			r, err := connRate(ctx, t, dst, o.Duration)
 			if err != nil {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -97,8 +98,8 @@ func (e *runEnv) measureSwap(ctx context.Context, rep int, bc benchCase, c *coll
 		MetricSwapD:    median(daemonMS),
 		MetricSwapLost: lost,
 	}
-	logf(o.Log, "rep %d/%d %-11s %d reloads of %d rules: API p50 %.1f ms, max %.1f ms (filterd: %.1f ms); stream %d sent, %d received (%.0f/s, highest sequence number %d), %.0f lost",
-		rep+1, o.Reps, bc.name, swaps, bc.fwRules, sm[MetricSwapP50], sm[MetricSwapMax], sm[MetricSwapD], s, r, float64(s)/elapsed, maxSeq.Load(), lost)
+	logf(o.Log, "rep %d/%d %-11s %d reloads of %d rules: API p50 %.1f ms, max %.1f ms (filterd: %.1f ms); stream %d sent, %d received (%.0f/s, highest sequence number %d), %.0f lost; each reload (API ms): %s",
+		rep+1, o.Reps, bc.name, swaps, bc.fwRules, sm[MetricSwapP50], sm[MetricSwapMax], sm[MetricSwapD], s, r, float64(s)/elapsed, maxSeq.Load(), lost, fmtMS(apiMS))
 	return sm, nil
 }
 
@@ -129,4 +130,16 @@ func seqSendLoop(fd int, sent *atomic.Uint64, stop *atomic.Bool) error {
 		}
 	}
 	return nil
+}
+
+// fmtMS lists durations in ms, for percentiles across repetitions.
+func fmtMS(ms []float64) string {
+	var b strings.Builder
+	for i, v := range ms {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%.1f", v)
+	}
+	return b.String()
 }
