@@ -39,6 +39,9 @@ type Config struct {
 	// Hidden, when Hidden.Bridge is set, makes filterd create the hidden
 	// bridge and serve the API there over mutual TLS (hidden_linux.go).
 	Hidden HiddenConfig
+	// Migrate, when Migrate.Listen is set, serves the filterd-to-filterd
+	// state transfer of live migrations over mutual TLS (migrate_linux.go).
+	Migrate MigrateConfig
 	// Logger receives the daemon's logs; discarded if nil.
 	Logger *slog.Logger
 }

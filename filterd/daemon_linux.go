@@ -34,6 +34,7 @@ type Daemon struct {
 	external map[string]*externalFilter // external_linux.go
 	groups   *groupTable                // host address groups (groups_linux.go)
 	hidden   *hidden                    // the hidden bridge, nil if not configured
+	mig      *migrator                  // state transfers between hosts, nil until served (migrate_linux.go)
 }
 
 type vnic struct {

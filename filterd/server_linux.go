@@ -95,6 +95,8 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("GET "+v+"/vnics/{vnic}/capture", d.handleCapture)
 	mux.HandleFunc("GET "+v+"/vnics/{vnic}/state", d.handleExportState)
 	mux.HandleFunc("PUT "+v+"/vnics/{vnic}/state", d.handleImportState)
+	mux.HandleFunc("POST "+v+"/vnics/{vnic}/state/pull", d.handlePullState)
+	mux.HandleFunc("POST "+v+"/migrate/handoff", d.handleHandoff)
 	mux.Handle("GET /metrics", d.MetricsHandler())
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		reply(w, http.StatusNotFound, api.Error{Code: api.CodeBadRequest, Message: fmt.Sprintf("no such endpoint: %s %s (API %s)", r.Method, r.URL.Path, api.Version)})
@@ -158,6 +160,13 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			return err
 		}
 		defer func() { _ = stopHidden() }()
+	}
+	if d.cfg.Migrate.Listen != "" {
+		stopMigrate, err := d.serveMigrate(ctx)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = stopMigrate() }()
 	}
 	// Long-lived requests (captures) end when the server shuts down.
 	base, endRequests := context.WithCancel(context.WithoutCancel(ctx))

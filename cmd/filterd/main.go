@@ -49,6 +49,12 @@ from anywhere else and the bridge unroutable. "filterd issue-cert" writes a
 client certificate of the host CA (for the control VM's agent or an
 operator's vfctl).
 
+With --migrate-listen, filterd serves live-migration state transfers to the
+filterds of --migrate-peers-ca over mutual TLS (certificates of the same
+host CA): the libvirt hook on the destination pulls an arriving VM's
+connection state from the source before the guest runs there, and the
+source pushes its final state when the VM leaves (docs/migration.md).
+
 Flags:
 `
 
@@ -60,6 +66,9 @@ Examples:
   filterd check
   filterd --hidden-bridge vfhidden0        # control VM on the hidden bridge
   filterd issue-cert --name agent --out /var/lib/vnicfilter/agent-tls
+  filterd --libvirt-uri qemu:///system --migrate-listen 10.0.0.5:9444 \
+          --migrate-peers-ca /etc/vnicfilter/peers-ca.pem \
+          --migrate-peers https://10.0.0.6:9444,https://10.0.0.7:9444
 
 Files:
   /run/vnicfilter/filterd.sock     API socket (mode 0600)
@@ -95,6 +104,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Hidden.Port, "hidden-port", 9443, "`port` of the mutual-TLS API on the hidden bridge")
 	fs.StringVar(&cfg.Hidden.TLSDir, "hidden-tls-dir", "/etc/vnicfilter/tls", "`directory` of the host CA and filterd's certificate (created 0700 at first start)")
 	hiddenAllow := fs.String("hidden-allow", "vfcvm*", "comma-separated name `patterns` of the only ports allowed on the hidden bridge (the control VM's vNIC)")
+	fs.StringVar(&cfg.Migrate.Listen, "migrate-listen", "", "serve live-migration state transfers to peer filterds over mutual TLS at `IP:PORT` on the management network (certificates of the host CA in --hidden-tls-dir); off when empty")
+	fs.StringVar(&cfg.Migrate.PeersCA, "migrate-peers-ca", "", "PEM `file` of the peer hosts' CA certificates (their ca.pem): the filterds trusted to pull and push state")
+	migratePeers := fs.String("migrate-peers", "", "comma-separated peer `URLs` (https://IP:PORT, their --migrate-listen) asked for an arriving VM's state")
 	certName := fs.String("name", "", "issue-cert: the certificate's `name` (e.g. agent)")
 	certOut := fs.String("out", "", "issue-cert: `directory` to write NAME.pem, NAME-key.pem and ca.pem into")
 	mode := fs.String("attach-mode", "auto", "`mode` of attaching to tc: auto (tcx, else clsact), tcx or clsact")
@@ -125,6 +137,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		cfg.Hidden.Addr = p
 		cfg.Hidden.Allow = strings.Split(*hiddenAllow, ",")
+	}
+	cfg.Migrate.TLSDir = cfg.Hidden.TLSDir
+	if *migratePeers != "" {
+		cfg.Migrate.Peers = strings.Split(*migratePeers, ",")
 	}
 	switch cmd {
 	case "issue-cert":
