@@ -277,16 +277,8 @@ func (d *Daemon) handlePeerExport(w http.ResponseWriter, r *http.Request) {
 		m.followers[name] = follower{peer: peer, vnic: q.Get("vnic"), owner: owner, at: time.Now()}
 		m.mu.Unlock()
 	}
-	var buf bytes.Buffer
-	if err := d.ExportState(r.Context(), name, &buf); err != nil {
-		replyErr(w, err)
-		return
-	}
-	d.log.Info("state pulled by a peer", "vnic", name, "owner", owner, "peer", peerName(r), "bytes", buf.Len(), "follow", q.Get("follow"))
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set(sourceHeader, name)
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(buf.Bytes())
+	d.log.Info("state pulled by a peer", "vnic", name, "owner", owner, "peer", peerName(r), "follow", q.Get("follow"))
+	d.writeExport(w, r, name, map[string]string{sourceHeader: name})
 }
 
 // sourceHeader names the source vNIC of a pulled bundle.
@@ -314,9 +306,9 @@ func (d *Daemon) handlePeerImport(w http.ResponseWriter, r *http.Request) {
 		replyErr(w, fmt.Errorf("%w: %s belongs to %q here, not to %q", ErrBadRequest, vnic, have, owner))
 		return
 	}
-	b, err := io.ReadAll(io.LimitReader(r.Body, maxBundle+1))
+	b, err := readBundleBody(r)
 	if err != nil {
-		replyErr(w, fmt.Errorf("%w: read body: %v", ErrBadRequest, err))
+		replyErr(w, err)
 		return
 	}
 	out, err := d.ImportState(r.Context(), vnic, b)

@@ -20,6 +20,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/vnicfilter/vnicfilter/filterd/api"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
 
@@ -519,4 +520,51 @@ func migrateFlow(t *testing.T, migrateState string) {
 	if !transfer && (flowed1 || flowed2) {
 		t.Fatalf("without the state a stream went on (1: %v, 2: %v): the test cannot tell the difference", flowed1, flowed2)
 	}
+}
+
+// TestMigrateState100k moves 100,000 connections from one filterd host to
+// the other the way a migration does (the destination's pull over mutual
+// TLS: export at the source, transfer, import), five times, and reports
+// the median time and the CPU time both filterds spent per move.
+func TestMigrateState100k(t *testing.T) {
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	t.Parallel()
+	src, dst := newMigHosts(t, "best-effort")
+	vm := src.host.AddVM(t, "vm")
+	ctx := context.Background()
+	chain := bigChain(t)
+	chain.Owner = "libvirt:bench"
+	if _, err := src.d.client.SetChain(ctx, vm.TapName, chain); err != nil {
+		t.Fatal(err)
+	}
+	const n = 100_000
+	fillFlows(t, src.d, vm.TapName, n)
+	tap := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vnetb0"}, PeerName: "vnetb0p"}
+	if err := dst.host.Handle().LinkAdd(tap); err != nil {
+		t.Fatal(err)
+	}
+	var took, cpu []time.Duration
+	size := 0
+	for range moveRuns {
+		if _, err := dst.d.client.SetChain(ctx, "vnetb0", chain); err != nil {
+			t.Fatal(err)
+		}
+		cpu0 := procCPU(t, src.d.cmd.Process.Pid) + procCPU(t, dst.d.cmd.Process.Pid)
+		start := time.Now()
+		r, err := dst.d.client.PullState(ctx, "vnetb0", api.PullRequest{Owner: chain.Owner, NoFollow: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		took = append(took, time.Since(start))
+		cpu = append(cpu, procCPU(t, src.d.cmd.Process.Pid)+procCPU(t, dst.d.cmd.Process.Pid)-cpu0)
+		if r.Import == nil || len(r.Import.Slots) != 1 || r.Import.Slots[0].Entries != n {
+			t.Fatalf("pull %+v: want %d flows", r, n)
+		}
+		size = r.Bytes
+		if err := dst.d.client.Detach(ctx, "vnetb0"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("moved %d flows (%.1f MB bundle) filterd to filterd over mutual TLS: p50 %v over %d runs (all: %v); CPU of both filterds per move p50 %v",
+		n, float64(size)/1e6, median(took), moveRuns, took, median(cpu))
 }
