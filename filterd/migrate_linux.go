@@ -515,3 +515,21 @@ func (d *Daemon) handleHandoff(w http.ResponseWriter, r *http.Request) {
 	out, err := d.Handoff(r.Context(), req)
 	respond(w, out, err)
 }
+
+// handoffPaused pushes a domain's final state as it pauses for the
+// switch-over of a migration away from this host (the libvirt watcher's
+// VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED): normally before the destination
+// resumes it, where the `stopped` hook's push comes after. Without a
+// migration listener, or with no peer having pulled, it does nothing.
+func (d *Daemon) handoffPaused(ctx context.Context, domain string) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	res, err := d.Handoff(ctx, api.HandoffRequest{Owner: "libvirt:" + domain})
+	if err != nil {
+		d.log.Warn("push the final state at the migration's pause", "domain", domain, "err", err)
+		return
+	}
+	for _, p := range res.Pushed {
+		d.log.Info("final state pushed at the migration's pause", "domain", domain, "vnic", p.VNIC, "peer", p.Peer, "to", p.To, "entries", p.Entries, "ms", p.Seconds*1000, "err", p.Error)
+	}
+}

@@ -102,7 +102,6 @@ func startMigHosts(t *testing.T, migrateState string) (src, dst *migHost) {
 				t.Logf("filterd %d log:\n%s", i, d.logs())
 			}
 		})
-		d.start()
 		state := "best-effort"
 		if i == 1 {
 			state = migrateState
@@ -110,6 +109,9 @@ func startMigHosts(t *testing.T, migrateState string) (src, dst *migHost) {
 		conf := fmt.Sprintf("socket=%s\nbpffs-root=%s\nmarker-dir=%s\nmigrate-state=%s\ntimeout=20s\n", h.sock, h.d.root, filepath.Join(dir, fmt.Sprint("markers", i)), state)
 		h.trace = filepath.Join(dir, "phases.log")
 		h.l = testlab.StartLibvirtd(t, testlab.LibvirtdOptions{HooksDir: migHooks(t, conf, []string{"source", "destination"}[i], h.trace), HostUUID: fmt.Sprintf("9a1c3f52-6b0e-4d6a-8c11-%012d", i+1)})
+		// The watcher pushes the final state when the source pauses.
+		d.args = append(d.args, "--libvirt-uri", h.l.URI())
+		d.start()
 		hosts[i] = h
 	}
 	return hosts[0], hosts[1]
@@ -123,7 +125,9 @@ func startMigHosts(t *testing.T, migrateState string) (src, dst *migHost) {
 // connection through a default-deny firewall (the guest may only open
 // connections to port 5001). The hooks run as libvirt calls them; the
 // destination's filterd pulls the state from the source's over mutual
-// TLS at `start`, the source's pushes the final state at `stopped`. With
+// TLS at `start`, the source's pushes the final state when the guest
+// pauses there for the switch-over (its libvirt watcher's
+// SUSPENDED_MIGRATED event; the `stopped` hook would push it too). With
 // migrate-state=best-effort the download goes on after the migration; with
 // migrate-state=off it stalls: the server's segments are new flows no
 // rule allows.
@@ -253,10 +257,26 @@ func liveMigration(t *testing.T, migrateState string) {
 		}
 		t.Logf("hook phases (from virsh migrate; it returned at %+.0f ms):\n%s", float64(end.Sub(begin).Milliseconds()), strings.Join(lines, "\n"))
 	}
+	// And what the filterds did when, on the same clock.
+	var events []string
+	for i, d := range []*daemon{src.d, dst.d} {
+		for _, l := range strings.Split(d.logs(), "\n") {
+			for _, m := range []string{"pulled state", "domain paused for migration", "domain resumed after migration", "pushed at the migration's pause", "final state pushed by a peer", "pushed final state"} {
+				if !strings.Contains(l, m) {
+					continue
+				}
+				ts, _, _ := strings.Cut(strings.TrimPrefix(l, "time="), " ")
+				if at, err := time.Parse(time.RFC3339Nano, ts); err == nil {
+					events = append(events, fmt.Sprintf("%+7.0f ms %s filterd: %s", float64(at.Sub(begin).Milliseconds()), []string{"source", "destination"}[i], m))
+				}
+			}
+		}
+	}
+	t.Logf("filterd events:\n%s", strings.Join(events, "\n"))
 	st, _ := dst.l.Virsh("domstate", g.Name)
 	t.Logf("virsh migrate took %v; destination: %s", took.Round(time.Millisecond), strings.TrimSpace(st))
 	if strings.TrimSpace(st) != "running" {
-		t.Fatalf("domain on the destination: %q", st)
+		t.Fatalf("domain on the destination: %q; guest console:\n%s", st, g.Console())
 	}
 	vs := dst.d.vnics(t)
 	if len(vs) != 1 || vs[0].Owner != "libvirt:"+g.Name {
@@ -270,6 +290,9 @@ func liveMigration(t *testing.T, migrateState string) {
 	flowed := growsOn(cs[0], 4<<20, 15*time.Second)
 	quiet := growsOn(cs[1], 1<<20, 5*time.Second)
 	t.Logf("migrate-state=%s: long transfer %d bytes acked after the migration (went on: %v); quiet connection went on: %v", migrateState, acked()-after, flowed, quiet)
+	if pushed := strings.Count(src.d.logs(), "final state pushed at the migration's pause"); migrateState != "off" && pushed != 1 {
+		t.Errorf("the source's filterd pushed the final state at the pause %d times, want once", pushed)
+	}
 	if migrateState != "off" && (!flowed || !quiet) {
 		t.Fatalf("with the state moved a download stalled after the migration\nsource filterd:\n%s\ndestination filterd:\n%s", src.d.logs(), dst.d.logs())
 	}
