@@ -53,8 +53,8 @@ func migHooks(t *testing.T, conf, host, trace string) string {
 type migHost struct {
 	d     *daemon
 	trace string // the hook phases both libvirtds ran
-	sock string
-	l    *testlab.Libvirtd
+	sock  string
+	l     *testlab.Libvirtd
 }
 
 // startMigHosts starts both sides; migrateState is the destination
