@@ -3,10 +3,13 @@ package filterd_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -567,4 +570,102 @@ func TestMigrateState100k(t *testing.T) {
 	}
 	t.Logf("moved %d flows (%.1f MB bundle) filterd to filterd over mutual TLS: p50 %v over %d runs (all: %v); CPU of both filterds per move p50 %v",
 		n, float64(size)/1e6, median(took), moveRuns, took, median(cpu))
+}
+
+// TestMigrateListenerRefuses: the migration listener serves only peers
+// with a certificate of a trusted host CA, only its two endpoints, and a
+// trusted peer can only add state to a chain of the same owner.
+func TestMigrateListenerRefuses(t *testing.T) {
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	t.Parallel()
+	src, dst := newMigHosts(t, "best-effort")
+	vm := src.host.AddVM(t, "vm")
+	ctx := context.Background()
+	chain := bigChain(t)
+	chain.Owner = "libvirt:guarded"
+	if _, err := src.d.client.SetChain(ctx, vm.TapName, chain); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	client := func(tlsDir string) *http.Client {
+		out := filepath.Join(dir, filepath.Base(tlsDir)+"-cert")
+		if b, err := exec.Command(filepath.Join(binDir, "filterd"), "issue-cert", "--hidden-tls-dir", tlsDir, "--name", "peer", "--out", out).CombinedOutput(); err != nil {
+			t.Fatalf("issue-cert: %v: %s", err, b)
+		}
+		cert, err := tls.LoadX509KeyPair(filepath.Join(out, "peer.pem"), filepath.Join(out, "peer-key.pem"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		roots := x509.NewCertPool()
+		pem, _ := os.ReadFile(filepath.Join(src.tls, "ca.pem"))
+		roots.AppendCertsFromPEM(pem)
+		return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{Certificates: []tls.Certificate{cert}, RootCAs: roots, MinVersion: tls.VersionTLS13},
+			// Dial from the destination host's namespace, over the
+			// management link.
+			DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
+				err = dst.host.Do(func() error {
+					var d net.Dialer
+					c, err = d.DialContext(ctx, network, addr)
+					return err
+				})
+				return c, err
+			},
+		}}
+	}
+	base := "https://" + src.ip + ":9444/v1/migrate/state"
+	status := func(c *http.Client, method, u string, body []byte) (int, string, error) {
+		req, _ := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), nil
+	}
+
+	// A peer (the destination host's CA) is served.
+	peer := client(dst.tls)
+	if code, _, err := status(peer, "GET", base+"?owner=libvirt:guarded", nil); err != nil || code != 200 {
+		t.Fatalf("trusted peer: %d, %v", code, err)
+	}
+	// A certificate of a CA nobody trusts: no TLS session at all.
+	if code, _, err := status(client(filepath.Join(dir, "stranger-ca")), "GET", base+"?owner=libvirt:guarded", nil); err == nil {
+		t.Errorf("a stranger's certificate was served (status %d)", code)
+	} else {
+		t.Logf("stranger refused: %v", err)
+	}
+	for _, tc := range []struct {
+		what, method, url string
+		code              int
+		want              string
+	}{
+		{"unknown owner", "GET", base + "?owner=libvirt:other", 404, api.CodeNotAttached},
+		{"state into another owner's chain", "PUT", base + "?owner=libvirt:other&vnic=" + vm.TapName, 400, "belongs to"},
+		{"the rest of the API", "GET", "https://" + src.ip + ":9444/v1/vnics", 404, "no such endpoint on the migration listener"},
+		{"a chain change", "DELETE", "https://" + src.ip + ":9444/v1/vnics/" + vm.TapName, 404, "no such endpoint"},
+	} {
+		code, body, err := status(peer, tc.method, tc.url, []byte("x"))
+		if err != nil || code != tc.code || !strings.Contains(body, tc.want) {
+			t.Errorf("%s: %d %s, %v; want %d naming %q", tc.what, code, body, err, tc.code, tc.want)
+		}
+	}
+	if v, err := src.d.client.VNIC(ctx, vm.TapName); err != nil || v.Owner != chain.Owner {
+		t.Errorf("the source chain after the refused requests: %+v, %v", v, err)
+	}
+	// A pull into a chain of another owner is refused before any peer is
+	// asked.
+	other := chain
+	other.Owner = "libvirt:mine"
+	tap := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vnetr0"}, PeerName: "vnetr0p"}
+	if err := dst.host.Handle().LinkAdd(tap); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dst.d.client.SetChain(ctx, "vnetr0", other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dst.d.client.PullState(ctx, "vnetr0", api.PullRequest{Owner: chain.Owner}); !api.IsCode(err, api.CodeBadRequest) {
+		t.Errorf("pull into another owner's chain: %v", err)
+	}
 }
