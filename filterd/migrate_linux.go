@@ -264,6 +264,11 @@ func (d *Daemon) handlePeerExport(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if peer := q.Get("follow"); peer != "" {
+		if m, err := d.migrator(); err == nil && strings.TrimSuffix(peer, "/") == m.self {
+			// Ourselves: the chain found is the one being filled.
+			replyErr(w, fmt.Errorf("%w: a pull from this filterd itself", ErrBadRequest))
+			return
+		}
 		if err := checkPeerURL(peer); err != nil || q.Get("vnic") == "" {
 			replyErr(w, fmt.Errorf("%w: follow=%q vnic=%q: want the puller's https://IP:PORT and its vNIC", ErrBadRequest, peer, q.Get("vnic")))
 			return
@@ -345,6 +350,9 @@ func (d *Daemon) PullState(ctx context.Context, vnic string, req api.PullRequest
 	for _, peer := range peers {
 		if err := checkPeerURL(peer); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+		}
+		if strings.TrimSuffix(peer, "/") == m.self {
+			continue // a peer list shared by all hosts names this one too
 		}
 		q := url.Values{"owner": {req.Owner}}
 		if req.MAC != "" {

@@ -155,7 +155,8 @@ func newMigHosts(t *testing.T, migrateState string) (a, b *migHost) {
 	for i, h := range []*migHost{a, b} {
 		other := []*migHost{b, a}[i]
 		h.d = newDaemon(t, h.host, "--migrate-listen", h.ip+":9444", "--hidden-tls-dir", h.tls,
-			"--migrate-peers-ca", peersFile, "--migrate-peers", "https://"+other.ip+":9444")
+			// One peer list for all hosts, this one first: it skips itself.
+			"--migrate-peers-ca", peersFile, "--migrate-peers", "https://"+h.ip+":9444,https://"+other.ip+":9444")
 		hooks := filepath.Join(dir, fmt.Sprintf("hooks%d", i))
 		if err := os.MkdirAll(filepath.Join(hooks, "qemu.d"), 0o755); err != nil {
 			t.Fatal(err)
