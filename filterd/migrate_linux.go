@@ -95,6 +95,11 @@ type follower struct {
 	at                time.Time
 }
 
+// deltaMargin widens the final push's window beyond the pull: entries
+// whose activity stamp is coarse (the load balancer refreshes it once a
+// second) or that changed while the pull was being exported.
+const deltaMargin = 2 * time.Second
+
 // followerTTL bounds how long a pull waits for its handoff: a migration
 // cancelled at the destination leaves a follower the source never uses.
 const followerTTL = 24 * time.Hour
@@ -461,8 +466,14 @@ func (d *Daemon) Handoff(ctx context.Context, req api.HandoffRequest) (*api.Hand
 			out.Pushed = append(out.Pushed, h)
 			continue
 		}
+		// Only what changed since the pull (what saw a packet since,
+		// with a margin), where the filter can tell.
 		var buf bytes.Buffer
-		if err := d.ExportState(ctx, vnic, &buf); err != nil {
+		parts, err := d.exportParts(ctx, vnic, time.Since(f.at)+deltaMargin)
+		if err == nil {
+			err = writeBundle(&buf, vnic, time.Now(), parts)
+		}
+		if err != nil {
 			h.Error = err.Error()
 			out.Pushed = append(out.Pushed, h)
 			continue

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vnicfilter/vnicfilter/filterd/api"
+	"github.com/vnicfilter/vnicfilter/sdk"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
 
@@ -571,6 +572,26 @@ func TestMigrateState100k(t *testing.T) {
 	}
 	t.Logf("moved %d flows (%.1f MB bundle) filterd to filterd over mutual TLS: p50 %v over %d runs (all: %v); CPU of both filterds per move p50 %v",
 		n, float64(size)/1e6, median(took), moveRuns, took, median(cpu))
+
+	// A migration's two steps: the pull (followed), then 1,000 new flows
+	// at the source, then the final push at the pause carries only them.
+	if _, err := dst.d.client.SetChain(ctx, "vnetb0", chain); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dst.d.client.PullState(ctx, "vnetb0", api.PullRequest{Owner: chain.Owner}); err != nil {
+		t.Fatal(err)
+	}
+	const fresh = 1000
+	writeFlows(t, src.d, vm.TapName, n, fresh, sdk.KtimeNow()+uint64(5*24*time.Hour))
+	start := time.Now()
+	h, err := src.d.client.Handoff(ctx, api.HandoffRequest{Owner: chain.Owner})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.Pushed) != 1 || h.Pushed[0].Error != "" || h.Pushed[0].Entries != fresh {
+		t.Fatalf("final push %+v: want the %d new flows", h.Pushed, fresh)
+	}
+	t.Logf("final push after the pull: %d new flows of %d, %d bytes, %v", h.Pushed[0].Entries, n+fresh, h.Pushed[0].Bytes, time.Since(start).Round(time.Millisecond))
 }
 
 // TestMigrateListenerRefuses: the migration listener serves only peers

@@ -38,7 +38,7 @@ func (d *Daemon) movers(name string) (map[int]*instance, error) {
 // ExportState writes the bundle of name's movable state: one payload per
 // slot whose filter implements sdk.StateMover (an empty bundle if none).
 func (d *Daemon) ExportState(ctx context.Context, name string, w io.Writer) error {
-	parts, err := d.exportParts(ctx, name)
+	parts, err := d.exportParts(ctx, name, 0)
 	if err != nil {
 		return err
 	}
@@ -47,8 +47,8 @@ func (d *Daemon) ExportState(ctx context.Context, name string, w io.Writer) erro
 
 // exportBundle returns a bundle as its prefix and payloads, to be written
 // without copying them together.
-func (d *Daemon) exportBundle(ctx context.Context, name string) (pre []byte, parts []bundlePart, size int, err error) {
-	if parts, err = d.exportParts(ctx, name); err != nil {
+func (d *Daemon) exportBundle(ctx context.Context, name string, since time.Duration) (pre []byte, parts []bundlePart, size int, err error) {
+	if parts, err = d.exportParts(ctx, name, since); err != nil {
 		return nil, nil, 0, err
 	}
 	if pre, err = bundlePrefix(name, time.Now(), parts); err != nil {
@@ -61,8 +61,10 @@ func (d *Daemon) exportBundle(ctx context.Context, name string) (pre []byte, par
 	return pre, parts, size, nil
 }
 
-// exportParts has every slot whose filter carries movable state export it.
-func (d *Daemon) exportParts(ctx context.Context, name string) ([]bundlePart, error) {
+// exportParts has every slot whose filter carries movable state export it:
+// everything, or with since > 0 what was touched within since where the
+// filter can tell (sdk.StateDeltaExporter).
+func (d *Daemon) exportParts(ctx context.Context, name string, since time.Duration) ([]bundlePart, error) {
 	ms, err := d.movers(name)
 	if err != nil {
 		return nil, err
@@ -76,7 +78,11 @@ func (d *Daemon) exportParts(ctx context.Context, name string) ([]bundlePart, er
 		}
 		mv := in.fast.(sdk.StateMover)
 		var buf bytes.Buffer
-		if err := mv.ExportState(&buf); err != nil {
+		export := mv.ExportState
+		if dx, ok := mv.(sdk.StateDeltaExporter); ok && since > 0 {
+			export = func(w io.Writer) error { return dx.ExportStateSince(w, since) }
+		}
+		if err := export(&buf); err != nil {
 			return nil, fmt.Errorf("export slot %d (%s) of %s: %w", slot, in.desc.Name, name, err)
 		}
 		parts = append(parts, bundlePart{bundleEntry: bundleEntry{Slot: slot, Filter: in.desc.Name, Version: in.desc.Version, Format: mv.StateFormat()}, data: buf.Bytes()})
@@ -88,7 +94,7 @@ func (d *Daemon) exportParts(ctx context.Context, name string) ([]bundlePart, er
 // writeExport answers with name's bundle, its length known up front so
 // that the reader allocates once.
 func (d *Daemon) writeExport(w http.ResponseWriter, r *http.Request, name string, header map[string]string) {
-	pre, parts, size, err := d.exportBundle(r.Context(), name)
+	pre, parts, size, err := d.exportBundle(r.Context(), name, 0)
 	if err != nil {
 		replyErr(w, err)
 		return

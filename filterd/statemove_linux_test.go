@@ -19,6 +19,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/vnicfilter/vnicfilter/filterd/api"
+	"github.com/vnicfilter/vnicfilter/sdk"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
 
@@ -243,8 +244,15 @@ func bigChain(t *testing.T) api.ChainRequest {
 }
 
 // fillFlows writes n established flows into the firewall's connection
-// table of vnic's chain, straight into the pinned map.
+// table of vnic's chain, straight into the pinned map: with an hour to
+// live, so their last packet was days ago (an established flow lives five
+// days after its last packet).
 func fillFlows(t *testing.T, d *daemon, vnic string, n int) {
+	writeFlows(t, d, vnic, 0, n, sdk.KtimeNow()+uint64(time.Hour))
+}
+
+// writeFlows writes flows first..first+n-1 with the given expiry (ktime).
+func writeFlows(t *testing.T, d *daemon, vnic string, first, n int, expires uint64) {
 	t.Helper()
 	ct, err := ebpf.LoadPinnedMap(filepath.Join(d.root, vnic, "slot0", "fw_conntrack"), nil)
 	if err != nil {
@@ -255,16 +263,17 @@ func fillFlows(t *testing.T, d *daemon, vnic string, n int) {
 		t.Fatalf("fw_conntrack entries are %d+%d bytes; this test writes 40+48", ct.KeySize(), ct.ValueSize())
 	}
 	keys, vals := make([][40]byte, n), make([][48]byte, n)
-	for i := range n {
-		k := keys[i][:]
+	for j := range n {
+		i := first + j
+		k := keys[j][:]
 		k[0], k[3] = 10, 1 // local 10.0.0.1
 		k[16], k[17], k[18], k[19] = 10, 1, byte(i>>16), byte(i>>8)
 		binary.LittleEndian.PutUint16(k[32:], uint16(1024+i%60000))
 		binary.LittleEndian.PutUint16(k[34:], 5001)
 		k[36], k[37] = 6, 4
-		v := vals[i][:]
-		binary.LittleEndian.PutUint64(v, 1<<62) // expires: far in the future
-		v[40] = 3                               // established
+		v := vals[j][:]
+		binary.LittleEndian.PutUint64(v, expires)
+		v[40] = 3 // established
 	}
 	for done := 0; done < n; {
 		end := min(done+4096, n)

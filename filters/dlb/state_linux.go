@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -15,7 +16,10 @@ import (
 // The load balancer's pinned flows move with the VM (sdk.StateMover): a
 // connection keeps its backend on the destination host, as across a
 // reload, whatever Maglev would pick there.
-var _ sdk.StateMover = (*fastPath)(nil)
+var (
+	_ sdk.StateMover         = (*fastPath)(nil)
+	_ sdk.StateDeltaExporter = (*fastPath)(nil)
+)
 
 // pinFormat 1: a header {u32 key size, u32 value size, u64 count}, then
 // count × (dlb_ct_key, dlb_ct_val), forward and reverse entries alike,
@@ -34,7 +38,16 @@ const (
 func (f *fastPath) StateFormat() uint32 { return pinFormat }
 
 // ExportState writes every pinned flow (sdk.StateMover).
-func (f *fastPath) ExportState(w io.Writer) error {
+func (f *fastPath) ExportState(w io.Writer) error { return f.export(w, 0) }
+
+// ExportStateSince writes the pins with a packet within the last age
+// (sdk.StateDeltaExporter; seen is refreshed at most once a second, which
+// the caller's margin covers).
+func (f *fastPath) ExportStateSince(w io.Writer, age time.Duration) error {
+	return f.export(w, age)
+}
+
+func (f *fastPath) export(w io.Writer, age time.Duration) error {
 	now := sdk.KtimeNow()
 	const chunk = 4096
 	keys := make([]dlbDlbCtKey, chunk)
@@ -48,6 +61,9 @@ func (f *fastPath) ExportState(w io.Writer) error {
 		for i := range n {
 			v := vals[i]
 			v.Seen = now - min(v.Seen, now) // idle time
+			if age > 0 && v.Seen > uint64(age) {
+				continue
+			}
 			v.T.Svc = 0
 			out = append(out, zero[:]...)
 			putPin(out[len(out)-pinEntry:], &keys[i], &v)

@@ -6,15 +6,20 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/vnicfilter/vnicfilter/sdk"
 )
 
-var _ sdk.StateMover = (*fastPath)(nil)
+var (
+	_ sdk.StateMover         = (*fastPath)(nil)
+	_ sdk.StateDeltaExporter = (*fastPath)(nil)
+)
 
 // stateFormat 2: a header {u32 key size, u32 value size, u64 count}, then
 // count × (fw_ct_key, fw_ct_val) little-endian, each value's expires the
@@ -34,12 +39,29 @@ type stateHeader struct {
 // ExportState writes the connection table (sdk.StateMover): every flow
 // not yet expired, with its remaining lifetime. Entries are encoded
 // straight from each batch lookup into one buffer, written at once.
-func (f *fastPath) ExportState(w io.Writer) error {
+func (f *fastPath) ExportState(w io.Writer) error { return f.export(w, 0) }
+
+// ExportStateSince writes the flows that saw a packet within the last age
+// (sdk.StateDeltaExporter): new flows and every flow whose state, lifetime
+// or counters moved, found by their last packet (expires minus the
+// state's timeout).
+func (f *fastPath) ExportStateSince(w io.Writer, age time.Duration) error {
+	return f.export(w, age)
+}
+
+// export writes the live flows; with age > 0 only those whose last packet
+// is at most age old.
+func (f *fastPath) export(w io.Writer, age time.Duration) error {
 	now := sdk.KtimeNow()
 	keys := make([]firewallFwCtKey, exportChunk)
 	vals := make([]firewallFwCtVal, exportChunk)
 	const entry = ctKeySize + ctValSize
-	out := make([]byte, stateHeaderSize, stateHeaderSize+int(f.objs.FwConntrack.MaxEntries())*entry)
+	// The whole table fits without growing; a delta starts small.
+	room := int(f.objs.FwConntrack.MaxEntries())
+	if age > 0 {
+		room = min(room, 1024)
+	}
+	out := make([]byte, stateHeaderSize, stateHeaderSize+room*entry)
 	count := 0
 	var cursor ebpf.MapBatchCursor
 	for {
@@ -49,10 +71,16 @@ func (f *fastPath) ExportState(w io.Writer) error {
 			if v.Expires <= now {
 				continue
 			}
+			if age > 0 && int(v.State) < len(ctTimeouts) {
+				lastSeen := int64(v.Expires) - int64(ctTimeouts[v.State])
+				if lastSeen < int64(now)-int64(age) {
+					continue // idle since before age: the destination has it
+				}
+			}
 			v.Expires -= now
 			v.Created = now - min(v.Created, now) // age
 			v.Gen, v.Rule = 0, 0
-			out = out[:len(out)+entry]
+			out = slices.Grow(out, entry)[:len(out)+entry]
 			putCtEntry(out[len(out)-entry:], &keys[i], v)
 			count++
 		}
