@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -111,6 +112,20 @@ func pinsFollow(t *testing.T, move bool) {
 			t.Errorf("state_pins_dropped_total %d, want %d (the pins to b3)", got, per["b3"])
 		}
 		t.Logf("%d bytes, %d entries imported, %d pins to b3 dropped", buf.Len(), n, per["b3"])
+		// The final push's delta: everything touched within an hour is all
+		// of it; within a nanosecond, nothing.
+		for _, tc := range []struct {
+			age  time.Duration
+			want uint64
+		}{{time.Hour, binary.LittleEndian.Uint64(buf.Bytes()[8:])}, {time.Nanosecond, 0}} {
+			var d bytes.Buffer
+			if err := src.FastPath.(sdk.StateDeltaExporter).ExportStateSince(&d, tc.age); err != nil {
+				t.Fatal(err)
+			}
+			if got := binary.LittleEndian.Uint64(d.Bytes()[8:]); got != tc.want {
+				t.Errorf("pins touched within %v: %d, want %d", tc.age, got, tc.want)
+			}
+		}
 		// A damaged payload is refused and changes nothing.
 		if _, err := dst.FastPath.(sdk.StateMover).ImportState(bytes.NewReader(buf.Bytes()[:buf.Len()-5])); err == nil {
 			t.Error("truncated payload accepted")
