@@ -2,6 +2,10 @@ package filterd
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -75,4 +79,25 @@ func FuzzReadBundle(f *testing.F) {
 			t.Fatalf("re-written bundle refused: %v", err)
 		}
 	})
+}
+
+// A version 1 bundle (SHA-256 checksums, before CRC-32C) from an older
+// filterd is still read, and its checksum still checked.
+func TestBundleVersion1(t *testing.T) {
+	data := []byte("flows...")
+	sum := sha256.Sum256(data)
+	hb, err := json.Marshal(bundleHeader{VNIC: "vnet7", Slots: []bundleEntry{{Slot: 0, Filter: "firewall", Version: "1.0.0", Format: 2, Length: int64(len(data)), SHA256: hex.EncodeToString(sum[:])}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := append([]byte(bundleMagic), 1, 0, 0, 0)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(hb)))
+	b = append(append(b, hb...), data...)
+	if _, parts, err := readBundle(b); err != nil || string(parts[0].data) != "flows..." {
+		t.Fatalf("version 1 bundle: %v", err)
+	}
+	b[len(b)-1] ^= 1
+	if _, _, err := readBundle(b); !errors.Is(err, ErrBadBundle) || !strings.Contains(err.Error(), "checksum mismatch") {
+		t.Fatalf("damaged version 1 bundle: %v", err)
+	}
 }

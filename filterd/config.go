@@ -53,6 +53,9 @@ type Config struct {
 	// errors; groups resolves host groups the document does not define.
 	// Nil: policy documents are refused.
 	PolicyCheck func(doc []byte, file string, groups sdk.Groups) error
+	// Migrate, when Migrate.Listen is set, serves the filterd-to-filterd
+	// state transfer of live migrations over mutual TLS (migrate_linux.go).
+	Migrate MigrateConfig
 	// Logger receives the daemon's logs; discarded if nil.
 	Logger *slog.Logger
 }

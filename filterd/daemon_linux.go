@@ -35,6 +35,7 @@ type Daemon struct {
 	groups   *groupTable                // host address groups (groups_linux.go)
 	hidden   *hidden                    // the hidden bridge, nil if not configured
 	recorded map[string]*recordedVNIC   // record mode's chains (record_linux.go)
+	mig      *migrator                  // state transfers between hosts, nil until served (migrate_linux.go)
 }
 
 type vnic struct {

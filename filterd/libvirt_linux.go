@@ -17,7 +17,8 @@ func (d *Daemon) WatchLibvirt(ctx context.Context) error {
 	if d.cfg.LibvirtURI == "" {
 		return nil
 	}
-	w, err := watch.New(libvirtChains{d}, watch.Options{URI: d.cfg.LibvirtURI, Logger: d.log.With("component", "libvirt")})
+	w, err := watch.New(libvirtChains{d}, watch.Options{URI: d.cfg.LibvirtURI, Logger: d.log.With("component", "libvirt"),
+		OnMigrationPaused: func(domain string) { d.handoffPaused(ctx, domain) }})
 	if err != nil {
 		return err
 	}

@@ -98,6 +98,8 @@ func (d *Daemon) Handler() http.Handler {
 	mux.HandleFunc("GET "+v+"/vnics/{vnic}/state", d.handleExportState)
 	mux.HandleFunc("PUT "+v+"/vnics/{vnic}/state", d.handleImportState)
 	d.encryptRoutes(mux, v) // encrypt_api_linux.go
+	mux.HandleFunc("POST "+v+"/vnics/{vnic}/state/pull", d.handlePullState)
+	mux.HandleFunc("POST "+v+"/migrate/handoff", d.handleHandoff)
 	mux.Handle("GET /metrics", d.MetricsHandler())
 	d.encapRoutes(mux, v)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
@@ -162,6 +164,13 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			return err
 		}
 		defer func() { _ = stopHidden() }()
+	}
+	if d.cfg.Migrate.Listen != "" {
+		stopMigrate, err := d.serveMigrate(ctx)
+		if err != nil {
+			return err
+		}
+		defer func() { _ = stopMigrate() }()
 	}
 	// Long-lived requests (captures) end when the server shuts down.
 	base, endRequests := context.WithCancel(context.WithoutCancel(ctx))

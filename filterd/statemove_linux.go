@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/vnicfilter/vnicfilter/filterd/api"
@@ -37,9 +38,36 @@ func (d *Daemon) movers(name string) (map[int]*instance, error) {
 // ExportState writes the bundle of name's movable state: one payload per
 // slot whose filter implements sdk.StateMover (an empty bundle if none).
 func (d *Daemon) ExportState(ctx context.Context, name string, w io.Writer) error {
-	ms, err := d.movers(name)
+	parts, err := d.exportParts(ctx, name, 0)
 	if err != nil {
 		return err
+	}
+	return writeBundle(w, name, time.Now(), parts)
+}
+
+// exportBundle returns a bundle as its prefix and payloads, to be written
+// without copying them together.
+func (d *Daemon) exportBundle(ctx context.Context, name string, since time.Duration) (pre []byte, parts []bundlePart, size int, err error) {
+	if parts, err = d.exportParts(ctx, name, since); err != nil {
+		return nil, nil, 0, err
+	}
+	if pre, err = bundlePrefix(name, time.Now(), parts); err != nil {
+		return nil, nil, 0, err
+	}
+	size = len(pre)
+	for _, p := range parts {
+		size += len(p.data)
+	}
+	return pre, parts, size, nil
+}
+
+// exportParts has every slot whose filter carries movable state export it:
+// everything, or with since > 0 what was touched within since where the
+// filter can tell (sdk.StateDeltaExporter).
+func (d *Daemon) exportParts(ctx context.Context, name string, since time.Duration) ([]bundlePart, error) {
+	ms, err := d.movers(name)
+	if err != nil {
+		return nil, err
 	}
 	start := time.Now()
 	var parts []bundlePart
@@ -50,16 +78,58 @@ func (d *Daemon) ExportState(ctx context.Context, name string, w io.Writer) erro
 		}
 		mv := in.fast.(sdk.StateMover)
 		var buf bytes.Buffer
-		if err := mv.ExportState(&buf); err != nil {
-			return fmt.Errorf("export slot %d (%s) of %s: %w", slot, in.desc.Name, name, err)
+		export := mv.ExportState
+		if dx, ok := mv.(sdk.StateDeltaExporter); ok && since > 0 {
+			export = func(w io.Writer) error { return dx.ExportStateSince(w, since) }
+		}
+		if err := export(&buf); err != nil {
+			return nil, fmt.Errorf("export slot %d (%s) of %s: %w", slot, in.desc.Name, name, err)
 		}
 		parts = append(parts, bundlePart{bundleEntry: bundleEntry{Slot: slot, Filter: in.desc.Name, Version: in.desc.Version, Format: mv.StateFormat()}, data: buf.Bytes()})
 	}
-	if err := writeBundle(w, name, time.Now(), parts); err != nil {
-		return err
-	}
 	d.log.Info("exported state", "vnic", name, "slots", len(parts), "took", time.Since(start))
-	return nil
+	return parts, nil
+}
+
+// writeExport answers with name's bundle, its length known up front so
+// that the reader allocates once.
+func (d *Daemon) writeExport(w http.ResponseWriter, r *http.Request, name string, header map[string]string) {
+	pre, parts, size, err := d.exportBundle(r.Context(), name, 0)
+	if err != nil {
+		replyErr(w, err)
+		return
+	}
+	for k, v := range header {
+		w.Header().Set(k, v)
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(size))
+	w.WriteHeader(http.StatusOK)
+	if _, err := w.Write(pre); err != nil {
+		return
+	}
+	for _, p := range parts {
+		if _, err := w.Write(p.data); err != nil {
+			return
+		}
+	}
+}
+
+// readBundleBody reads a request's bundle, in one allocation when its
+// length is known.
+func readBundleBody(r *http.Request) ([]byte, error) {
+	if n := r.ContentLength; n > 0 && n <= maxBundle {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			return nil, fmt.Errorf("%w: read body: %v", ErrBadRequest, err)
+		}
+		return b, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxBundle+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: read body: %v", ErrBadRequest, err)
+	}
+	return b, nil
 }
 
 // ImportState reads a bundle exported for the same chain elsewhere and
@@ -105,20 +175,13 @@ func (d *Daemon) ImportState(ctx context.Context, name string, b []byte) (*api.I
 }
 
 func (d *Daemon) handleExportState(w http.ResponseWriter, r *http.Request) {
-	var buf bytes.Buffer
-	if err := d.ExportState(r.Context(), r.PathValue("vnic"), &buf); err != nil {
-		replyErr(w, err)
-		return
-	}
-	w.Header().Set("Content-Type", "application/octet-stream")
-	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write(buf.Bytes())
+	d.writeExport(w, r, r.PathValue("vnic"), nil)
 }
 
 func (d *Daemon) handleImportState(w http.ResponseWriter, r *http.Request) {
-	b, err := io.ReadAll(io.LimitReader(r.Body, maxBundle+1))
+	b, err := readBundleBody(r)
 	if err != nil {
-		replyErr(w, fmt.Errorf("%w: read body: %v", ErrBadRequest, err))
+		replyErr(w, err)
 		return
 	}
 	out, err := d.ImportState(r.Context(), r.PathValue("vnic"), b)

@@ -42,6 +42,11 @@ type Config struct {
 	// HiddenAllow are the tap name patterns allowed on the hidden bridge;
 	// "vfcvm*" when empty.
 	HiddenAllow []string
+	// MigrateState: best-effort (default), required or off (migrate.go).
+	MigrateState MigrateState
+	// MarkerDir holds the markers of domains arriving by migration;
+	// DefaultMarkerDir when empty.
+	MarkerDir string
 }
 
 // DefaultBPFFSRoot is filterd's default bpffs root (datapath.DefaultRoot).
@@ -63,7 +68,8 @@ func ConfigPath(hookPath string) string {
 // and lines starting with # are ignored. A missing file gives the defaults.
 // Keys: socket (path), timeout (Go duration, e.g. 10s), network-dir (path),
 // bpffs-root (path; bpffs_root is accepted too), hidden-bridge (name),
-// hidden-allow (comma-separated glob patterns).
+// hidden-allow (comma-separated glob patterns), migrate-state
+// (best-effort, required or off), marker-dir (path).
 func LoadConfig(path string) (Config, error) {
 	var c Config
 	b, err := os.ReadFile(path)
@@ -100,6 +106,13 @@ func LoadConfig(path string) (Config, error) {
 					return c, fmt.Errorf("%s:%d: hidden-allow pattern %q is not a valid glob", path, n, p)
 				}
 			}
+		case "migrate-state":
+			c.MigrateState = MigrateState(v)
+			if err := c.MigrateState.validate(); err != nil {
+				return c, fmt.Errorf("%s:%d: %v", path, n, err)
+			}
+		case "marker-dir":
+			c.MarkerDir = v
 		case "timeout":
 			d, err := time.ParseDuration(v)
 			if err != nil || d <= 0 {
@@ -107,7 +120,7 @@ func LoadConfig(path string) (Config, error) {
 			}
 			c.Timeout = d
 		default:
-			return c, fmt.Errorf("%s:%d: unknown key %q (known: socket, timeout, network-dir, bpffs-root, hidden-bridge, hidden-allow)", path, n, k)
+			return c, fmt.Errorf("%s:%d: unknown key %q (known: socket, timeout, network-dir, bpffs-root, hidden-bridge, hidden-allow, migrate-state, marker-dir)", path, n, k)
 		}
 	}
 	return c, sc.Err()
@@ -126,6 +139,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.BPFFSRoot == "" {
 		c.BPFFSRoot = DefaultBPFFSRoot
+	}
+	if c.MigrateState == "" {
+		c.MigrateState = MigrateBestEffort
+	}
+	if c.MarkerDir == "" {
+		c.MarkerDir = DefaultMarkerDir
 	}
 	if c.HiddenBridge != "" && len(c.HiddenAllow) == 0 {
 		c.HiddenAllow = []string{"vfcvm*"}

@@ -16,7 +16,9 @@
 //   - started: too late to attach (the vCPUs already run); nothing to do.
 //   - stopped, release: detach the chains the domain owns; remove the
 //     guards of the taps the XML names and every guard whose tap is gone.
-//   - migrate, restore: validate the incoming XML and pass it through.
+//   - migrate, restore: validate the incoming XML and pass it through; at
+//     migrate, note that the domain arrives, so that start moves its
+//     connection state from the source (migrate.go).
 //   - reconnect, attach: nothing; filterd's reconcile loop owns running
 //     domains.
 //
@@ -100,6 +102,13 @@ type Hook struct {
 	// refused at prepare, start, migrate and restore (hidden.go).
 	HiddenBridge string
 	HiddenAllow  []string
+	// MigrateState says whether an arriving domain's connection state is
+	// moved from the source filterd at start (migrate.go); "" means
+	// MigrateBestEffort.
+	MigrateState MigrateState
+	// MarkerDir holds the markers of arriving domains; DefaultMarkerDir
+	// when empty.
+	MarkerDir string
 }
 
 // configuredGuard is the Guard of a Hook that names none.
@@ -166,10 +175,16 @@ func (h Hook) Run(ctx context.Context, args []string, stdin io.Reader) int {
 	case "start":
 		return r.start(ctx, xmlDoc)
 	case "stopped", "release":
-		return r.teardown(ctx, xmlDoc)
+		r.clearIncoming()
+		return r.teardown(ctx, xmlDoc, args[1] == "stopped")
 	case "migrate", "restore":
 		if code := r.prepare(ctx, xmlDoc); code != 0 {
 			return code
+		}
+		if args[1] == "migrate" {
+			if err := r.markIncoming(); err != nil {
+				r.note("arriving by migration, but the marker for start cannot be written (%v): connection state will not be moved", err)
+			}
 		}
 		// libvirt takes our output as the XML to use; pass it on
 		// unchanged (empty output would mean the same, but a hook
@@ -332,6 +347,7 @@ func (r *run) prepare(ctx context.Context, xmlDoc []byte) int {
 // the chains, which replace the guards. On any other failure the chains
 // attached so far are detached again, so a refused start changes nothing.
 func (r *run) start(ctx context.Context, xmlDoc []byte) int {
+	incoming := r.incoming()
 	chains, err := r.chains(xmlDoc)
 	if err != nil {
 		return r.fail("%v", err)
@@ -379,6 +395,12 @@ func (r *run) start(ctx context.Context, xmlDoc []byte) int {
 		}
 		attached = append(attached, c.Tap)
 	}
+	if incoming {
+		if code := r.pullState(ctx, chains); code != 0 {
+			r.rollback(ctx, attached)
+			return code
+		}
+	}
 	return 0
 }
 
@@ -421,7 +443,8 @@ func (r *run) rollback(ctx context.Context, taps []string) {
 	}
 }
 
-// teardown detaches the domain's chains at stopped and release. It
+// teardown detaches the domain's chains at stopped and release (at
+// stopped, after pushing the final state of a migrated domain). It
 // always exits 0: libvirt cannot undo a stop, and filterd's reconcile
 // loop removes whatever is left. The chains are found by owner
 // ("libvirt:<domain>"), not by the taps in the XML: at stopped and release
@@ -429,12 +452,17 @@ func (r *run) rollback(ctx context.Context, taps []string) {
 // (measured on libvirt 9.0), and a chain attached live by filterd's
 // watcher (hot-plug) is this domain's too. Chains of other owners are
 // left alone, in case a tap name was already reused.
-func (r *run) teardown(ctx context.Context, xmlDoc []byte) int {
+func (r *run) teardown(ctx context.Context, xmlDoc []byte, stopped bool) int {
 	chains, err := r.chains(xmlDoc)
 	if err == nil && len(chains) == 0 {
 		return 0 // never protected: do not bother filterd
 	}
 	defer r.removeGuards(chains)
+	if stopped {
+		// A domain leaving by migration: its final state goes to the
+		// destination before the chains go (migrate.go).
+		r.handoff(ctx)
+	}
 	owner := "libvirt:" + r.domain
 	var vnics []api.VNIC
 	err = r.call(ctx, func(ctx context.Context) (err error) {

@@ -8,7 +8,7 @@ import "io"
 // policy never cuts a live session.
 //
 // filterd frames each slot's payload (filter name and version, the
-// filter's own format number, length, SHA-256) in a versioned bundle
+// filter's own format number, length, CRC-32C) in a versioned bundle
 // (GET/PUT /v1/vnics/{vnic}/state, `vfctl vnic export|import`) and checks
 // the frame before ImportState sees a byte: a filter reads only payloads
 // its own ExportState wrote, intact.

@@ -61,6 +61,12 @@ attaching them: nothing reaches the kernel and nothing is enforced. It is
 for control-plane simulations of many hosts on one machine, never for a
 host that must filter traffic.
 
+With --migrate-listen, filterd serves live-migration state transfers to the
+filterds of --migrate-peers-ca over mutual TLS (certificates of the same
+host CA): the libvirt hook on the destination pulls an arriving VM's
+connection state from the source before the guest runs there, and the
+source pushes its final state when the VM leaves (docs/migration.md).
+
 Flags:
 `
 
@@ -73,6 +79,9 @@ Examples:
   filterd --hidden-bridge vfhidden0        # control VM on the hidden bridge
   filterd issue-cert --name agent --out /var/lib/vnicfilter/agent-tls
   filterd --datapath record --state-dir /tmp/sim1 --socket /tmp/sim1.sock  # simulation only
+  filterd --libvirt-uri qemu:///system --migrate-listen 10.0.0.5:9444 \
+          --migrate-peers-ca /etc/vnicfilter/peers-ca.pem \
+          --migrate-peers https://10.0.0.6:9444,https://10.0.0.7:9444
 
 Files:
   /run/vnicfilter/filterd.sock     API socket (mode 0600)
@@ -108,6 +117,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Hidden.Port, "hidden-port", 9443, "`port` of the mutual-TLS API on the hidden bridge")
 	fs.StringVar(&cfg.Hidden.TLSDir, "hidden-tls-dir", "/etc/vnicfilter/tls", "`directory` of the host CA and filterd's certificate (created 0700 at first start)")
 	hiddenAllow := fs.String("hidden-allow", "vfcvm*", "comma-separated name `patterns` of the only ports allowed on the hidden bridge (the control VM's vNIC)")
+	fs.StringVar(&cfg.Migrate.Listen, "migrate-listen", "", "serve live-migration state transfers to peer filterds over mutual TLS at `IP:PORT` on the management network (certificates of the host CA in --hidden-tls-dir); off when empty")
+	fs.StringVar(&cfg.Migrate.PeersCA, "migrate-peers-ca", "", "PEM `file` of the peer hosts' CA certificates (their ca.pem): the filterds trusted to pull and push state")
+	migratePeers := fs.String("migrate-peers", "", "comma-separated peer `URLs` (https://IP:PORT, their --migrate-listen) asked for an arriving VM's state")
 	certName := fs.String("name", "", "issue-cert: the certificate's `name` (e.g. agent)")
 	certOut := fs.String("out", "", "issue-cert: `directory` to write NAME.pem, NAME-key.pem and ca.pem into")
 	dpMode := fs.String("datapath", "kernel", "`kind` of datapath: kernel (load and attach chains) or record (validate and record only; enforces nothing, for simulations)")
@@ -151,6 +163,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		cfg.Hidden.Addr = p
 		cfg.Hidden.Allow = strings.Split(*hiddenAllow, ",")
+	}
+	cfg.Migrate.TLSDir = cfg.Hidden.TLSDir
+	if *migratePeers != "" {
+		cfg.Migrate.Peers = strings.Split(*migratePeers, ",")
 	}
 	switch cmd {
 	case "issue-cert":

@@ -41,6 +41,8 @@ func main() {
 		Guard:        hooks.BPFFSGuard{Root: cfg.BPFFSRoot},
 		HiddenBridge: cfg.HiddenBridge,
 		HiddenAllow:  cfg.HiddenAllow,
+		MigrateState: cfg.MigrateState,
+		MarkerDir:    cfg.MarkerDir,
 	}
 	os.Exit(h.Run(context.Background(), os.Args[1:], os.Stdin))
 }

@@ -83,6 +83,14 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return err
 	}
 	defer resp.Body.Close()
+	if b, ok := out.(*[]byte); ok && resp.ContentLength > 0 && resp.ContentLength <= 1<<30 {
+		// A state bundle: its length is known, read it in one allocation.
+		*b = make([]byte, resp.ContentLength)
+		if _, err := io.ReadFull(resp.Body, *b); err != nil {
+			return fmt.Errorf("%s %s: read response: %w", method, path, err)
+		}
+		return nil
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
 		return fmt.Errorf("%s %s: read response: %w", method, path, err)

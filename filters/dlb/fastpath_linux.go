@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -52,6 +53,10 @@ type fastPath struct {
 
 	tcpTimeout, udpTimeout, closeTimeout time.Duration
 	stopGC                               func() // ends the connection-table sweep
+
+	// pinsDropped counts imported pins whose backend is not in this
+	// host's pool (state_linux.go).
+	pinsDropped atomic.Uint64
 }
 
 // gcInterval is how often idle flows are swept.
@@ -611,6 +616,7 @@ func (f *fastPath) Counters() ([]sdk.Counter, error) {
 		return nil, err
 	}
 	out = append(out, sdk.Counter{Name: "services", Help: "Services configured.", Value: float64(len(st.Services)), Gauge: true})
+	out = append(out, sdk.Counter{Name: "state_pins_dropped_total", Help: "Pinned flows imported from another host (a VM move) and dropped: their service or backend is not configured here.", Value: float64(f.pinsDropped.Load())})
 	for _, s := range st.Services {
 		for _, d := range []struct {
 			dir string

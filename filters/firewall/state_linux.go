@@ -1,18 +1,25 @@
 package firewall
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/vnicfilter/vnicfilter/sdk"
 )
 
-var _ sdk.StateMover = (*fastPath)(nil)
+var (
+	_ sdk.StateMover         = (*fastPath)(nil)
+	_ sdk.StateDeltaExporter = (*fastPath)(nil)
+)
 
 // stateFormat 2: a header {u32 key size, u32 value size, u64 count}, then
 // count × (fw_ct_key, fw_ct_val) little-endian, each value's expires the
@@ -30,25 +37,52 @@ type stateHeader struct {
 }
 
 // ExportState writes the connection table (sdk.StateMover): every flow
-// not yet expired, with its remaining lifetime.
-func (f *fastPath) ExportState(w io.Writer) error {
+// not yet expired, with its remaining lifetime. Entries are encoded
+// straight from each batch lookup into one buffer, written at once.
+func (f *fastPath) ExportState(w io.Writer) error { return f.export(w, 0) }
+
+// ExportStateSince writes the flows that saw a packet within the last age
+// (sdk.StateDeltaExporter): new flows and every flow whose state, lifetime
+// or counters moved, found by their last packet (expires minus the
+// state's timeout).
+func (f *fastPath) ExportStateSince(w io.Writer, age time.Duration) error {
+	return f.export(w, age)
+}
+
+// export writes the live flows; with age > 0 only those whose last packet
+// is at most age old.
+func (f *fastPath) export(w io.Writer, age time.Duration) error {
 	now := sdk.KtimeNow()
-	keys := make([]firewallFwCtKey, gcChunk)
-	vals := make([]firewallFwCtVal, gcChunk)
-	var outK []firewallFwCtKey
-	var outV []firewallFwCtVal
+	keys := make([]firewallFwCtKey, exportChunk)
+	vals := make([]firewallFwCtVal, exportChunk)
+	const entry = ctKeySize + ctValSize
+	// The whole table fits without growing; a delta starts small.
+	room := int(f.objs.FwConntrack.MaxEntries())
+	if age > 0 {
+		room = min(room, 1024)
+	}
+	out := make([]byte, stateHeaderSize, stateHeaderSize+room*entry)
+	count := 0
 	var cursor ebpf.MapBatchCursor
 	for {
 		n, err := f.objs.FwConntrack.BatchLookup(&cursor, keys, vals, nil)
 		for i := range n {
-			if vals[i].Expires <= now {
+			v := &vals[i]
+			if v.Expires <= now {
 				continue
 			}
-			v := vals[i]
+			if age > 0 && int(v.State) < len(ctTimeouts) {
+				lastSeen := int64(v.Expires) - int64(ctTimeouts[v.State])
+				if lastSeen < int64(now)-int64(age) {
+					continue // idle since before age: the destination has it
+				}
+			}
 			v.Expires -= now
 			v.Created = now - min(v.Created, now) // age
 			v.Gen, v.Rule = 0, 0
-			outK, outV = append(outK, keys[i]), append(outV, v)
+			out = slices.Grow(out, entry)[:len(out)+entry]
+			putCtEntry(out[len(out)-entry:], &keys[i], v)
+			count++
 		}
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			break
@@ -57,20 +91,23 @@ func (f *fastPath) ExportState(w io.Writer) error {
 			return fmt.Errorf("read fw_conntrack: %w", err)
 		}
 	}
-	bw := bufio.NewWriterSize(w, 1<<16)
-	h := stateHeader{KeySize: ctKeySize, ValSize: ctValSize, Count: uint64(len(outK))}
-	if err := binary.Write(bw, binary.LittleEndian, h); err != nil {
-		return err
-	}
-	var e [ctKeySize + ctValSize]byte
-	for i := range outK {
-		putCtEntry(e[:], &outK[i], &outV[i])
-		if _, err := bw.Write(e[:]); err != nil {
-			return err
-		}
-	}
-	return bw.Flush()
+	le := binary.LittleEndian
+	le.PutUint32(out[0:], ctKeySize)
+	le.PutUint32(out[4:], ctValSize)
+	le.PutUint64(out[8:], uint64(count))
+	_, err := w.Write(out)
+	return err
 }
+
+// exportChunk and importChunk are the entries per batch syscall: larger
+// batches cost fewer syscalls, and the kernel's work per entry is the same.
+const (
+	exportChunk = 16384
+	importChunk = 8192
+)
+
+// stateHeaderSize is the encoded stateHeader.
+const stateHeaderSize = 16
 
 // ImportState adds exported flows to the connection table
 // (sdk.StateMover). Each is stamped with a policy epoch that is not the
@@ -91,21 +128,22 @@ func (f *fastPath) ImportState(r io.Reader) (int, error) {
 	}
 	// Read everything before touching the table: a truncated payload
 	// imports nothing.
+	const entry = ctKeySize + ctValSize
+	raw := make([]byte, int(h.Count)*entry)
+	if n, err := io.ReadFull(r, raw); err != nil {
+		return 0, fmt.Errorf("%w: firewall state: flow %d of %d: %v", sdk.ErrInvalidParam, n/entry, h.Count, err)
+	}
+	var one [1]byte
+	if n, _ := r.Read(one[:]); n != 0 {
+		return 0, fmt.Errorf("%w: firewall state: data after %d flows", sdk.ErrInvalidParam, h.Count)
+	}
 	keys := make([]firewallFwCtKey, h.Count)
 	vals := make([]firewallFwCtVal, h.Count)
-	br := bufio.NewReaderSize(r, 1<<16)
-	var e [ctKeySize + ctValSize]byte
 	for i := range keys {
-		if _, err := io.ReadFull(br, e[:]); err != nil {
-			return 0, fmt.Errorf("%w: firewall state: flow %d of %d: %v", sdk.ErrInvalidParam, i, h.Count, err)
-		}
-		getCtEntry(e[:], &keys[i], &vals[i])
+		getCtEntry(raw[i*entry:(i+1)*entry], &keys[i], &vals[i])
 		if k := keys[i]; (k.Family != 4 && k.Family != 6) || k.Proto == 0 {
 			return 0, fmt.Errorf("%w: firewall state: flow %d: family %d proto %d", sdk.ErrInvalidParam, i, k.Family, k.Proto)
 		}
-	}
-	if _, err := br.Peek(1); err != io.EOF {
-		return 0, fmt.Errorf("%w: firewall state: data after %d flows", sdk.ErrInvalidParam, h.Count)
 	}
 	var epoch uint32
 	if err := f.objs.FwConfig.Lookup(uint32(0), &epoch); err != nil {
@@ -117,16 +155,62 @@ func (f *fastPath) ImportState(r io.Reader) (int, error) {
 		vals[i].Created = now - min(vals[i].Created, now)
 		vals[i].Gen = epoch ^ 1<<31 // never the live epoch: re-validate
 	}
-	done := 0
-	for done < len(keys) {
-		end := min(done+gcChunk, len(keys))
-		n, err := f.objs.FwConntrack.BatchUpdate(keys[done:end], vals[done:end], nil)
-		done += n
-		if err != nil {
-			return done, fmt.Errorf("firewall state: imported %d of %d flows: %w", done, len(keys), err)
+	return f.updateFlows(keys, vals)
+}
+
+// updateFlows writes flows into the connection table in batches, two
+// writers at a time when there are two CPUs: the kernel's hash map takes
+// concurrent updates (per-bucket locks), and an update costs far more in
+// the kernel than in Go.
+func (f *fastPath) updateFlows(keys []firewallFwCtKey, vals []firewallFwCtVal) (int, error) {
+	workers := min(runtime.GOMAXPROCS(0), 4, (len(keys)+importChunk-1)/importChunk)
+	if workers <= 1 {
+		done := 0
+		for done < len(keys) {
+			end := min(done+importChunk, len(keys))
+			n, err := f.objs.FwConntrack.BatchUpdate(keys[done:end], vals[done:end], nil)
+			done += n
+			if err != nil {
+				return done, fmt.Errorf("firewall state: imported %d of %d flows: %w", done, len(keys), err)
+			}
 		}
+		return done, nil
 	}
-	return done, nil
+	var (
+		next  atomic.Int64
+		done  atomic.Int64
+		wg    sync.WaitGroup
+		errMu sync.Mutex
+		first error
+	)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				start := int(next.Add(importChunk)) - importChunk
+				if start >= len(keys) {
+					return
+				}
+				end := min(start+importChunk, len(keys))
+				n, err := f.objs.FwConntrack.BatchUpdate(keys[start:end], vals[start:end], nil)
+				done.Add(int64(n))
+				if err != nil {
+					errMu.Lock()
+					if first == nil {
+						first = err
+					}
+					errMu.Unlock()
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if first != nil {
+		return int(done.Load()), fmt.Errorf("firewall state: imported %d of %d flows: %w", done.Load(), len(keys), first)
+	}
+	return int(done.Load()), nil
 }
 
 // The connection table's entry layout (struct fw_ct_key, fw_ct_val);

@@ -23,7 +23,7 @@ keeps state that must follow the VM) is exported from the source vNIC and
 imported into the destination vNIC, whose chain is attached first with the
 same filters in the same slots.
 
-The bundle is versioned and every filter's part carries a SHA-256; a
+The bundle is versioned and every filter's part carries a CRC-32C; a
 damaged bundle, one of another version or format, or one that does not fit
 the destination chain is refused with the reason and changes nothing.
 Imported connections are checked against the destination's own policy at

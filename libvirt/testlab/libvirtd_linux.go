@@ -33,6 +33,10 @@ type LibvirtdOptions struct {
 	// reach a hook (measured: PATH, HOME, LC_ALL=C). A hook under test finds
 	// its configuration next to itself in HooksDir, or through PATH.
 	Env []string
+	// HostUUID, when set, is libvirtd.conf's host_uuid: two libvirtds on
+	// one machine need distinct ones to migrate between them (libvirt
+	// refuses a migration "to the same host" by this UUID).
+	HostUUID string
 }
 
 // Libvirtd is a libvirtd started by the tests, private to them.
@@ -257,7 +261,11 @@ func startLibvirtd(logf func(string, ...any), opts LibvirtdOptions) (*Libvirtd, 
 		return nil, err
 	}
 	conf := filepath.Join(dir, "libvirtd.conf")
-	if err := os.WriteFile(conf, []byte(libvirtdConf), 0o644); err != nil {
+	confText := libvirtdConf
+	if opts.HostUUID != "" {
+		confText += fmt.Sprintf("host_uuid = %q\n", opts.HostUUID)
+	}
+	if err := os.WriteFile(conf, []byte(confText), 0o644); err != nil {
 		return nil, err
 	}
 	if opts.HooksDir != "" {

@@ -29,6 +29,12 @@ type Options struct {
 	Resync time.Duration
 	// OnReconcile, if set, is called after every reconcile (tests, metrics).
 	OnReconcile func(Result)
+	// OnMigrationPaused, if set, is called (in its own goroutine) when a
+	// domain pauses for the last copy of a live migration away from this
+	// host (VIR_DOMAIN_EVENT_SUSPENDED_MIGRATED, or _POSTCOPY): from then
+	// on its vCPUs run nowhere until the destination resumes them, so its
+	// state here is final (filterd pushes it to the destination).
+	OnMigrationPaused func(domain string)
 }
 
 // Watcher keeps filterd's libvirt-owned chains equal to what the running
@@ -120,7 +126,16 @@ func (w *Watcher) session(ctx context.Context) error {
 			return fmt.Errorf("subscribe to libvirt events %d: %w", id, err)
 		}
 		go func() {
-			for range ch {
+			for ev := range ch {
+				switch name, what := migrationEvent(ev); what {
+				case "paused":
+					w.log.Info("domain paused for migration", "domain", name)
+					if w.opts.OnMigrationPaused != nil {
+						go w.opts.OnMigrationPaused(name)
+					}
+				case "resumed":
+					w.log.Info("domain resumed after migration", "domain", name)
+				}
 				mark()
 			}
 		}()
@@ -249,4 +264,31 @@ func networkDefaults(l *libvirt.Libvirt, name string) (domainxml.PortgroupDefaul
 		return nil, fmt.Errorf("network %s: %w", name, err)
 	}
 	return d, nil
+}
+
+// migrationEvent tells a domain's pause for the switch-over of an
+// outgoing live migration ("paused") and an incoming domain's resumption
+// ("resumed") from other events (""), and names the domain.
+func migrationEvent(ev any) (string, string) {
+	var m libvirt.DomainEventLifecycleMsg
+	switch e := ev.(type) {
+	case *libvirt.DomainEventCallbackLifecycleMsg:
+		m = e.Msg
+	case libvirt.DomainEventCallbackLifecycleMsg:
+		m = e.Msg
+	default:
+		return "", ""
+	}
+	switch libvirt.DomainEventType(m.Event) {
+	case libvirt.DomainEventSuspended:
+		switch libvirt.DomainEventSuspendedDetailType(m.Detail) {
+		case libvirt.DomainEventSuspendedMigrated, libvirt.DomainEventSuspendedPostcopy:
+			return m.Dom.Name, "paused"
+		}
+	case libvirt.DomainEventResumed:
+		if libvirt.DomainEventResumedDetailType(m.Detail) == libvirt.DomainEventResumedMigrated {
+			return m.Dom.Name, "resumed"
+		}
+	}
+	return "", ""
 }
