@@ -13,8 +13,9 @@ all: build
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/...
-	# vfagent goes into the control VM's initramfs, which has no dynamic loader.
-	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/vfagent
+	# vfagent and vfctl go into the control VM's initramfs, which has no
+	# dynamic loader.
+	CGO_ENABLED=0 $(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/vfagent ./cmd/vfctl
 
 # Installs the apt packages listed in deps/apt-packages.txt (idempotent).
 deps:

@@ -88,7 +88,8 @@ func TestBuildImage(t *testing.T) {
 		}
 	}
 	out := filepath.Join(dir, "image")
-	img, err := controlvm.BuildImage(out, controlvm.ImageInputs{AgentBinary: bin, AgentDir: agentDir, FilterdTLS: tlsDir})
+	img, err := controlvm.BuildImage(out, controlvm.ImageInputs{AgentBinary: bin, AgentDir: agentDir, FilterdTLS: tlsDir,
+		VfctlBinary: bin, FilterdURL: "https://169.254.77.1:9443"}) // any static binary stands for vfctl
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,13 +99,17 @@ func TestBuildImage(t *testing.T) {
 		}
 	}
 	entries := readCpio(t, img.Initrd)
-	for name, mode := range map[string]uint32{"bin/vfagent": 0o755, "etc/vfagent/agent.key": 0o600, "etc/vfagent/filterd/agent-key.pem": 0o600, "etc/vfagent/filterd/ca.pem": 0o644, "init": 0o755, "bin/busybox": 0o755} {
+	for name, mode := range map[string]uint32{"bin/vfagent": 0o755, "etc/vfagent/agent.key": 0o600, "etc/vfagent/filterd/agent-key.pem": 0o600, "etc/vfagent/filterd/ca.pem": 0o644, "init": 0o755, "bin/busybox": 0o755,
+		"bin/vfctl": 0o755, "etc/vnicfilter/tls/agent-key.pem": 0o600, "etc/vnicfilter/tls/agent.pem": 0o644, "etc/vnicfilter/tls/ca.pem": 0o644, "etc/profile": 0o644} {
 		if got, ok := entries[name]; !ok || got&0o777 != mode {
 			t.Errorf("image entry %s: mode %o (present %v), want %o", name, got&0o777, ok, mode)
 		}
 	}
 	if _, err := controlvm.BuildImage(out, controlvm.ImageInputs{AgentBinary: "/bin/sh", AgentDir: agentDir, FilterdTLS: tlsDir}); err == nil || !strings.Contains(err.Error(), "dynamically linked") {
 		t.Errorf("a dynamic agent binary: %v", err)
+	}
+	if _, err := controlvm.BuildImage(out, controlvm.ImageInputs{AgentBinary: bin, AgentDir: agentDir, FilterdTLS: tlsDir, VfctlBinary: "/bin/sh", FilterdURL: "https://x:1"}); err == nil || !strings.Contains(err.Error(), "vfctl binary /bin/sh is dynamically linked") {
+		t.Errorf("a dynamic vfctl binary: %v", err)
 	}
 }
 

@@ -13,7 +13,7 @@ import (
 // BuildImage builds the control VM's initramfs into dir (0700; the image
 // 0600: it holds the agent's keys).
 func BuildImage(dir string, in ImageInputs) (Image, error) {
-	if err := checkStatic(in.AgentBinary); err != nil {
+	if err := checkStatic("agent", "./cmd/vfagent", in.AgentBinary); err != nil {
 		return Image{}, err
 	}
 	bin, err := os.ReadFile(in.AgentBinary)
@@ -34,6 +34,24 @@ func BuildImage(dir string, in ImageInputs) (Image, error) {
 			mode = 0o600
 		}
 		files = append(files, guestimage.File{Path: f.to + "/" + f.name, Mode: mode, Data: data})
+		if in.VfctlBinary != "" && f.to == FilterdTLSDir {
+			files = append(files, guestimage.File{Path: VfctlTLSDir + "/" + f.name, Mode: mode, Data: data})
+		}
+	}
+	if in.VfctlBinary != "" {
+		if err := checkStatic("vfctl", "./cmd/vfctl", in.VfctlBinary); err != nil {
+			return Image{}, err
+		}
+		ctl, err := os.ReadFile(in.VfctlBinary)
+		if err != nil {
+			return Image{}, err
+		}
+		if in.FilterdURL == "" {
+			return Image{}, fmt.Errorf("control VM image: vfctl needs filterd's URL on the hidden bridge")
+		}
+		profile := fmt.Sprintf("# vfctl talks to filterd over the hidden bridge (mutual TLS, /%s)\nexport VNICFILTER_REMOTE=%s\n", VfctlTLSDir, in.FilterdURL)
+		files = append(files, guestimage.File{Path: "bin/vfctl", Mode: 0o755, Data: ctl},
+			guestimage.File{Path: "etc/profile", Mode: 0o644, Data: []byte(profile)})
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Image{}, err

@@ -24,6 +24,7 @@ const (
 	AgentBin      = "bin/vfagent"
 	AgentDir      = "etc/vfagent"         // manager credentials (agent.key, agent.crt, manager-ca.pem)
 	FilterdTLSDir = "etc/vfagent/filterd" // host CA client certificate for filterd (agent.pem, agent-key.pem, ca.pem)
+	VfctlTLSDir   = "etc/vnicfilter/tls"  // the same, where vfctl --remote looks by default
 )
 
 // Spec describes a control VM. Zero values are defaults where noted.
@@ -126,7 +127,7 @@ func (s Spec) Cmdline() string {
 		"--filterd-ca", "/" + FilterdTLSDir + "/ca.pem", "--log-format", "json"}, " ")
 	kv := map[string]string{
 		"vf.name": s.Name, "vf.ip": s.HiddenAddr.String(), "vf.ip1": s.MgmtAddr.String(),
-		"vf.http": "off", "vf.echo": "off", "vf.cmd": `"` + agentCmd + `"`,
+		"vf.http": "off", "vf.echo": "off", "vf.cmd": `"` + agentCmd + `"`, "vf.shell": "on",
 	}
 	if s.MgmtGateway.IsValid() {
 		kv["vf.gw"] = s.MgmtGateway.String()
@@ -167,6 +168,16 @@ type ImageInputs struct {
 	// FilterdTLS holds the host CA client certificate for filterd
 	// (filterd issue-cert --name agent: agent.pem, agent-key.pem, ca.pem).
 	FilterdTLS string
+	// VfctlBinary, when set, is a static vfctl for operators on the
+	// control VM: it goes to /bin/vfctl, the filterd certificate also to
+	// vfctl's default --remote-cert/-key/-ca paths (/etc/vnicfilter/tls),
+	// and /etc/profile exports VNICFILTER_REMOTE=FilterdURL, so `vfctl
+	// list` in the operator's shell (virsh console NAME serial1) talks to
+	// filterd over the hidden bridge.
+	VfctlBinary string
+	// FilterdURL is filterd's API on the hidden bridge (Spec.FilterdURL),
+	// for /etc/profile.
+	FilterdURL string
 }
 
 // DomainXML renders the libvirt domain of the control VM booting img.
@@ -185,16 +196,16 @@ func (s Spec) DomainXML(img Image) (string, error) {
 }
 
 // checkStatic refuses a binary with an interpreter: the image has no
-// dynamic loader.
-func checkStatic(path string) error {
+// dynamic loader. what names it ("agent", "vfctl"), cmd its package.
+func checkStatic(what, cmd, path string) error {
 	f, err := elf.Open(path)
 	if err != nil {
-		return fmt.Errorf("agent binary %s: %w", path, err)
+		return fmt.Errorf("%s binary %s: %w", what, path, err)
 	}
 	defer f.Close()
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {
-			return fmt.Errorf("agent binary %s is dynamically linked: build it with CGO_ENABLED=0 go build ./cmd/vfagent", path)
+			return fmt.Errorf("%s binary %s is dynamically linked: build it with CGO_ENABLED=0 go build %s", what, path, cmd)
 		}
 	}
 	return nil

@@ -47,6 +47,7 @@ docs/controlvm.md).`,
 		spec                            controlvm.Spec
 		lf                              libvirtFlags
 		managerCA, tokenFile, agentBin  string
+		vfctlBin                        string
 		filterdBin, hiddenTLS, imageDir string
 		hiddenAddr, mgmtAddr, mgmtGW    string
 		printXML, start                 bool
@@ -63,8 +64,12 @@ docs/controlvm.md).`,
   2. issues the agent's client certificate of the host CA for filterd's
      hidden-bridge API (filterd issue-cert --name agent);
   3. builds the image: the distribution kernel (apt linux-image-cloud-amd64)
-     and an initramfs with busybox, virtio_net, the static vfagent binary
-     and both sets of credentials (IMAGE-DIR, directory 0700, image 0600);
+     and an initramfs with busybox, virtio_net, the static vfagent binary,
+     both sets of credentials (IMAGE-DIR, directory 0700, image 0600) and,
+     for operators on the control VM's console, this vfctl (--vfctl-binary)
+     with /etc/profile exporting VNICFILTER_REMOTE and the certificate at
+     vfctl's default --remote-cert/-key/-ca paths: "vfctl list" there
+     talks to filterd over the hidden bridge;
   4. defines the libvirt domain from the template (controlvm/domain.xml.tmpl):
      NIC 1 on the hidden bridge with tap --hidden-tap (filterd's
      --hidden-allow must match it), NIC 2 on the management network,
@@ -73,8 +78,8 @@ docs/controlvm.md).`,
 
 An existing enrollment in IMAGE-DIR/agent is kept (the join token is then
 not needed). --print-xml stops before defining and prints the domain XML.
-The agent binary must be statically linked (CGO_ENABLED=0 go build
-./cmd/vfagent; make build does).`,
+The agent and vfctl binaries must be statically linked (CGO_ENABLED=0 go
+build ./cmd/vfagent ./cmd/vfctl; make build does).`,
 		Example: `  vfctl controlvm install --host host1 --manager https://mgr.example.net:8443 \
       --manager-ca ca.crt --join-token-file join.token \
       --mgmt-network default --mgmt-addr 192.168.122.50/24 --start
@@ -102,7 +107,15 @@ The agent binary must be statically linked (CGO_ENABLED=0 go build
 			if agentBin == "" {
 				agentBin = defaultAgentBinary()
 			}
-			res, err := a.installControlVM(ctx, spec, &lf, managerCA, tokenFile, agentBin, filterdBin, hiddenTLS, imageDir, printXML, start)
+			switch vfctlBin {
+			case "none":
+				vfctlBin = ""
+			case "":
+				if exe, err := os.Executable(); err == nil {
+					vfctlBin = exe
+				}
+			}
+			res, err := a.installControlVM(ctx, spec, &lf, managerCA, tokenFile, agentBin, vfctlBin, filterdBin, hiddenTLS, imageDir, printXML, start)
 			if err != nil {
 				return err
 			}
@@ -123,6 +136,7 @@ The agent binary must be statically linked (CGO_ENABLED=0 go build
 	f.StringVar(&managerCA, "manager-ca", os.Getenv("VFMANAGER_CA"), "`file` with the manager CA (env VFMANAGER_CA)")
 	f.StringVar(&tokenFile, "join-token-file", "", "`file` holding the single-use join token (not needed when IMAGE-DIR/agent is enrolled)")
 	f.StringVar(&agentBin, "agent-binary", "", "static vfagent `binary` (default: vfagent beside vfctl, else in PATH)")
+	f.StringVar(&vfctlBin, "vfctl-binary", "", "static vfctl `binary` for operators on the control VM, set up to reach filterd over the hidden bridge (default: this vfctl; \"none\" leaves it out)")
 	f.StringVar(&filterdBin, "filterd-binary", "filterd", "filterd `binary` used to issue the agent's host-CA certificate")
 	f.StringVar(&hiddenTLS, "hidden-tls-dir", "/etc/vnicfilter/tls", "filterd's --hidden-tls-dir (the host CA)")
 	f.StringVar(&imageDir, "image-dir", "/var/lib/vnicfilter/controlvm", "`directory` for the image, credentials and console log (0700)")
@@ -158,7 +172,7 @@ func defaultAgentBinary() string {
 	return "vfagent"
 }
 
-func (a *app) installControlVM(ctx context.Context, spec controlvm.Spec, lf *libvirtFlags, managerCA, tokenFile, agentBin, filterdBin, hiddenTLS, imageDir string, printXML, start bool) (*controlVMResult, error) {
+func (a *app) installControlVM(ctx context.Context, spec controlvm.Spec, lf *libvirtFlags, managerCA, tokenFile, agentBin, vfctlBin, filterdBin, hiddenTLS, imageDir string, printXML, start bool) (*controlVMResult, error) {
 	fail := func(hint, format string, args ...any) error {
 		return &exitError{code: ExitFailure, msg: fmt.Sprintf(format, args...), hint: hint}
 	}
@@ -188,9 +202,9 @@ func (a *app) installControlVM(ctx context.Context, spec controlvm.Spec, lf *lib
 	if out, err := exec.CommandContext(ctx, filterdBin, "issue-cert", "--hidden-tls-dir", hiddenTLS, "--name", "agent", "--out", tlsOut).CombinedOutput(); err != nil {
 		return nil, fail("is filterd installed (--filterd-binary) and --hidden-tls-dir its --hidden-tls-dir?", "issue the agent's host-CA certificate: %v: %s", err, strings.TrimSpace(string(out)))
 	}
-	img, err := controlvm.BuildImage(imageDir, controlvm.ImageInputs{AgentBinary: agentBin, AgentDir: agentDir, FilterdTLS: tlsOut})
+	img, err := controlvm.BuildImage(imageDir, controlvm.ImageInputs{AgentBinary: agentBin, AgentDir: agentDir, FilterdTLS: tlsOut, VfctlBinary: vfctlBin, FilterdURL: spec.FilterdURL})
 	if err != nil {
-		return nil, fail("the image needs apt packages linux-image-cloud-amd64 and busybox-static (make deps)", "build the control VM image: %v", err)
+		return nil, fail("the image needs apt packages linux-image-cloud-amd64 and busybox-static (make deps) and static vfagent and vfctl binaries (make build; or --vfctl-binary none)", "build the control VM image: %v", err)
 	}
 	xml, err := spec.DomainXML(img)
 	if err != nil {

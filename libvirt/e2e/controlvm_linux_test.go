@@ -17,6 +17,7 @@ import (
 	"github.com/digitalocean/go-libvirt"
 	"github.com/digitalocean/go-libvirt/socket/dialers"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/vnicfilter/vnicfilter/filterd/api"
 	"github.com/vnicfilter/vnicfilter/libvirt/testlab"
@@ -71,10 +72,10 @@ func TestControlVM(t *testing.T) {
 
 	// Static agent and the manager, built from this tree.
 	bin := filepath.Join(tmp, "bin")
-	build := exec.Command("go", "build", "-o", bin+"/", "github.com/vnicfilter/vnicfilter/cmd/vfagent", "github.com/vnicfilter/vnicfilter/cmd/vfmanager")
+	build := exec.Command("go", "build", "-o", bin+"/", "github.com/vnicfilter/vnicfilter/cmd/vfagent", "github.com/vnicfilter/vnicfilter/cmd/vfmanager", "github.com/vnicfilter/vnicfilter/cmd/vfctl")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build vfagent, vfmanager: %v\n%s", err, out)
+		t.Fatalf("build vfagent, vfmanager, vfctl: %v\n%s", err, out)
 	}
 
 	// filterd with its hidden bridge.
@@ -141,7 +142,7 @@ func TestControlVM(t *testing.T) {
 	imageDir := filepath.Join(tmp, "controlvm")
 	install := exec.Command(filepath.Join(lab.bin, "vfctl"), "controlvm", "install", "--host", "host1", "--manager", server,
 		"--manager-ca", filepath.Join(tmp, "manager-ca.pem"), "--join-token-file", filepath.Join(tmp, "join.token"),
-		"--agent-binary", filepath.Join(bin, "vfagent"), "--filterd-binary", filepath.Join(lab.bin, "filterd"), "--hidden-tls-dir", tlsDir,
+		"--agent-binary", filepath.Join(bin, "vfagent"), "--vfctl-binary", filepath.Join(bin, "vfctl"), "--filterd-binary", filepath.Join(lab.bin, "filterd"), "--hidden-tls-dir", tlsDir,
 		"--image-dir", imageDir, "--name", cvm, "--virt-type", "qemu", "--hidden-bridge", hb, "--hidden-tap", tap, "--hidden-addr", hnet+"2/24", "--filterd-url", "https://"+hnet+"1:9443",
 		"--mgmt-bridge", mgmt, "--mgmt-addr", mp+"50/24", "--connect", "qemu:///system", "--libvirt-socket", l.Socket(), "--start", "-o", "json")
 	out, err := install.CombinedOutput()
@@ -231,6 +232,67 @@ func TestControlVM(t *testing.T) {
 	if got := waitProbes(t, app, "app probes after retag"); got != "OK" {
 		t.Errorf("app → db:5432 after retag: %s, want OK", got)
 	}
+
+	// An operator on the control VM's shell (its second serial port) uses
+	// the same vfctl, already pointed at filterd over the hidden bridge.
+	out2 := operatorShell(t, l, cvm, "vfctl list -o json", 60*time.Second)
+	if !strings.Contains(out2, `"`+dbTaps[0]+`"`) || !strings.Contains(out2, "firewall") {
+		t.Errorf("vfctl on the control VM: %q, want db's vNIC %s with its firewall", tailStr(out2, 2000), dbTaps[0])
+	}
+}
+
+// operatorShell runs cmd in the login shell on the control VM's second
+// serial port (a pty on the host) and returns what it printed.
+func operatorShell(t *testing.T, l *testlab.Libvirtd, name, cmd string, timeout time.Duration) string {
+	t.Helper()
+	c := l.Conn(t)
+	dom, err := c.DomainLookupByName(name)
+	if err != nil {
+		t.Fatalf("control VM %s: %v", name, err)
+	}
+	x, err := c.DomainGetXMLDesc(dom, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`<serial type='pty'>\s*<source path='([^']+)'`).FindStringSubmatch(x)
+	if m == nil {
+		t.Fatalf("control VM %s has no pty serial port:\n%s", name, x)
+	}
+	f, err := os.OpenFile(m[1], os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Raw on the host's side: no echo, no line editing of what comes back.
+	tio, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tio.Lflag &^= unix.ECHO | unix.ICANON | unix.ISIG | unix.IEXTEN
+	tio.Iflag &^= unix.ICRNL | unix.IXON
+	tio.Oflag &^= unix.OPOST
+	if err := unix.IoctlSetTermios(int(f.Fd()), unix.TCSETS, tio); err != nil {
+		t.Fatal(err)
+	}
+	marker := "VFOP" + randHex(3)
+	var got strings.Builder
+	deadline := time.Now().Add(timeout)
+	buf := make([]byte, 4096)
+	for next := time.Now(); time.Now().Before(deadline); {
+		if time.Now().After(next) { // the shell may still be starting: ask again
+			// $((40+2)): the shell's echo of this line is not the answer.
+			fmt.Fprintf(f, "\n%s; echo %s-$((40+2))\n", cmd, marker)
+			next = time.Now().Add(10 * time.Second)
+		}
+		_ = f.SetReadDeadline(time.Now().Add(time.Second))
+		n, _ := f.Read(buf)
+		got.Write(buf[:n])
+		if i := strings.Index(got.String(), marker+"-42"); i >= 0 {
+			return got.String()[:i]
+		}
+	}
+	t.Fatalf("no answer from the control VM's shell in %v: %q", timeout, tailStr(got.String(), 2000))
+	return ""
 }
 
 func tailStr(s string, n int) string {

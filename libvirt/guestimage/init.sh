@@ -68,5 +68,12 @@ if [ -n "$cmd" ]; then
 	(sh -c "$cmd"; echo "VFGUEST CMD EXIT $?") &
 fi
 
+# An operator's shell on the second serial port when vf.shell=on (the
+# control VM: virsh console DOMAIN serial1). A login shell, so /etc/profile
+# applies; opened after setsid, the port becomes its controlling terminal.
+if [ "$(vf shell)" = on ]; then
+	(while :; do setsid sh -c 'exec sh -l <>/dev/ttyS1 >&0 2>&1'; sleep 1; done) &
+fi
+
 # PID 1 must never exit (the kernel panics); reap what it can.
 while :; do wait; sleep 1; done
