@@ -13,7 +13,7 @@ import (
 // service miss).
 func BenchmarkFastPath(b *testing.B) {
 	fp, _ := testInstance(b, []byte(`{"services": [{"name": "dns", "vip": "10.0.0.1", "port": 53, "protocol": "udp",
-		"backends": [{"addr": "10.0.0.1", "port": 53, "weight": 1}]}]}`), "1024", "4096")
+		"table_size": 251, "backends": [{"addr": "10.0.0.1", "port": 53, "weight": 1}]}]}`), "1024", "4096")
 	rng := rand.New(rand.NewPCG(1, 1))
 	for _, c := range []struct {
 		name string
