@@ -133,6 +133,9 @@ const (
 	// udpWarmup is blasted before the window opens: ARP, the receiver's
 	// wake-up, the chain's first packets.
 	udpWarmup = 500 * time.Millisecond
+	// udpStartWait bounds how much longer than the warm-up the window
+	// waits for the first datagram to arrive.
+	udpStartWait = 5 * time.Second
 )
 
 // mmsghdr is struct mmsghdr; Go pads it as C does.
@@ -158,6 +161,13 @@ func udpBlast(ctx context.Context, t *topology, dst net.IP, d time.Duration) (ud
 	measure := func() (r udpResult, err error) {
 		if err := sleepCtx(ctx, udpWarmup); err != nil {
 			return r, err
+		}
+		// On a busy machine the pinned threads may not have run yet: the
+		// window opens once datagrams flow (at most udpStartWait more).
+		for end := time.Now().Add(udpStartWait); recvd.Load() == 0 && time.Now().Before(end); {
+			if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+				return r, err
+			}
 		}
 		s0, r0, t0 := sent.Load(), recvd.Load(), time.Now()
 		if err := sleepCtx(ctx, d); err != nil {
