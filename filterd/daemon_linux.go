@@ -526,17 +526,15 @@ func (d *Daemon) Attach(ctx context.Context, name string, req api.AttachRequest)
 func (d *Daemon) DetachSlot(ctx context.Context, name string, slot int) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	n, ok := d.vnics[name]
-	if !ok {
-		return fmt.Errorf("%s: %w", name, datapath.ErrNotAttached)
+	in, err := d.slotLocked(name, slot)
+	if err != nil {
+		return err
 	}
-	if slot < 0 || slot >= sdk.MaxSlots || n.slots[slot] == nil {
-		return fmt.Errorf("%w: %s has no filter in slot %d", ErrNoSuchSlot, name, slot)
-	}
+	n := d.vnics[name]
 	if err := n.dp.ClearSlot(slot); err != nil {
 		return err
 	}
-	n.slots[slot].close()
+	in.close()
 	n.slots[slot] = nil
 	_ = os.RemoveAll(n.dp.SlotDir(slot))
 	return d.saveLocked()
