@@ -3,7 +3,6 @@ package filterd
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -48,9 +47,9 @@ func (d *Daemon) encapRoutes(mux *http.ServeMux, v string) {
 		if !ok {
 			return
 		}
-		body, err := io.ReadAll(io.LimitReader(r.Body, 64<<20))
+		body, err := readDocument(r, "forwarding table", 64<<20)
 		if err != nil {
-			replyErr(w, fmt.Errorf("%w: request body: %v", ErrBadRequest, err))
+			replyErr(w, err)
 			return
 		}
 		f, err := encap.ParseFIB(body)
@@ -142,17 +141,18 @@ func encapVNI(w http.ResponseWriter, s string, optional bool) (uint32, bool) {
 	return uint32(n), true
 }
 
+// ifGeneration is the request's ?if_generation= (0: none); false when it
+// is malformed, answered.
 func ifGeneration(w http.ResponseWriter, r *http.Request) (uint64, bool) {
-	s := r.URL.Query().Get("if_generation")
-	if s == "" {
-		return 0, true
-	}
-	n, err := strconv.ParseUint(s, 10, 64)
+	g, err := queryGeneration(r)
 	if err != nil {
-		replyErr(w, fmt.Errorf("%w: if_generation %q is not a number", ErrBadRequest, s))
+		replyErr(w, err)
 		return 0, false
 	}
-	return n, true
+	if g == nil {
+		return 0, true
+	}
+	return *g, true
 }
 
 // encapErr answers an error of the table with its own codes.

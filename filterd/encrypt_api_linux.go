@@ -5,12 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
@@ -57,26 +55,20 @@ func (d *Daemon) encryptRoutes(mux *http.ServeMux, v string) {
 }
 
 func (d *Daemon) handleSetEncryptPeers(w http.ResponseWriter, r *http.Request) {
-	var ifGen *uint64
 	for k, vs := range r.URL.Query() {
 		if k != "if_generation" || len(vs) != 1 {
 			replyErr(w, fmt.Errorf("%w: query parameter %q: the only one is if_generation, once", ErrBadRequest, k))
 			return
 		}
-		g, err := strconv.ParseUint(vs[0], 10, 64)
-		if err != nil {
-			replyErr(w, fmt.Errorf("%w: if_generation %q is not a generation number", ErrBadRequest, vs[0]))
-			return
-		}
-		ifGen = &g
 	}
-	doc, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+	ifGen, err := queryGeneration(r)
 	if err != nil {
-		replyErr(w, fmt.Errorf("%w: request body: %v", ErrBadRequest, err))
+		replyErr(w, err)
 		return
 	}
-	if len(doc) > maxBody {
-		replyErr(w, fmt.Errorf("%w: peers document larger than %d bytes", ErrBadRequest, maxBody))
+	doc, err := readDocument(r, "peers document", maxBody)
+	if err != nil {
+		replyErr(w, err)
 		return
 	}
 	out, err := d.SetEncryptPeers(r.Context(), doc, ifGen)

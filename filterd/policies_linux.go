@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -64,13 +63,9 @@ func (d *Daemon) registerPolicies(mux *http.ServeMux, v string) {
 		_, _ = w.Write(doc)
 	})
 	mux.HandleFunc("PUT "+v+"/policies/{name}", func(w http.ResponseWriter, r *http.Request) {
-		doc, err := io.ReadAll(io.LimitReader(r.Body, maxPolicy+1))
+		doc, err := readDocument(r, "policy document", maxPolicy)
 		if err != nil {
-			replyErr(w, fmt.Errorf("%w: request body: %v", ErrBadRequest, err))
-			return
-		}
-		if len(doc) > maxPolicy {
-			replyErr(w, fmt.Errorf("%w: policy document over %d bytes", ErrBadRequest, maxPolicy))
+			replyErr(w, err)
 			return
 		}
 		out, err := d.PutPolicy(r.PathValue("name"), doc)

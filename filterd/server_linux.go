@@ -29,6 +29,34 @@ var Version = "dev"
 // maxBody bounds API request bodies.
 const maxBody = 1 << 20
 
+// readDocument reads a request body that is a whole document (a policy,
+// a peers file, a forwarding table) of at most limit bytes; what names it
+// in the error.
+func readDocument(r *http.Request, what string, limit int) ([]byte, error) {
+	doc, err := io.ReadAll(io.LimitReader(r.Body, int64(limit)+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: request body: %v", ErrBadRequest, err)
+	}
+	if len(doc) > limit {
+		return nil, fmt.Errorf("%w: %s larger than %d bytes", ErrBadRequest, what, limit)
+	}
+	return doc, nil
+}
+
+// queryGeneration reads ?if_generation= (nil when absent), the
+// precondition of a change to a host-wide document.
+func queryGeneration(r *http.Request) (*uint64, error) {
+	s := r.URL.Query().Get("if_generation")
+	if s == "" {
+		return nil, nil
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("%w: if_generation %q is not a generation number", ErrBadRequest, s)
+	}
+	return &n, nil
+}
+
 // Handler returns the API's HTTP handler.
 func (d *Daemon) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -71,9 +99,9 @@ func (d *Daemon) Handler() http.Handler {
 		respond(w, out, err)
 	})
 	mux.HandleFunc("DELETE "+v+"/vnics/{vnic}/filters/{slot}", func(w http.ResponseWriter, r *http.Request) {
-		slot, err := strconv.Atoi(r.PathValue("slot"))
+		slot, _, err := slotRequest(r)
 		if err != nil {
-			replyErr(w, fmt.Errorf("%w: slot %q is not a number", ErrBadRequest, r.PathValue("slot")))
+			replyErr(w, err)
 			return
 		}
 		respond(w, nil, d.DetachSlot(r.Context(), r.PathValue("vnic"), slot))
