@@ -171,20 +171,12 @@ json it prints an array of filterd's inspect results, one per vNIC;
 			var out []cryptShow
 			for _, v := range vs {
 				s := v.Slots[0]
-				var raw json.RawMessage
-				res, err := call(ctx, a, func(ctx context.Context) (*api.InspectResult, error) {
-					r, state, err := a.client.Inspect(ctx, v.Name, s.Slot, nil)
-					raw = state
-					return r, err
-				})
+				var cs cryptShow
+				res, err := a.inspect(ctx, v.Name, s.Slot, nil, &cs.State)
 				if err != nil {
 					return err
 				}
-				cs := cryptShow{InspectResult: *res}
-				if err := json.Unmarshal(raw, &cs.State); err != nil {
-					return fmt.Errorf("decode the encrypt state of %s slot %d: %w", v.Name, s.Slot, err)
-				}
-				cs.InspectResult.State = nil
+				cs.InspectResult = *res
 				out = append(out, cs)
 			}
 			return a.emit(out, func(w io.Writer) error {

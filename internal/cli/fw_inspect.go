@@ -46,17 +46,28 @@ func (a *app) inspectFirewall(ctx context.Context, vnic string, slot slotFlag, q
 	if err != nil {
 		return s, err
 	}
-	raw, err := call(ctx, a, func(ctx context.Context) (json.RawMessage, error) {
-		_, raw, err := a.client.Inspect(ctx, vnic, s.Slot, query)
-		return raw, err
+	_, err = a.inspect(ctx, vnic, s.Slot, query, out)
+	return s, err
+}
+
+// inspect asks the filter in slot of vnic's chain for its live state
+// (GET …/inspect) and decodes the state into out; the result returned
+// carries no state of its own.
+func (a *app) inspect(ctx context.Context, vnic string, slot int, query map[string]string, out any) (*api.InspectResult, error) {
+	var raw json.RawMessage
+	res, err := call(ctx, a, func(ctx context.Context) (*api.InspectResult, error) {
+		r, state, err := a.client.Inspect(ctx, vnic, slot, query)
+		raw = state
+		return r, err
 	})
 	if err != nil {
-		return s, err
+		return nil, err
 	}
 	if err := json.Unmarshal(raw, out); err != nil {
-		return s, fmt.Errorf("%s slot %d: inspect answer: %w", vnic, s.Slot, err)
+		return nil, fmt.Errorf("decode the %s state of %s slot %d: %w", res.Filter, vnic, slot, err)
 	}
-	return s, nil
+	res.State = nil
+	return res, nil
 }
 
 func (a *app) fwConnsCommand() *cobra.Command {

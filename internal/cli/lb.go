@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -122,20 +121,12 @@ With -o json it prints the API's inspect result; "state" is dlb.State
 			if err != nil {
 				return err
 			}
-			var raw json.RawMessage
-			res, err := call(ctx, a, func(ctx context.Context) (*api.InspectResult, error) {
-				r, state, err := a.client.Inspect(ctx, args[0], s.Slot, nil)
-				raw = state
-				return r, err
-			})
+			var out lbShow
+			res, err := a.inspect(ctx, args[0], s.Slot, nil, &out.State)
 			if err != nil {
 				return err
 			}
-			out := lbShow{InspectResult: *res}
-			if err := json.Unmarshal(raw, &out.State); err != nil {
-				return fmt.Errorf("decode the dlb state of %s slot %d: %w", args[0], s.Slot, err)
-			}
-			out.InspectResult.State = nil
+			out.InspectResult = *res
 			return a.emit(out, func(w io.Writer) error {
 				fmt.Fprintf(w, "%s slot %d: services from %s\n", res.VNIC, res.Slot, dash(s.Params["services"]))
 				return printLBState(w, &out.State, time.Now())
