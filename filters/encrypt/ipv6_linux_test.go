@@ -4,12 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"errors"
-	"fmt"
-	"io"
 	"net"
 	"net/netip"
-	"strconv"
 	"testing"
 	"time"
 
@@ -18,60 +14,8 @@ import (
 
 	"github.com/vnicfilter/vnicfilter/filters/encrypt"
 	"github.com/vnicfilter/vnicfilter/filters/encrypt/cryptlab"
-	"github.com/vnicfilter/vnicfilter/sdk"
 	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
-
-// echo sends payload over TCP from client to server's addr:port and reads
-// it echoed back.
-func echo(ctx context.Context, client, server *testkit.VM, addr net.IP, port int, payload []byte) error {
-	hp := net.JoinHostPort(addr.String(), strconv.Itoa(port))
-	l, err := server.ListenTCP(hp)
-	if err != nil {
-		return err
-	}
-	defer l.Close()
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		_, _ = io.Copy(c, c)
-	}()
-	c, err := client.DialTCP(ctx, hp)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	}
-	go func() { _, _ = c.Write(payload) }()
-	got := make([]byte, len(payload))
-	if _, err := io.ReadFull(c, got); err != nil {
-		return fmt.Errorf("read echo: %w", err)
-	}
-	if !bytes.Equal(got, payload) {
-		return errors.New("echo differs")
-	}
-	return nil
-}
-
-func counterOf(t *testing.T, fp sdk.FastPath, name, peer string) float64 {
-	t.Helper()
-	cs, err := fp.Counters()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range cs {
-		if c.Name == name && c.Labels["peer"] == peer {
-			return c.Value
-		}
-	}
-	t.Fatalf("no counter %s{peer=%q}", name, peer)
-	return 0
-}
 
 // sendRaw6 sends one IPv6/UDP packet from v's eth0 to the gateway MAC
 // gw: src -> dst, with a segment routing header listing segs when there
@@ -137,11 +81,11 @@ func TestIPv6EndToEnd(t *testing.T) {
 	secret := []byte("IPV6-PROTECTED-PAYLOAD-7f3a")
 	clear := []byte("IPV6-CLEAR-PAYLOAD-c41d")
 	capt := m.Capture()
-	steered0 := counterOf(t, fa, "steered_packets_total", h2.Name())
-	if err := echo(ctx, pa, pb, pb.IPv6.IP, 7001, bytes.Repeat(secret, 200)); err != nil {
+	steered0 := cryptlab.Counter(t, fa, "steered_packets_total", h2.Name())
+	if err := cryptlab.Echo(ctx, pa, pb, pb.IPv6.IP, 7001, bytes.Repeat(secret, 200)); err != nil {
 		t.Fatalf("protected IPv6 exchange: %v", err)
 	}
-	if err := echo(ctx, ua, ub, ub.IPv6.IP, 7002, bytes.Repeat(clear, 200)); err != nil {
+	if err := cryptlab.Echo(ctx, ua, ub, ub.IPv6.IP, 7002, bytes.Repeat(clear, 200)); err != nil {
 		t.Fatalf("unprotected IPv6 exchange: %v", err)
 	}
 	time.Sleep(200 * time.Millisecond)
@@ -156,10 +100,10 @@ func TestIPv6EndToEnd(t *testing.T) {
 	if s.Between != 0 || s.WireGuard == 0 {
 		t.Errorf("underlay: %+v: want WireGuard frames and no clear packet between the protected VMs", s)
 	}
-	if got := counterOf(t, fa, "steered_packets_total", h2.Name()) - steered0; got == 0 {
+	if got := cryptlab.Counter(t, fa, "steered_packets_total", h2.Name()) - steered0; got == 0 {
 		t.Error("nothing steered into the tunnel")
 	}
-	if got := counterOf(t, fb, "received_packets_total", h1.Name()); got == 0 {
+	if got := cryptlab.Counter(t, fb, "received_packets_total", h1.Name()); got == 0 {
 		t.Error("nothing received from the tunnel on host-2")
 	}
 	t.Logf("underlay: %+v", s)
@@ -180,7 +124,7 @@ func TestIPv6EndToEnd(t *testing.T) {
 	}
 	gw := br.Attrs().HardwareAddr
 	plain, smuggled := []byte("IPV6-PLAIN-OUTSIDE-55e1"), []byte("IPV6-SRH-SMUGGLED-0b7c")
-	unsafe0 := counterOf(t, fa, "unsafe_dropped_packets_total", "")
+	unsafe0 := cryptlab.Counter(t, fa, "unsafe_dropped_packets_total", "")
 	capt = m.Capture()
 	for range 3 {
 		if err := sendRaw6(pa, gw, net.ParseIP("2001:db8::1"), nil, plain); err != nil {
@@ -198,7 +142,7 @@ func TestIPv6EndToEnd(t *testing.T) {
 	if capt.Contains(smuggled) {
 		t.Error("an IPv6 packet routed (segment routing) to a protected VM crossed the underlay in clear")
 	}
-	if got := counterOf(t, fa, "unsafe_dropped_packets_total", "") - unsafe0; got != 3 {
+	if got := cryptlab.Counter(t, fa, "unsafe_dropped_packets_total", "") - unsafe0; got != 3 {
 		t.Errorf("unsafe_dropped grew by %v, want 3", got)
 	}
 
@@ -211,21 +155,21 @@ func TestIPv6EndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	downSince := time.Now()
-	for counterOf(t, fa, "peer_up", h2.Name()) != 0 {
+	for cryptlab.Counter(t, fa, "peer_up", h2.Name()) != 0 {
 		if time.Since(downSince) > 20*time.Second {
 			t.Fatal("host-2 still up 20 s after its underlay went down")
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	capt = m.Capture()
-	dropped0 := counterOf(t, fa, "down_dropped_packets_total", h2.Name())
+	dropped0 := cryptlab.Counter(t, fa, "down_dropped_packets_total", h2.Name())
 	short, cancelShort := context.WithTimeout(ctx, 2*time.Second)
-	if err := echo(short, pa, pb, pb.IPv6.IP, 7003, secret); err == nil {
+	if err := cryptlab.Echo(short, pa, pb, pb.IPv6.IP, 7003, secret); err == nil {
 		t.Error("protected IPv6 exchange succeeded with the underlay down")
 	}
 	cancelShort()
 	capt.Stop()
-	if got := counterOf(t, fa, "down_dropped_packets_total", h2.Name()) - dropped0; got == 0 {
+	if got := cryptlab.Counter(t, fa, "down_dropped_packets_total", h2.Name()) - dropped0; got == 0 {
 		t.Error("tunnel down: no protected IPv6 packet counted as dropped")
 	}
 	if capt.Contains(secret) || capt.Summarize(addr(pa.IPv6), addr(pb.IPv6)).Between != 0 {
@@ -237,7 +181,7 @@ func TestIPv6EndToEnd(t *testing.T) {
 	}
 	cryptlab.WaitUp(t, fa, h2.Name())
 	capt = m.Capture()
-	if err := echo(ctx, pa, pb, pb.IPv6.IP, 7004, bytes.Repeat(secret, 50)); err != nil {
+	if err := cryptlab.Echo(ctx, pa, pb, pb.IPv6.IP, 7004, bytes.Repeat(secret, 50)); err != nil {
 		t.Fatalf("protected IPv6 after the underlay came back: %v", err)
 	}
 	capt.Stop()

@@ -1,18 +1,10 @@
 package encrypt
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
-	"os"
-	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -64,34 +56,22 @@ func newMesh(t testing.TB, n int) *mesh {
 	return m
 }
 
-type peersJSON struct {
-	ListenPort int        `json:"listen_port"`
-	Prefixes   []string   `json:"prefixes"`
-	Peers      []peerJSON `json:"peers"`
-}
-
-type peerJSON struct {
-	Name      string   `json:"name"`
-	PublicKey string   `json:"public_key"`
-	Endpoint  string   `json:"endpoint"`
-	Prefixes  []string `json:"prefixes"`
-}
-
-func hostName(i int) string { return fmt.Sprintf("host-%d", i) }
+// hostName is host i's peer name.
+func hostName(i int) string { return cryptlab.HostName(i) }
 
 // writePeers writes sh's peers file listing the hosts of others (sh
 // itself skipped), as the control plane would.
 func (m *mesh) writePeers(sh *simHost, others []*simHost) {
 	m.t.Helper()
-	pf := peersJSON{ListenPort: DefaultListenPort, Prefixes: []string{fmt.Sprintf("10.99.%d.0/24", sh.i)}}
+	pf := cryptlab.PeersJSON{ListenPort: DefaultListenPort, Prefixes: []string{fmt.Sprintf("10.99.%d.0/24", sh.i)}}
 	for _, o := range others {
 		if o == sh {
 			continue
 		}
-		pf.Peers = append(pf.Peers, peerJSON{Name: hostName(o.i), PublicKey: o.pub.String(),
+		pf.Peers = append(pf.Peers, cryptlab.PeerJSON{Name: hostName(o.i), PublicKey: o.pub.String(),
 			Endpoint: netip.AddrPortFrom(o.ul, DefaultListenPort).String(), Prefixes: []string{fmt.Sprintf("10.99.%d.0/24", o.i)}})
 	}
-	m.writeJSON(sh.peers, pf)
+	m.lab.WriteJSON(sh.peers, pf)
 }
 
 // writePolicy writes sh's policy: the whole VM space is protected for
@@ -101,21 +81,7 @@ func (m *mesh) writePolicy(sh *simHost, vnics map[string][]string) {
 	if vnics == nil {
 		vnics = map[string][]string{}
 	}
-	m.writeJSON(sh.policy, map[string]any{"space": []string{"10.99.0.0/16"}, "vnics": vnics})
-}
-
-func (m *mesh) writeJSON(path string, v any) {
-	m.t.Helper()
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	if err := os.WriteFile(path+".tmp", b, 0o600); err != nil {
-		m.t.Fatal(err)
-	}
-	if err := os.Rename(path+".tmp", path); err != nil {
-		m.t.Fatal(err)
-	}
+	m.lab.WritePolicy(sh.lab, map[string]any{"space": []string{"10.99.0.0/16"}, "vnics": vnics})
 }
 
 // addVM adds a VM to sh, addressed 10.99.<i>.<k>/24 (and
@@ -177,82 +143,19 @@ func waitUp(t testing.TB, fp *fastPath, peers ...string) {
 }
 
 // counter returns fp's counter name{peer=peer}.
-func counter(t testing.TB, fp *fastPath, name, peer string) float64 {
-	t.Helper()
-	cs, err := fp.Counters()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range cs {
-		if c.Name == name && c.Labels["peer"] == peer {
-			return c.Value
-		}
-	}
-	t.Fatalf("no counter %s{peer=%q}", name, peer)
-	return 0
+func counter(t testing.TB, fp sdk.FastPath, name, peer string) float64 {
+	return cryptlab.Counter(t, fp, name, peer)
 }
 
-// capture records every frame on any interface of the underlay namespace
-// (the bridge forwards between its ports without passing frames up to br0).
-type capture struct {
-	mu     sync.Mutex
-	frames [][]byte
-	stop   func()
-}
+// capture is cryptlab's capture of the underlay with the checks these
+// tests were written with.
+type capture struct{ *cryptlab.Capture }
 
-func (m *mesh) capture() *capture {
-	m.t.Helper()
-	c := &capture{}
-	var fd int
-	err := m.underlay.Do(func() error {
-		var err error
-		fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
-		if err != nil {
-			return err
-		}
-		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: 0})
-	})
-	if err != nil {
-		m.t.Fatalf("capture on the underlay: %v", err)
-	}
-	tv := unix.Timeval{Usec: 100000}
-	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-	quit, done := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 1<<16)
-		stopping := false
-		for {
-			select {
-			case <-quit:
-				stopping = true
-			default:
-			}
-			n, _, err := unix.Recvfrom(fd, buf, 0)
-			if err != nil {
-				if stopping {
-					return // drained: nothing for 100 ms after stop
-				}
-				continue
-			}
-			c.mu.Lock()
-			c.frames = append(c.frames, bytes.Clone(buf[:n]))
-			c.mu.Unlock()
-		}
-	}()
-	var once sync.Once
-	c.stop = func() {
-		once.Do(func() {
-			close(quit)
-			<-done
-			unix.Close(fd)
-		})
-	}
-	m.t.Cleanup(c.stop)
-	return c
-}
+func (m *mesh) capture() *capture { return &capture{m.lab.Capture()} }
 
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
+func (c *capture) stop()                       { c.Stop() }
+func (c *capture) contains(needle []byte) bool { return c.Contains(needle) }
+func (c *capture) reset()                      { c.Reset() }
 
 // summary classifies the captured IPv4 frames.
 type summary struct {
@@ -263,10 +166,8 @@ type summary struct {
 }
 
 func (c *capture) summarize() summary {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	s := summary{clearIPs: map[string]int{}}
-	for _, f := range c.frames {
+	for _, f := range c.Frames() {
 		s.frames++
 		if len(f) < 34 || binary.BigEndian.Uint16(f[12:14]) != unix.ETH_P_IP {
 			continue
@@ -285,55 +186,8 @@ func (c *capture) summarize() summary {
 	return s
 }
 
-// contains reports whether any captured frame holds needle.
-func (c *capture) contains(needle []byte) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, f := range c.frames {
-		if bytes.Contains(f, needle) {
-			return true
-		}
-	}
-	return false
-}
-
-func (c *capture) reset() {
-	c.mu.Lock()
-	c.frames = nil
-	c.mu.Unlock()
-}
-
-// exchange sends payload over TCP from client to server's port and reads
-// it echoed back; it returns the first error.
+// exchange sends payload over TCP from client to server's IPv4 address
+// and port and reads it echoed back; it returns the first error.
 func exchange(ctx context.Context, client, server *testkit.VM, port int, payload []byte) error {
-	l, err := server.ListenTCP(net.JoinHostPort(server.IPv4.IP.String(), strconv.Itoa(port)))
-	if err != nil {
-		return err
-	}
-	defer l.Close()
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		_, _ = io.Copy(c, c)
-	}()
-	c, err := client.DialTCP(ctx, net.JoinHostPort(server.IPv4.IP.String(), strconv.Itoa(port)))
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl)
-	}
-	go func() { _, _ = c.Write(payload) }()
-	got := make([]byte, len(payload))
-	if _, err := io.ReadFull(c, got); err != nil {
-		return fmt.Errorf("read echo: %w", err)
-	}
-	if !bytes.Equal(got, payload) {
-		return errors.New("echo differs")
-	}
-	return nil
+	return cryptlab.Echo(ctx, client, server, server.IPv4.IP, port, payload)
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -86,6 +87,13 @@ func (c *Capture) Contains(needle []byte) bool {
 		}
 	}
 	return false
+}
+
+// Frames returns the frames captured so far (shared: not to be changed).
+func (c *Capture) Frames() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.frames)
 }
 
 // Reset forgets what was captured.
