@@ -202,12 +202,7 @@ const mgrAddr = "10.99.0.254"
 
 func runSimulation(t *testing.T, cfg simConfig) {
 	testkit.Need(t, testkit.Root, testkit.BPF)
-	if _, err := exec.LookPath("nft"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("nft (package nftables) is required for the hidden bridge")
-		}
-		t.Skip("nft (package nftables) is required for the hidden bridge")
-	}
+	testkit.Need(t, testkit.Nft)
 	ctx := context.Background()
 	start := time.Now()
 

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -14,20 +13,8 @@ import (
 	"time"
 
 	"github.com/vnicfilter/vnicfilter/internal/nsutil"
+	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
-
-// needRoot skips a privileged test when not root, and fails it under
-// CI=true, where a skip would hide that the test never ran.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("needs root (network namespaces), and CI=true: run the tests as root")
-	}
-	t.Skip("needs root (network namespaces)")
-}
 
 // benchState lists what a run may leave behind: namespaces, pinned bpffs
 // roots, filterd temporary directories.
@@ -46,16 +33,11 @@ func benchState(t *testing.T) []string {
 // short repetition: topology, iperf3, the UDP blaster, the ping-pong, the
 // JSON output and the clean-up.
 func TestRunBaselineSmoke(t *testing.T) {
-	needRoot(t)
+	testkit.Need(t, testkit.Root)
 	if testing.Short() {
 		t.Skip("-short: the smoke test runs real traffic for ~10 s")
 	}
-	if _, err := exec.LookPath("iperf3"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("iperf3 not installed (apt-get install -y iperf3)")
-		}
-		t.Skip("iperf3 not installed (apt-get install -y iperf3)")
-	}
+	testkit.Need(t, testkit.Iperf3)
 	before := benchState(t)
 	var out, log bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -91,7 +73,7 @@ func TestRunBaselineSmoke(t *testing.T) {
 // TestRunFilteredSmoke also runs fast-1 and the attach benchmark when
 // VFBENCH_FILTERD names a filterd binary (`make build` writes bin/filterd).
 func TestRunFilteredSmoke(t *testing.T) {
-	needRoot(t)
+	testkit.Need(t, testkit.Root)
 	bin := os.Getenv("VFBENCH_FILTERD")
 	if bin == "" || testing.Short() {
 		t.Skip("set VFBENCH_FILTERD=/path/to/filterd to run the filtered cases")
@@ -130,16 +112,11 @@ func TestRunFilteredSmoke(t *testing.T) {
 // traffic,
 // and the tables, the bridge address and everything else are gone after.
 func TestRunNftSmoke(t *testing.T) {
-	needRoot(t)
+	testkit.Need(t, testkit.Root)
 	if testing.Short() {
 		t.Skip("-short: the smoke test runs real traffic for ~10 s")
 	}
-	if _, err := exec.LookPath("nft"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("nft not installed (apt-get install -y nftables)")
-		}
-		t.Skip("nft not installed (apt-get install -y nftables)")
-	}
+	testkit.Need(t, testkit.Nft)
 	before := benchState(t)
 	var out, log bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -181,16 +158,11 @@ func TestRunNftSmoke(t *testing.T) {
 // simulated hosts, the protected and the clear pair, both metrics with a
 // baseline, and nothing of the lab left after.
 func TestRunCryptSmoke(t *testing.T) {
-	needRoot(t)
+	testkit.Need(t, testkit.Root)
 	if testing.Short() {
 		t.Skip("-short: the smoke test runs real traffic for ~10 s")
 	}
-	if _, err := exec.LookPath("iperf3"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("iperf3 not installed (apt-get install -y iperf3)")
-		}
-		t.Skip("iperf3 not installed (apt-get install -y iperf3)")
-	}
+	testkit.Need(t, testkit.Iperf3)
 	var out, log bytes.Buffer
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vnicfilter/vnicfilter/internal/nsutil"
+	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
 
 // TestRunEncapSmoke runs the encap suite's two-host topologies for one
@@ -19,7 +20,7 @@ import (
 // too when VFBENCH_FILTERD names a filterd binary. Every case carries
 // traffic, the comparison line is there, and nothing is left behind.
 func TestRunEncapSmoke(t *testing.T) {
-	needRoot(t)
+	testkit.Need(t, testkit.Root)
 	if testing.Short() {
 		t.Skip("-short: the smoke test runs real traffic")
 	}

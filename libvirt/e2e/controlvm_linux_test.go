@@ -22,6 +22,7 @@ import (
 	"github.com/vnicfilter/vnicfilter/filterd/api"
 	"github.com/vnicfilter/vnicfilter/libvirt/testlab"
 	mapi "github.com/vnicfilter/vnicfilter/manager/api"
+	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
 
 // probeCmd makes a guest try db:5432 every second and print "PG <n> OK" or
@@ -64,9 +65,7 @@ func waitProbes(t *testing.T, g *testlab.Guest, what string) string {
 func TestControlVM(t *testing.T) {
 	l := libvirtd(t)
 	img := image(t)
-	if _, err := exec.LookPath("nft"); err != nil {
-		t.Fatalf("nft (package nftables) is required for the hidden bridge: %v", err)
-	}
+	testkit.Need(t, testkit.Nft)
 	ctx := context.Background()
 	tmp := t.TempDir()
 

@@ -657,7 +657,7 @@ func probe(r Requirement) string {
 		return probeBPF()
 	case TCX:
 		return probeTCX()
-	case Iperf3, Tshark:
+	case Iperf3, Tshark, Nft:
 		if _, err := exec.LookPath(r.String()); err != nil {
 			return fmt.Sprintf("%v (install it with scripts/deps.sh)", err)
 		}

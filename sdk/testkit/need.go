@@ -26,6 +26,8 @@ const (
 	Iperf3
 	// Tshark: a tshark binary is on PATH.
 	Tshark
+	// Nft: the nft binary (package nftables) is on PATH.
+	Nft
 )
 
 var requirementNames = [...]string{
@@ -34,6 +36,7 @@ var requirementNames = [...]string{
 	TCX:    "tcx",
 	Iperf3: "iperf3",
 	Tshark: "tshark",
+	Nft:    "nft",
 }
 
 // String names the requirement as it appears in skip messages.
