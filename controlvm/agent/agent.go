@@ -282,6 +282,7 @@ func (a *Agent) apply(ctx context.Context, version int64, upserts []mapi.Desired
 	results := map[string]mapi.RealizedVNIC{}
 	docErr := map[string]string{}  // document name -> error putting it
 	docPath := map[string]string{} // document name -> path in filterd
+	var stored map[string]string   // filterd's documents, listed once when needed
 	changed := 0
 	// Documents first: a chain may only name a stored document.
 	for _, v := range upserts {
@@ -302,7 +303,10 @@ func (a *Agent) apply(ctx context.Context, version int64, upserts []mapi.Desired
 				continue
 			}
 			if putDocs[name] == f.PolicyRef && !full {
-				docPath[name] = a.docPath(ctx, name)
+				if stored == nil {
+					stored = a.storedDocs(ctx)
+				}
+				docPath[name] = stored[name]
 				continue
 			}
 			if !ok { // full state that left out a document it already sent: cannot happen
@@ -408,17 +412,18 @@ func (a *Agent) apply(ctx context.Context, version int64, upserts []mapi.Desired
 	}
 }
 
-// docPath asks filterd where a stored document lives.
-func (a *Agent) docPath(ctx context.Context, name string) string {
+// storedDocs lists the documents filterd holds: name -> path (empty when
+// filterd does not answer; the chains naming them then fail and are
+// retried with the next state).
+func (a *Agent) storedDocs(ctx context.Context) map[string]string {
+	out := map[string]string{}
 	infos, err := a.opts.Filterd.Policies(ctx)
 	if err == nil {
 		for _, p := range infos {
-			if p.Name == name {
-				return p.Path
-			}
+			out[p.Name] = p.Path
 		}
 	}
-	return ""
+	return out
 }
 
 // collectDocs deletes the agent's documents no desired chain uses; one a
