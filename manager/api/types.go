@@ -58,11 +58,31 @@ type Host struct {
 }
 
 // Inventory is what a host's agent reports (PUT /v1/agent/inventory):
-// the VMs running there with their vNICs. It replaces the host's previous
-// report.
+// the VMs running there with their vNICs, and the host's own network
+// facts the overlay and the encryption mesh need. It replaces the host's
+// previous report.
 type Inventory struct {
-	VMs        []VM      `json:"vms"`
+	VMs []VM `json:"vms"`
+	// Underlay is the host's address on the underlay network (vfagent
+	// --underlay): the source of its VXLAN tunnels and the address other
+	// hosts reach it at. Empty: the host takes no part in segments.
+	Underlay string `json:"underlay,omitempty"`
+	// Tunnel is the host's encryption tunnel as filterd reports it
+	// (GET /v1/encrypt/host): its public key and the endpoint on the
+	// underlay. Nil: the host takes no part in encryption. The private key
+	// never leaves the host.
+	Tunnel     *Tunnel   `json:"tunnel,omitempty"`
 	ReportedAt time.Time `json:"reported_at,omitzero"`
+}
+
+// Tunnel is a host's WireGuard identity as its agent reports it.
+type Tunnel struct {
+	// PublicKey is base64 of the 32-byte Curve25519 public key.
+	PublicKey string `json:"public_key"`
+	// Endpoint is "ip:port" on the underlay ("[ip]:port" for IPv6).
+	Endpoint string `json:"endpoint"`
+	// KeyCreated is when the key was generated or last rotated.
+	KeyCreated time.Time `json:"key_created,omitzero"`
 }
 
 // VM is a virtual machine as reported by its host's agent. Tags and Groups
@@ -76,8 +96,9 @@ type VM struct {
 	Groups []string          `json:"groups,omitempty"`
 }
 
-// VNIC is one VM interface: the host-side device filterd protects and the
-// addresses the VM uses on it (they make up group address sets).
+// VNIC is one VM interface: the host-side device filterd protects, the
+// guest's MAC on it and the addresses the VM uses on it (they make up
+// group address sets).
 type VNIC struct {
 	Name string   `json:"name"`
 	MAC  string   `json:"mac,omitempty"`
@@ -126,6 +147,40 @@ type Policy struct {
 	Revision    int64             `json:"revision,omitempty"`
 }
 
+// Segment places the vNICs of a group's VMs in an overlay segment
+// (filters/encap, docs/encap.md): their frames travel VXLAN-encapsulated
+// between hosts with the segment's VNI and reach only vNICs of the same
+// segment. Each host gets the forwarding table of its segments (which host
+// each member MAC is on) from the manager.
+type Segment struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	// VNI is the segment id, 1-16777215, unique among segments.
+	VNI int64 `json:"vni"`
+	// Group's VMs are the members (all of their vNICs).
+	Group string `json:"group"`
+	// GBP is the VXLAN-GBP group policy id the members' frames carry (the
+	// sender's identity on the wire), 0-65535; 0: none.
+	GBP int `json:"gbp,omitempty"`
+	// UnderlayMTU is the underlay's MTU (default 1500): larger
+	// encapsulated frames are dropped and counted.
+	UnderlayMTU int   `json:"underlay_mtu,omitempty"`
+	Revision    int64 `json:"revision,omitempty"`
+}
+
+// Encryption protects the traffic between the VMs of two groups when it
+// crosses hosts (filters/encrypt, docs/encrypt.md): "pci <-> pci", or
+// "web <-> db". Both directions are protected; traffic the policy protects
+// is never sent in clear (no tunnel: dropped and counted).
+type Encryption struct {
+	Name        string `json:"name"`
+	Description string `json:"description,omitempty"`
+	// From and To are groups; they may be the same group.
+	From     string `json:"from"`
+	To       string `json:"to"`
+	Revision int64  `json:"revision,omitempty"`
+}
+
 // Assignment applies a policy to the VMs of a group.
 type Assignment struct {
 	Name     string `json:"name"`
@@ -144,6 +199,52 @@ type HostDesired struct {
 	// (Filter.PolicyRef), each once however many vNICs share it: a large
 	// group's addresses would otherwise travel once per vNIC.
 	Documents map[string]json.RawMessage `json:"documents"`
+	// HostDocs are the host-wide documents the agent puts into filterd.
+	HostDocs HostDocs `json:"host_docs"`
+}
+
+// Host document names (HostDocs fields, RealizedDoc.Name).
+const (
+	DocEncap         = "encap"
+	DocEncryptPeers  = "encrypt_peers"
+	DocEncryptPolicy = "encrypt_policy"
+)
+
+// HostDocs are a host's host-wide documents, each put into filterd whole
+// when its hash changes. A nil document is not managed by the manager on
+// this host (nothing configured that needs it): filterd keeps what it has.
+type HostDocs struct {
+	// Encap is the overlay forwarding table of the host's segments: the
+	// body of filterd's PUT /v1/encap/fdb (docs/encap.md).
+	Encap *HostDoc `json:"encap,omitempty"`
+	// EncryptPeers is the host's WireGuard peers document: the body of
+	// filterd's PUT /v1/encrypt/peers (docs/encrypt.md).
+	EncryptPeers *HostDoc `json:"encrypt_peers,omitempty"`
+	// EncryptPolicy is the host's encryption policy document: the body of
+	// filterd's PUT /v1/encrypt/policy.
+	EncryptPolicy *HostDoc `json:"encrypt_policy,omitempty"`
+}
+
+// Docs lists the documents set, by name (DocEncap, …).
+func (h HostDocs) Docs() map[string]*HostDoc {
+	out := map[string]*HostDoc{}
+	for name, d := range map[string]*HostDoc{DocEncap: h.Encap, DocEncryptPeers: h.EncryptPeers, DocEncryptPolicy: h.EncryptPolicy} {
+		if d != nil {
+			out[name] = d
+		}
+	}
+	return out
+}
+
+// HostDoc is one host-wide document.
+type HostDoc struct {
+	// Hash identifies Document (first 16 hex digits of its SHA-256); the
+	// agent reports it back as realized.
+	Hash     string          `json:"hash"`
+	Document json.RawMessage `json:"document,omitempty"`
+	// Error: the manager could not build a valid document (named
+	// problem); the agent keeps what filterd has.
+	Error string `json:"error,omitempty"`
 }
 
 // Document returns the policy document f refers to, or nil.
@@ -210,15 +311,28 @@ type WatchEvent struct {
 	// that earlier events of the stream did not carry. A client keeps
 	// the documents its vNICs still refer to.
 	Documents map[string]json.RawMessage `json:"documents,omitempty"`
+	// HostDocs: with "changes", the host-wide documents when any of them
+	// changed (all of them, as in the state).
+	HostDocs *HostDocs `json:"host_docs,omitempty"`
 }
 
 // Realized is what a host's agent reports it enforces
 // (PUT /v1/agent/realized).
 type Realized struct {
 	// Version is the desired version the agent last applied.
-	Version    int64          `json:"version"`
-	VNICs      []RealizedVNIC `json:"vnics"`
-	ReportedAt time.Time      `json:"reported_at,omitzero"`
+	Version int64          `json:"version"`
+	VNICs   []RealizedVNIC `json:"vnics"`
+	// Docs are the host-wide documents put into filterd.
+	Docs       []RealizedDoc `json:"docs,omitempty"`
+	ReportedAt time.Time     `json:"reported_at,omitzero"`
+}
+
+// RealizedDoc is one host-wide document as filterd took it: the Hash of
+// the desired document, or the error that stopped it.
+type RealizedDoc struct {
+	Name  string `json:"name"`
+	Hash  string `json:"hash"`
+	Error string `json:"error,omitempty"`
 }
 
 // RealizedVNIC is one vNIC as enforced: the Hash of the desired entry it
@@ -253,6 +367,17 @@ type HostStatus struct {
 	Connected       bool         `json:"connected"`
 	InSync          bool         `json:"in_sync"`
 	VNICs           []VNICStatus `json:"vnics"`
+	// Docs compares the host-wide documents.
+	Docs []DocStatus `json:"docs,omitempty"`
+}
+
+// DocStatus is one host-wide document of a HostStatus.
+type DocStatus struct {
+	Name         string `json:"name"`
+	DesiredHash  string `json:"desired_hash,omitempty"`
+	RealizedHash string `json:"realized_hash,omitempty"`
+	InSync       bool   `json:"in_sync"`
+	Error        string `json:"error,omitempty"`
 }
 
 // VNICStatus is one vNIC of a HostStatus.

@@ -41,6 +41,8 @@ type Config struct {
 	Groups      map[string]api.Group
 	Policies    map[string]api.Policy
 	Assignments map[string]api.Assignment
+	Segments    map[string]api.Segment
+	Encryptions map[string]api.Encryption
 }
 
 // New returns an empty Config.
@@ -48,6 +50,7 @@ func New() *Config {
 	return &Config{
 		Hosts: map[string]api.Host{}, Inventory: map[string]api.Inventory{}, Tags: map[string]api.Tags{},
 		Groups: map[string]api.Group{}, Policies: map[string]api.Policy{}, Assignments: map[string]api.Assignment{},
+		Segments: map[string]api.Segment{}, Encryptions: map[string]api.Encryption{},
 	}
 }
 
@@ -57,6 +60,7 @@ func (c *Config) Clone() *Config {
 	return &Config{
 		Rev: c.Rev, Hosts: maps.Clone(c.Hosts), Inventory: maps.Clone(c.Inventory), Tags: maps.Clone(c.Tags),
 		Groups: maps.Clone(c.Groups), Policies: maps.Clone(c.Policies), Assignments: maps.Clone(c.Assignments),
+		Segments: maps.Clone(c.Segments), Encryptions: maps.Clone(c.Encryptions),
 	}
 }
 
