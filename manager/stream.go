@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vnicfilter/vnicfilter/manager/api"
+	"github.com/vnicfilter/vnicfilter/manager/model"
 )
 
 // desired answers GET …/desired for host: the desired state as one JSON
@@ -129,6 +130,10 @@ func diff(prev, next api.HostDesired) api.WatchEvent {
 		if _, gone := old[v.VNIC]; gone {
 			ev.Remove = append(ev.Remove, v.VNIC)
 		}
+	}
+	if model.HostDocsKey(prev.HostDocs) != model.HostDocsKey(next.HostDocs) {
+		docs := next.HostDocs
+		ev.HostDocs = &docs
 	}
 	return ev
 }

@@ -191,6 +191,7 @@ func (c *Config) Desired() map[string]api.HostDesired {
 		cache[key] = cc
 		return cc
 	}
+	net := c.network(r)
 	out := map[string]api.HostDesired{}
 	hosts := maps.Clone(c.Hosts)
 	for h := range c.Inventory {
@@ -207,6 +208,14 @@ func (c *Config) Desired() map[string]api.HostDesired {
 			cc := chainFor(policies)
 			for _, nic := range vm.VNICs {
 				dv := api.DesiredVNIC{VNIC: nic.Name, VM: vm.Name, MAC: nic.MAC, Policies: policies, Chain: cc.chain, Hash: cc.hash, Error: cc.err}
+				if f, err := net.slot(h, vm, nic); err != "" {
+					dv.Error = joinErr(dv.Error, err)
+				} else if f != nil && dv.Error == "" {
+					// The network filter goes last: encap decides every
+					// from-vm frame's fate, encrypt steers into the tunnel.
+					dv.Chain = append(slices.Clone(cc.chain), *f)
+					dv.Hash = ChainHash(dv.Chain)
+				}
 				d.VNICs = append(d.VNICs, dv)
 				if cc.ref != "" {
 					d.Documents[cc.ref] = cc.doc
@@ -214,9 +223,19 @@ func (c *Config) Desired() map[string]api.HostDesired {
 			}
 		}
 		slices.SortFunc(d.VNICs, func(a, b api.DesiredVNIC) int { return strings.Compare(a.VNIC, b.VNIC) })
+		if _, enrolled := c.Hosts[h]; enrolled {
+			d.HostDocs = net.hostDocs(h)
+		}
 		out[h] = d
 	}
 	return out
+}
+
+func joinErr(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a + "; " + b
 }
 
 // docRef names a policy document by its content.
@@ -241,6 +260,18 @@ func StateHash(d api.HostDesired) string {
 	h.Write([]byte(d.Host))
 	for _, v := range d.VNICs {
 		fmt.Fprintf(h, "\x00%s\x00%s\x00%s\x00%q\x00%s\x00%s", v.VNIC, v.VM, v.MAC, v.Policies, v.Hash, v.Error)
+	}
+	h.Write([]byte(HostDocsKey(d.HostDocs)))
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// HostDocsKey identifies a host's documents by their hashes and errors.
+func HostDocsKey(docs api.HostDocs) string {
+	h := sha256.New()
+	for _, name := range []string{api.DocEncap, api.DocEncryptPeers, api.DocEncryptPolicy} {
+		if d := docs.Docs()[name]; d != nil {
+			fmt.Fprintf(h, "\x00%s\x00%s\x00%s", name, d.Hash, d.Error)
+		}
 	}
 	return hex.EncodeToString(h.Sum(nil)[:8])
 }
