@@ -176,9 +176,15 @@ type Encryption struct {
 	Name        string `json:"name"`
 	Description string `json:"description,omitempty"`
 	// From and To are groups; they may be the same group.
-	From     string `json:"from"`
-	To       string `json:"to"`
-	Revision int64  `json:"revision,omitempty"`
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Space (optional) is where the members' addresses live: prefixes a
+	// member's traffic is never sent to in clear. Traffic to an address
+	// in the space that no host carries — a VM of a revoked host, one not
+	// reported yet, a non-member — is dropped, not sent in clear. Without
+	// it, only the addresses of reported members are protected.
+	Space    []string `json:"space,omitempty"`
+	Revision int64    `json:"revision,omitempty"`
 }
 
 // Assignment applies a policy to the VMs of a group.

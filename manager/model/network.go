@@ -35,10 +35,12 @@ type network struct {
 	protect map[string][]string
 	// encBy: VM -> the encryptions that protect it (for messages).
 	encBy map[string][]string
+	// space: VM -> the spaces of the encryptions that protect it.
+	space map[string][]string
 }
 
 func (c *Config) network(r *Resolver) *network {
-	n := &network{c: c, r: r, owner: map[string]string{}, segs: map[string][]api.Segment{}, protect: map[string][]string{}, encBy: map[string][]string{}}
+	n := &network{c: c, r: r, owner: map[string]string{}, segs: map[string][]api.Segment{}, protect: map[string][]string{}, encBy: map[string][]string{}, space: map[string][]string{}}
 	for vm, insts := range r.byName {
 		best := insts[0]
 		for _, in := range insts[1:] {
@@ -58,11 +60,17 @@ func (c *Config) network(r *Resolver) *network {
 		from, to := r.Members(e.From), r.Members(e.To)
 		for vm := range from {
 			n.protect[vm] = appendNew(n.protect[vm], e.To)
-			n.encBy[vm] = appendNew(n.encBy[vm], e.Name)
 		}
 		for vm := range to {
 			n.protect[vm] = appendNew(n.protect[vm], e.From)
-			n.encBy[vm] = appendNew(n.encBy[vm], e.Name)
+		}
+		for _, m := range []map[string]bool{from, to} {
+			for vm := range m {
+				n.encBy[vm] = appendNew(n.encBy[vm], e.Name)
+				for _, p := range e.Space {
+					n.space[vm] = appendNew(n.space[vm], p)
+				}
+			}
 		}
 	}
 	return n
@@ -312,20 +320,33 @@ func (n *network) policyDoc(host string) *api.HostDoc {
 				}
 			}
 		}
-		set := map[string]bool{}
+		set := map[netip.Prefix]bool{}
 		for _, g := range groups {
-			for _, p := range n.r.Addresses(g) {
-				if !own[p] {
+			for _, s := range n.r.Addresses(g) {
+				if p, err := netip.ParsePrefix(s); err == nil && !own[s] {
 					set[p] = true
 				}
 			}
 		}
+		for _, s := range n.space[vm.Name] {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				return &api.HostDoc{Error: fmt.Sprintf("encryption space %q: %v", s, err)}
+			}
+			set[p.Masked()] = true
+		}
 		if len(set) == 0 {
 			continue
 		}
-		dests := slices.SortedFunc(maps.Keys(set), func(a, b string) int {
-			return netip.MustParsePrefix(a).Addr().Compare(netip.MustParsePrefix(b).Addr())
-		})
+		var dests []string
+		for _, p := range slices.SortedFunc(maps.Keys(set), func(a, b netip.Prefix) int {
+			if c := a.Addr().Compare(b.Addr()); c != 0 {
+				return c
+			}
+			return a.Bits() - b.Bits()
+		}) {
+			dests = append(dests, p.String())
+		}
 		for _, nic := range vm.VNICs {
 			doc.VNICs[nic.Name] = dests
 		}

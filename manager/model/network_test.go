@@ -218,6 +218,18 @@ func TestEncryptionDesired(t *testing.T) {
 		}
 	}
 
+	// A space: protected as a whole beside the members' addresses.
+	c6 := c.Clone()
+	c6.Encryptions["pci"] = api.Encryption{Name: "pci", From: "pci", To: "pci", Space: []string{"10.99.0.0/16"}}
+	d6 := c6.Desired()
+	if doc := d6["h1"].HostDocs.EncryptPolicy; doc.Error != "" {
+		t.Fatalf("policy with a space: %s", doc.Error)
+	} else if pol, err := encrypt.ParsePolicy(doc.Document); err != nil {
+		t.Fatal(err)
+	} else if ds := pol.VNICs["vnet2"]; len(ds) != 2 || ds[0].Prefix.String() != "10.99.0.0/16" || ds[1].Prefix.String() != "10.99.0.2/32" {
+		t.Errorf("pci1's destinations with a space: %v", ds)
+	}
+
 	// A VM both in a segment and encrypted is refused on its vNIC.
 	c4 := c.Clone()
 	c4.Encryptions["ab"] = api.Encryption{Name: "ab", From: "tenant-a", To: "pci"}

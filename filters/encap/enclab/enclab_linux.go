@@ -154,6 +154,20 @@ func (u *Underlay) Plug(ns netns.NsHandle, label string, i int, ip netip.Addr, m
 	if err := hl.LinkSetUp(up); err != nil {
 		return err
 	}
+	if err := WaitUp(hl, Uplink); err != nil {
+		return fmt.Errorf("%s: %w", label, err)
+	}
+	return AddVXLAN(ns, label)
+}
+
+// AddVXLAN creates host namespace ns's VXLANDev (external, gbp, no
+// learning), as docs/encap.md's host setup does, and waits until it is up.
+func AddVXLAN(ns netns.NsHandle, label string) error {
+	hl, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return err
+	}
+	defer hl.Close()
 	vx := &netlink.Vxlan{LinkAttrs: netlink.NewLinkAttrs(), FlowBased: true, GBP: true, Port: VXLANPort, Learning: false}
 	vx.Name = VXLANDev
 	if err := hl.LinkAdd(vx); err != nil {
@@ -162,10 +176,8 @@ func (u *Underlay) Plug(ns netns.NsHandle, label string, i int, ip netip.Addr, m
 	if err := setUp(hl, VXLANDev); err != nil {
 		return err
 	}
-	for _, n := range []string{Uplink, VXLANDev} {
-		if err := WaitUp(hl, n); err != nil {
-			return fmt.Errorf("%s: %w", label, err)
-		}
+	if err := WaitUp(hl, VXLANDev); err != nil {
+		return fmt.Errorf("%s: %w", label, err)
 	}
 	return nil
 }
