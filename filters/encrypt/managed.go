@@ -51,6 +51,12 @@ func loadPeersFile(path string, managed bool) (*Peers, error) {
 	return LoadPeers(path)
 }
 
+// LoadManagedPeers reads the peers document filterd's API manages under
+// stateDir: the empty document while none was written.
+func LoadManagedPeers(stateDir string) (*Peers, error) {
+	return loadPeersFile(ManagedPeersFile(stateDir), true)
+}
+
 // loadPolicyFile reads a policy file; a managed one that does not exist
 // yet (no control plane has pushed it) is the empty policy: no space, no
 // destinations, no pairs. It protects nothing beyond what protect=all
