@@ -11,8 +11,10 @@ import (
 // The encryption mesh's host side (docs/encrypt.md, Key distribution):
 //
 //	GET /v1/encrypt/host                     EncryptHost: public key, endpoints, key time
-//	GET /v1/encrypt/peers                    EncryptPeers: the API-managed peers document
-//	PUT /v1/encrypt/peers[?if_generation=N]  peers document -> EncryptPeersResult
+//	GET /v1/encrypt/peers                     EncryptPeers: the API-managed peers document
+//	PUT /v1/encrypt/peers[?if_generation=N]   peers document -> EncryptPeersResult
+//	GET /v1/encrypt/policy                    EncryptPolicy: the API-managed policy document
+//	PUT /v1/encrypt/policy[?if_generation=N]  policy document -> EncryptPolicyResult
 //	    (400 invalid_param: the document or a reload refused it, nothing
 //	    changed; 409 generation_mismatch: if_generation is not current)
 
@@ -41,32 +43,48 @@ type EncryptAddress struct {
 	Endpoint  string `json:"endpoint"`
 }
 
-// EncryptPeers answers GET /v1/encrypt/peers.
-type EncryptPeers struct {
+// EncryptDocument answers GET /v1/encrypt/peers and GET
+// /v1/encrypt/policy: one of the encrypt filter's host-wide documents
+// filterd keeps for the instances attached with peers=api or policy=api.
+type EncryptDocument struct {
 	// Generation counts the accepted PUTs (0: none yet); a PUT with
 	// ?if_generation=N succeeds only while it is N.
 	Generation uint64 `json:"generation"`
-	// File is the peers file instances with peers=api read.
+	// File is the file the instances with peers=api (policy=api) read.
 	File string `json:"file"`
 	// Updated is when the document was last accepted (zero: never).
 	Updated time.Time `json:"updated,omitzero"`
-	// Document is the peers document as accepted (the peers file's
-	// schema); null until the first PUT.
+	// Document is the document as accepted (the schema of a peers or a
+	// policy file); null until the first PUT.
 	Document json.RawMessage `json:"document"`
 }
 
-// EncryptPeersResult answers PUT /v1/encrypt/peers.
-type EncryptPeersResult struct {
+// EncryptPeers answers GET /v1/encrypt/peers.
+type EncryptPeers = EncryptDocument
+
+// EncryptPolicy answers GET /v1/encrypt/policy.
+type EncryptPolicy = EncryptDocument
+
+// EncryptDocumentResult answers PUT /v1/encrypt/peers and PUT
+// /v1/encrypt/policy.
+type EncryptDocumentResult struct {
 	Generation uint64 `json:"generation"`
 	File       string `json:"file"`
-	// Reloaded lists the encrypt instances with peers=api, reloaded with
-	// the new document (one reload updates the whole host's tunnel; each
-	// instance's routes follow).
+	// Reloaded lists the encrypt instances with peers=api (policy=api),
+	// reloaded with the new document (one reload updates the whole
+	// host's tunnel; each instance's routes follow).
 	Reloaded []Reloaded `json:"reloaded"`
-	// Unmanaged lists encrypt instances reading another peers file
-	// (peers=FILE): the document does not reach them.
+	// Unmanaged lists encrypt instances reading another file
+	// (peers=FILE, policy=FILE or no policy): the document does not
+	// reach them.
 	Unmanaged []Reloaded `json:"unmanaged,omitempty"`
 }
+
+// EncryptPeersResult answers PUT /v1/encrypt/peers.
+type EncryptPeersResult = EncryptDocumentResult
+
+// EncryptPolicyResult answers PUT /v1/encrypt/policy.
+type EncryptPolicyResult = EncryptDocumentResult
 
 // EncryptHost returns this host's public key and endpoints.
 func (c *Client) EncryptHost(ctx context.Context) (*EncryptHost, error) {
@@ -77,20 +95,41 @@ func (c *Client) EncryptHost(ctx context.Context) (*EncryptHost, error) {
 
 // EncryptPeers returns the API-managed peers document and its generation.
 func (c *Client) EncryptPeers(ctx context.Context) (*EncryptPeers, error) {
-	var p EncryptPeers
-	err := c.do(ctx, http.MethodGet, "/"+Version+"/encrypt/peers", nil, &p)
-	return &p, err
+	return c.encryptDocument(ctx, "peers")
 }
 
 // SetEncryptPeers replaces the peers document (doc: the peers file's
 // JSON) and reloads every encrypt instance with peers=api. ifGeneration,
 // when not nil, makes it a compare-and-swap.
 func (c *Client) SetEncryptPeers(ctx context.Context, doc []byte, ifGeneration *uint64) (*EncryptPeersResult, error) {
-	p := "/" + Version + "/encrypt/peers"
+	return c.setEncryptDocument(ctx, "peers", doc, ifGeneration)
+}
+
+// EncryptPolicy returns the API-managed policy document and its
+// generation.
+func (c *Client) EncryptPolicy(ctx context.Context) (*EncryptPolicy, error) {
+	return c.encryptDocument(ctx, "policy")
+}
+
+// SetEncryptPolicy replaces the policy document (doc: the policy file's
+// JSON) and reloads every encrypt instance with policy=api.
+// ifGeneration, when not nil, makes it a compare-and-swap.
+func (c *Client) SetEncryptPolicy(ctx context.Context, doc []byte, ifGeneration *uint64) (*EncryptPolicyResult, error) {
+	return c.setEncryptDocument(ctx, "policy", doc, ifGeneration)
+}
+
+func (c *Client) encryptDocument(ctx context.Context, name string) (*EncryptDocument, error) {
+	var d EncryptDocument
+	err := c.do(ctx, http.MethodGet, "/"+Version+"/encrypt/"+name, nil, &d)
+	return &d, err
+}
+
+func (c *Client) setEncryptDocument(ctx context.Context, name string, doc []byte, ifGeneration *uint64) (*EncryptDocumentResult, error) {
+	p := "/" + Version + "/encrypt/" + name
 	if ifGeneration != nil {
 		p = withQuery(p, map[string]string{"if_generation": strconv.FormatUint(*ifGeneration, 10)})
 	}
-	var r EncryptPeersResult
+	var r EncryptDocumentResult
 	err := c.do(ctx, http.MethodPut, p, doc, &r) // as is: error positions are the document's
 	return &r, err
 }

@@ -33,7 +33,7 @@ var Descriptor = &sdk.Descriptor{
 	FailMode:   sdk.FailClosed,
 	Params: []sdk.ParamSpec{
 		{Name: "peers", Type: sdk.String, Required: true, Doc: "path of the JSON peers file: this host's listen port and prefixes, the other hosts (docs/encrypt.md); \"api\": the document filterd's API manages (PUT /v1/encrypt/peers)"},
-		{Name: "policy", Type: sdk.String, Doc: "path of the JSON policy file: protected destinations per vNIC, the protected address space"},
+		{Name: "policy", Type: sdk.String, Doc: "path of the JSON policy file: protected destinations per vNIC, the protected address space; \"api\": the document filterd's API manages (PUT /v1/encrypt/policy; the empty policy until the first one)"},
 		{Name: "protect", Type: sdk.String, Default: "policy", Enum: []string{"all", "policy"}, Doc: "all: every destination behind a peer and in the policy's space; policy: the policy file's list for this vNIC"},
 		{Name: "tunnel", Type: sdk.String, Default: DefaultTunnel, Doc: "name of the host's tunnel device (every vNIC of a host shares it)"},
 		{Name: "key_dir", Type: sdk.String, Default: DefaultKeyDir, Doc: "directory of the host's private key (created 0700, key file 0600)"},

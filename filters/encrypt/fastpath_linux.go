@@ -27,8 +27,8 @@ type fastPath struct {
 	tunnel *Tunnel
 	vnic   string
 	mode   Mode
-	// stateDir is filterd's (FastPathContext.StateDir): peers=api
-	// resolves under it.
+	// stateDir is filterd's (FastPathContext.StateDir): peers=api and
+	// policy=api resolve under it.
 	stateDir string
 
 	mu     sync.Mutex
@@ -61,6 +61,12 @@ func tunnelConfig(p sdk.Params, stateDir string) (TunnelConfig, error) {
 			return cfg, fmt.Errorf("%w: parameter \"peers\": %q is the peers document filterd's API manages, and this instance does not run under filterd (give a file)", sdk.ErrInvalidParam, PeersAPI)
 		}
 		cfg.PeersFile, cfg.ManagedPeers = ManagedPeersFile(stateDir), true
+	}
+	if cfg.PolicyFile == PolicyAPI {
+		if stateDir == "" {
+			return cfg, fmt.Errorf("%w: parameter \"policy\": %q is the policy document filterd's API manages, and this instance does not run under filterd (give a file)", sdk.ErrInvalidParam, PolicyAPI)
+		}
+		cfg.PolicyFile, cfg.ManagedPolicy = ManagedPolicyFile(stateDir), true
 	}
 	if cfg.Name == "" || len(cfg.Name) > 15 {
 		return cfg, fmt.Errorf("%w: parameter \"tunnel\": %q is not a device name (1-15 characters)", sdk.ErrInvalidParam, cfg.Name)

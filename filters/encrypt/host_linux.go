@@ -28,6 +28,12 @@ func (t *Tunnel) PeersFile() (path string, managed bool) {
 	return t.cfg.PeersFile, t.cfg.ManagedPeers
 }
 
+// PolicyFile is the policy file the tunnel reads ("" for none) and
+// whether it is filterd's API-managed document (policy=api).
+func (t *Tunnel) PolicyFile() (path string, managed bool) {
+	return t.cfg.PolicyFile, t.cfg.ManagedPolicy
+}
+
 // Host describes the running tunnel for the control plane (HostInfo).
 func (t *Tunnel) Host() (HostInfo, error) {
 	t.mu.Lock()

@@ -7,12 +7,19 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/vnicfilter/vnicfilter/sdk"
 )
 
 // PeersAPI is the value of the peers parameter that selects the peers
 // document filterd's API manages (PUT /v1/encrypt/peers, written by the
 // control plane's agent) instead of a file of the operator's choosing.
 const PeersAPI = "api"
+
+// PolicyAPI is the value of the policy parameter that selects the policy
+// document filterd's API manages (PUT /v1/encrypt/policy, written by the
+// control plane's agent) instead of a file of the operator's choosing.
+const PolicyAPI = "api"
 
 // ManagedDir is where filterd keeps encrypt's host-wide documents, under
 // its state directory. With filterd's default state directory it is also
@@ -23,6 +30,12 @@ func ManagedDir(stateDir string) string { return filepath.Join(stateDir, "encryp
 // every instance with peers=api reads.
 func ManagedPeersFile(stateDir string) string {
 	return filepath.Join(ManagedDir(stateDir), "peers.json")
+}
+
+// ManagedPolicyFile is the policy document filterd's API manages: the
+// file every instance with policy=api reads.
+func ManagedPolicyFile(stateDir string) string {
+	return filepath.Join(ManagedDir(stateDir), "policy.json")
 }
 
 // loadPeersFile reads a peers file; a managed one that does not exist yet
@@ -36,6 +49,45 @@ func loadPeersFile(path string, managed bool) (*Peers, error) {
 		}
 	}
 	return LoadPeers(path)
+}
+
+// LoadManagedPeers reads the peers document filterd's API manages under
+// stateDir: the empty document while none was written.
+func LoadManagedPeers(stateDir string) (*Peers, error) {
+	return loadPeersFile(ManagedPeersFile(stateDir), true)
+}
+
+// loadPolicyFile reads a policy file; a managed one that does not exist
+// yet (no control plane has pushed it) is the empty policy: no space, no
+// destinations, no pairs. It protects nothing beyond what protect=all
+// protects by itself (every prefix behind a peer); a protect=policy vNIC
+// sends in clear until the first document arrives.
+func loadPolicyFile(path string, managed bool) (*Policy, error) {
+	if managed {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			return &Policy{VNICs: map[string][]Destination{}}, nil
+		}
+	}
+	return LoadPolicy(path)
+}
+
+// CheckPolicy parses a policy document and checks it against peers and
+// groups as a reload would: every peer:<name> must name one of peers,
+// every host group of a pair must resolve through groups (filterd's
+// table; nil: none, and any group is an error). Errors are *ConfigError
+// naming line, column and field.
+func CheckPolicy(data []byte, peers *Peers, groups sdk.Groups) (*Policy, error) {
+	pol, err := ParsePolicy(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := pol.Check("", peers); err != nil {
+		return nil, err
+	}
+	if _, err := resolvePairs("", pol, peers, groups, assignPairBits(nil, pol)); err != nil {
+		return nil, err
+	}
+	return pol, nil
 }
 
 // CheckPeers parses a peers document as a reload would, and refuses one

@@ -48,6 +48,10 @@ type TunnelConfig struct {
 	// ManagedPeers: PeersFile is filterd's API-managed document
 	// (peers=api); while no control plane has written it, it is empty.
 	ManagedPeers bool
+	// ManagedPolicy: PolicyFile is filterd's API-managed document
+	// (policy=api); while no control plane has written it, it is the
+	// empty policy.
+	ManagedPolicy bool
 	// Keepalive is WireGuard's persistent keepalive toward every peer.
 	Keepalive time.Duration
 	// PeerTimeout: a peer silent this long is down.
@@ -204,7 +208,7 @@ func loadConfig(cfg TunnelConfig, groups sdk.Groups, oldBits map[string]int) (*P
 	}
 	var pol *Policy
 	if cfg.PolicyFile != "" {
-		if pol, err = LoadPolicy(cfg.PolicyFile); err != nil {
+		if pol, err = loadPolicyFile(cfg.PolicyFile, cfg.ManagedPolicy); err != nil {
 			return nil, nil, nil, nil, err
 		}
 		if err := pol.Check(cfg.PolicyFile, peers); err != nil {
@@ -224,6 +228,15 @@ func (t *Tunnel) Policy() *Policy {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.policy
+}
+
+// CheckPolicy checks a policy document against the tunnel's live peers
+// and host groups, as a reload with it would (CheckPolicy), without
+// applying it.
+func (t *Tunnel) CheckPolicy(data []byte) (*Policy, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return CheckPolicy(data, t.peers, t.groups)
 }
 
 // GroupsUsed names the host groups the live policy's pairs resolved.

@@ -18,7 +18,7 @@ import (
 
 // cryptCommand is `vfctl crypt`: the encrypt filter's host tunnel and its
 // peers (show), the host's key (rotate, host), its files (reload), the
-// API-managed peers document (peers).
+// API-managed peers and policy documents (peers, policy).
 func (a *app) cryptCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "crypt",
@@ -41,12 +41,14 @@ reload  re-read the host's peers and policy files (after the control plane
 host    this host's public key, key age and tunnel endpoints: what the
         control plane collects to put the host into the other hosts' peers
 peers   show or replace the peers document filterd manages for instances
-        attached with --param peers=api (what the control plane pushes)`,
+        attached with --param peers=api (what the control plane pushes)
+policy  show or replace the policy document filterd manages for instances
+        attached with --param policy=api (what the control plane pushes)`,
 		Args:    args(),
 		GroupID: "chain",
 		RunE:    func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
-	cmd.AddCommand(a.cryptShowCommand(), a.cryptRotateCommand(), a.cryptReloadCommand(), a.cryptHostCommand(), a.cryptPeersCommand())
+	cmd.AddCommand(a.cryptShowCommand(), a.cryptRotateCommand(), a.cryptReloadCommand(), a.cryptHostCommand(), a.cryptPeersCommand(), a.cryptPolicyCommand())
 	return cmd
 }
 

@@ -186,45 +186,68 @@ filterd's answer (api.EncryptPeersResult).`,
   jq '.peers |= map(select(.name != "host-3"))' peers.json | vfctl crypt peers set -   # revoke host-3`,
 		Args: args("FILE"),
 		RunE: a.runE(func(ctx context.Context, args []string) error {
-			var doc []byte
-			var err error
-			if args[0] == "-" {
-				doc, err = io.ReadAll(os.Stdin)
-			} else {
-				doc, err = os.ReadFile(args[0])
-			}
-			if err != nil {
-				return &exitError{code: ExitBadInput, msg: fmt.Sprintf("read peers document: %v", err)}
-			}
-			if _, err := encrypt.ParsePeers(doc); err != nil {
-				var ce *encrypt.ConfigError
-				if errors.As(err, &ce) && args[0] != "-" {
-					ce.File = args[0]
-				}
-				return &exitError{code: ExitBadInput, msg: err.Error()}
-			}
-			var gen *uint64
-			if cmd.Flags().Changed("if-generation") {
-				gen = &ifGen
-			}
-			r, err := call(ctx, a, func(ctx context.Context) (*api.EncryptPeersResult, error) {
-				return a.client.SetEncryptPeers(ctx, doc, gen)
-			})
-			if err != nil {
-				if api.IsCode(err, api.CodeGenerationMismatch) {
-					return &exitError{code: ExitFailure, msg: err.Error(), hint: "read the current document (vfctl crypt peers show -o json), merge and retry"}
-				}
-				return err
-			}
-			return a.emit(r, func(w io.Writer) error {
-				fmt.Fprintf(w, "peers document generation %d written to %s; %d encrypt instance(s) reloaded\n", r.Generation, r.File, len(r.Reloaded))
-				for _, u := range r.Unmanaged {
-					fmt.Fprintf(w, "  %s slot %d not reached: it %s (attach it with --param peers=api)\n", u.VNIC, u.Slot, u.Error)
-				}
-				return nil
+			return a.setEncryptDocument(ctx, cmd, args[0], ifGen, encryptDocCommand{
+				what:  "peers",
+				parse: func(doc []byte) error { _, err := encrypt.ParsePeers(doc); return err },
+				set:   a.client.SetEncryptPeers,
 			})
 		}),
 	}
 	cmd.Flags().Uint64Var(&ifGen, "if-generation", 0, "replace only while the document's generation is `N` (compare-and-swap)")
 	return cmd
+}
+
+// cryptStdin is what "vfctl crypt peers|policy set -" reads (tests
+// replace it).
+var cryptStdin io.Reader = os.Stdin
+
+// encryptDocCommand is what `vfctl crypt peers set` and `vfctl crypt
+// policy set` differ in.
+type encryptDocCommand struct {
+	what  string                 // "peers", "policy": the document and its parameter
+	parse func(doc []byte) error // the encrypt filter's parser, run before sending
+	set   func(ctx context.Context, doc []byte, ifGeneration *uint64) (*api.EncryptDocumentResult, error)
+}
+
+// setEncryptDocument reads file ("-": standard input), parses it locally
+// (exit 5 with file:line:col), sends it with --if-generation when given
+// (exit 1 on a mismatch) and prints the new generation.
+func (a *app) setEncryptDocument(ctx context.Context, cmd *cobra.Command, file string, ifGen uint64, c encryptDocCommand) error {
+	var doc []byte
+	var err error
+	if file == "-" {
+		doc, err = io.ReadAll(cryptStdin)
+	} else {
+		doc, err = os.ReadFile(file)
+	}
+	if err != nil {
+		return &exitError{code: ExitBadInput, msg: fmt.Sprintf("read %s document: %v", c.what, err)}
+	}
+	if err := c.parse(doc); err != nil {
+		var ce *encrypt.ConfigError
+		if errors.As(err, &ce) && file != "-" {
+			ce.File = file
+		}
+		return &exitError{code: ExitBadInput, msg: err.Error()}
+	}
+	var gen *uint64
+	if cmd.Flags().Changed("if-generation") {
+		gen = &ifGen
+	}
+	r, err := call(ctx, a, func(ctx context.Context) (*api.EncryptDocumentResult, error) {
+		return c.set(ctx, doc, gen)
+	})
+	if err != nil {
+		if api.IsCode(err, api.CodeGenerationMismatch) {
+			return &exitError{code: ExitFailure, msg: err.Error(), hint: fmt.Sprintf("read the current document (vfctl crypt %s show -o json), merge and retry", c.what)}
+		}
+		return err
+	}
+	return a.emit(r, func(w io.Writer) error {
+		fmt.Fprintf(w, "%s document generation %d written to %s; %d encrypt instance(s) reloaded\n", c.what, r.Generation, r.File, len(r.Reloaded))
+		for _, u := range r.Unmanaged {
+			fmt.Fprintf(w, "  %s slot %d not reached: it %s (attach it with --param %s=api)\n", u.VNIC, u.Slot, u.Error, c.what)
+		}
+		return nil
+	})
 }
