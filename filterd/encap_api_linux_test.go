@@ -17,9 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/vnicfilter/vnicfilter/filterd/api"
 	"github.com/vnicfilter/vnicfilter/filters/encap"
@@ -408,30 +406,8 @@ func hasRemote(rs []encap.Remote, want string) bool {
 func addSegVM(t *testing.T, h *encapHost, label, mac, ip4 string) *testkit.VM {
 	t.Helper()
 	v := h.AddVM(t, label)
-	hl := v.Handle()
-	l, err := hl.LinkByName("eth0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addrs, err := hl.AddrList(l, netlink.FAMILY_V4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range addrs {
-		if err := hl.AddrDel(l, &a); err != nil {
-			t.Fatal(err)
-		}
-	}
-	hw, _ := net.ParseMAC(mac)
-	if err := hl.LinkSetHardwareAddr(l, hw); err != nil {
-		t.Fatal(err)
-	}
-	if err := hl.LinkSetMTU(l, enclab.GuestMTU(h.ip, 1500)); err != nil {
-		t.Fatal(err)
-	}
-	p := netip.PrefixFrom(netip.MustParseAddr(ip4), 24)
-	if err := hl.AddrAdd(l, &netlink.Addr{IPNet: enclab.PrefixNet(p), Flags: unix.IFA_F_NODAD}); err != nil {
-		t.Fatal(err)
+	if err := enclab.SegmentIdentity(v, mac, netip.MustParseAddr(ip4), enclab.GuestMTU(h.ip, 1500)); err != nil {
+		t.Fatalf("%s: %v", label, err)
 	}
 	return v
 }

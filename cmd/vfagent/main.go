@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -42,14 +43,22 @@ run holds one HTTPS stream of the host's desired state open
   - stores each merged firewall policy in filterd (PUT /v1/policies/NAME,
     NAME = "mgr." + the policies it merges); filterd checks it with the
     firewall's parser and reloads every chain using it, atomically;
+  - puts the host-wide documents that changed: the overlay forwarding
+    table of the host's segments (PUT /v1/encap/fdb), the encryption
+    peers (PUT /v1/encrypt/peers: the other hosts' public keys, endpoints
+    and protected VM addresses) and the encryption policy (PUT
+    /v1/encrypt/policy);
   - sets the chain of each vNIC whose filters changed (PUT /v1/vnics/VNIC,
     replacing the running chain in one swap);
   - reports what it enforces (PUT /v1/agent/realized: the version
     applied, each vNIC's chain hash or error).
 It also reports the host's inventory (every vNIC filterd knows, its VM
-from the chain owner, its addresses from its labels) when it changes, and
-the chains' counters every --counters-interval. With a join token and no
-credentials yet, run enrolls first.
+from the chain owner, its guest MAC and addresses from its labels), the
+host's underlay address (--underlay) and its encryption tunnel (public
+key and endpoint, from GET /v1/encrypt/host: the private key never leaves
+the host; a rotation is reported with the next inventory) when they
+change, and the chains' counters every --counters-interval. With a join
+token and no credentials yet, run enrolls first.
 
 filterd is reached over the hidden bridge with the host CA's client
 certificate (filterd issue-cert --name agent --out DIR), or, on the host
@@ -74,9 +83,10 @@ Examples:
       --filterd https://169.254.77.1:9443 --filterd-cert /etc/vfagent/tls/agent.pem \
       --filterd-key /etc/vfagent/tls/agent-key.pem --filterd-ca /etc/vfagent/tls/ca.pem
 
-  # on the host itself (no control VM), over filterd's socket
+  # on the host itself (no control VM), over filterd's socket, with the
+  # underlay address its segments and encryption tunnel use
   vfagent run --manager https://mgr.example.net:8443 --dir /var/lib/vfagent \
-      --filterd-socket /run/vnicfilter/filterd.sock
+      --filterd-socket /run/vnicfilter/filterd.sock --underlay 192.0.2.11
 
 Files (in --dir):
   agent.key        the agent's private key (0600)
@@ -117,6 +127,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	filterdKey := fs.String("filterd-key", "", "its private key `file`")
 	filterdCA := fs.String("filterd-ca", "", "the host CA `file` filterd's certificate is checked against")
 	filterdSocket := fs.String("filterd-socket", "", "filterd's unix socket `path`, instead of --filterd (an agent on the host itself)")
+	underlay := fs.String("underlay", "", "this host's underlay `address`: its segments' VXLAN source, and which of filterd's endpoints the encryption tunnel reports (default: none; the only endpoint filterd lists)")
 	invEvery := fs.Duration("inventory-interval", 5*time.Second, "how often filterd's vNICs are read and, if changed, reported (`duration`)")
 	cntEvery := fs.Duration("counters-interval", 30*time.Second, "how often counters are reported (`duration`; 0: never)")
 	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
@@ -220,7 +231,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *cntEvery == 0 {
 		*cntEvery = -1
 	}
-	a, err := agent.New(agent.Options{Manager: mc, Filterd: fd, StateDir: *dir, Logger: log, InventoryInterval: *invEvery, CountersInterval: *cntEvery})
+	var ul netip.Addr
+	if *underlay != "" {
+		var err error
+		if ul, err = netip.ParseAddr(*underlay); err != nil || !ul.IsGlobalUnicast() && !ul.IsPrivate() {
+			fmt.Fprintf(stderr, "vfagent run: --underlay %q: want this host's unicast IP address on the underlay\n", *underlay)
+			return 2
+		}
+	}
+	a, err := agent.New(agent.Options{Manager: mc, Filterd: fd, StateDir: *dir, Logger: log, InventoryInterval: *invEvery, CountersInterval: *cntEvery, Underlay: ul})
 	if err != nil {
 		fmt.Fprintf(stderr, "vfagent run: %v\n", err)
 		return 1

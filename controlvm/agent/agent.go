@@ -20,6 +20,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -54,6 +55,12 @@ type Options struct {
 	CountersInterval time.Duration
 	// MaxBackoff bounds the wait between reconnects (default 5 s).
 	MaxBackoff time.Duration
+	// Underlay is the host's underlay address, reported to the manager:
+	// the source of its segments' VXLAN tunnels, and which of filterd's
+	// endpoints is the encryption tunnel's. Empty: the host takes no part
+	// in segments, and its tunnel endpoint is reported only when filterd
+	// lists exactly one.
+	Underlay netip.Addr
 }
 
 // CallTimeout bounds one round of calls to filterd (an event's apply, an
@@ -73,6 +80,8 @@ type Agent struct {
 	st persisted
 	// inventory last reported (JSON), to report only changes.
 	lastInventory []byte
+	// tunnelErr: why no tunnel was reported last time (logged on change).
+	tunnelErr string
 	// chains caches filterd's chains as last listed or set (only the
 	// stream loop uses it): a change event then costs filterd no listing.
 	chains map[string]fapi.VNIC
@@ -85,6 +94,8 @@ type persisted struct {
 	Realized map[string]mapi.RealizedVNIC `json:"realized"`
 	// Docs: policy document name in filterd -> policy_ref put there.
 	Docs map[string]string `json:"docs"`
+	// HostDocs: the host-wide documents put into filterd, by name.
+	HostDocs map[string]mapi.RealizedDoc `json:"host_docs,omitempty"`
 }
 
 // New checks opts and loads the agent's saved state.
@@ -108,7 +119,7 @@ func New(opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("agent state directory: %w", err)
 	}
 	a := &Agent{opts: opts, log: opts.Logger,
-		st: persisted{Version: -1, Realized: map[string]mapi.RealizedVNIC{}, Docs: map[string]string{}}}
+		st: persisted{Version: -1, Realized: map[string]mapi.RealizedVNIC{}, Docs: map[string]string{}, HostDocs: map[string]mapi.RealizedDoc{}}}
 	data, err := os.ReadFile(a.statePath())
 	switch {
 	case errors.Is(err, os.ErrNotExist):
@@ -123,6 +134,9 @@ func New(opts Options) (*Agent, error) {
 		}
 		if a.st.Docs == nil {
 			a.st.Docs = map[string]string{}
+		}
+		if a.st.HostDocs == nil {
+			a.st.HostDocs = map[string]mapi.RealizedDoc{}
 		}
 	}
 	return a, nil
@@ -217,9 +231,9 @@ func (a *Agent) follow(ctx context.Context, since int64) error {
 			if ev.State == nil {
 				return errors.New("state event without a state")
 			}
-			a.apply(ctx, ev.Version, ev.State.VNICs, nil, ev.State.Documents, true)
+			a.apply(ctx, ev.Version, ev.State.VNICs, nil, ev.State.Documents, &ev.State.HostDocs, true)
 		case mapi.EventChanges:
-			a.apply(ctx, ev.Version, ev.Upsert, ev.Remove, ev.Documents, false)
+			a.apply(ctx, ev.Version, ev.Upsert, ev.Remove, ev.Documents, ev.HostDocs, false)
 		default:
 			a.log.Warn("unknown event type ignored", "type", ev.Type)
 		}
@@ -242,8 +256,9 @@ func DocName(policies []string) string {
 }
 
 // apply makes filterd enforce upserts (and, with full, forgets realized
-// entries of vNICs not in upserts), then reports realized state.
-func (a *Agent) apply(ctx context.Context, version int64, upserts []mapi.DesiredVNIC, removed []string, docs map[string]json.RawMessage, full bool) {
+// entries of vNICs not in upserts) and the host documents (nil: unchanged),
+// then reports realized state.
+func (a *Agent) apply(ctx context.Context, version int64, upserts []mapi.DesiredVNIC, removed []string, docs map[string]json.RawMessage, hostDocs *mapi.HostDocs, full bool) {
 	start := time.Now()
 	fd := a.opts.Filterd
 	// A filterd that does not answer (its hidden address unreachable)
@@ -327,6 +342,16 @@ func (a *Agent) apply(ctx context.Context, version int64, upserts []mapi.Desired
 		}
 	}
 	docsDone := time.Since(start)
+	// Host documents before the chains: a vNIC joining a segment needs
+	// its host in the segment's table, a protected vNIC its peers. One
+	// that fails (a segment left while its vNIC still runs encap: filterd
+	// refuses a table without it) is tried again after the chains.
+	var hostResults map[string]mapi.RealizedDoc
+	var retry []string
+	if hostDocs != nil {
+		hostResults, retry = a.applyHostDocs(ctx, hostDocs, full, nil)
+		changed += len(hostResults) - len(retry)
+	}
 	for _, v := range upserts {
 		r := mapi.RealizedVNIC{VNIC: v.VNIC, Hash: v.Hash}
 		if v.Error != "" {
@@ -384,7 +409,17 @@ func (a *Agent) apply(ctx context.Context, version int64, upserts []mapi.Desired
 		results[v.VNIC] = r
 	}
 
+	if len(retry) > 0 {
+		again, _ := a.applyHostDocs(ctx, hostDocs, full, retry)
+		maps.Copy(hostResults, again)
+	}
+
 	a.mu.Lock()
+	if hostDocs != nil {
+		// Documents the manager no longer sends are no longer its: filterd
+		// keeps them, the realized state stops listing them.
+		a.st.HostDocs = hostResults
+	}
 	if full {
 		a.st.Realized = map[string]mapi.RealizedVNIC{}
 	}
@@ -410,6 +445,55 @@ func (a *Agent) apply(ctx context.Context, version int64, upserts []mapi.Desired
 	if full {
 		a.collectDocs(ctx, inUse)
 	}
+}
+
+// hostDocOrder is the order host documents are put into filterd: the
+// peers before the policy that may name them, the overlay's table last.
+var hostDocOrder = []string{mapi.DocEncryptPeers, mapi.DocEncryptPolicy, mapi.DocEncap}
+
+// applyHostDocs puts the host documents whose hash differs from what was
+// realized (all of them with full; only those named in only when given)
+// into filterd. It returns the realized entry of every document set and
+// the names of those filterd refused.
+func (a *Agent) applyHostDocs(ctx context.Context, docs *mapi.HostDocs, full bool, only []string) (map[string]mapi.RealizedDoc, []string) {
+	a.mu.Lock()
+	prev := maps.Clone(a.st.HostDocs)
+	a.mu.Unlock()
+	out := map[string]mapi.RealizedDoc{}
+	var failed []string
+	set := docs.Docs()
+	for _, name := range hostDocOrder {
+		d := set[name]
+		if d == nil || (only != nil && !slices.Contains(only, name)) {
+			continue
+		}
+		r := mapi.RealizedDoc{Name: name, Hash: d.Hash}
+		switch {
+		case d.Error != "":
+			// The manager could not build it: filterd keeps what it has.
+			r.Hash, r.Error = prev[name].Hash, d.Error
+		case !full && prev[name].Hash == d.Hash && prev[name].Error == "":
+		default:
+			var err error
+			switch name {
+			case mapi.DocEncap:
+				_, err = a.opts.Filterd.SetEncapFDB(ctx, d.Document, 0)
+			case mapi.DocEncryptPeers:
+				_, err = a.opts.Filterd.SetEncryptPeers(ctx, d.Document, nil)
+			case mapi.DocEncryptPolicy:
+				_, err = a.opts.Filterd.SetEncryptPolicy(ctx, d.Document, nil)
+			}
+			if err != nil {
+				a.log.Error("put host document", "document", name, "hash", d.Hash, "err", err)
+				r.Hash, r.Error = prev[name].Hash, err.Error()
+				failed = append(failed, name)
+			} else {
+				a.log.Info("host document put", "document", name, "hash", d.Hash, "bytes", len(d.Document))
+			}
+		}
+		out[name] = r
+	}
+	return out, failed
 }
 
 // storedDocs lists the documents filterd holds: name -> path (empty when
@@ -471,6 +555,9 @@ func (a *Agent) report(ctx context.Context, version int64) {
 	rz := mapi.Realized{Version: version, VNICs: make([]mapi.RealizedVNIC, 0, len(a.st.Realized))}
 	for _, n := range slices.Sorted(maps.Keys(a.st.Realized)) {
 		rz.VNICs = append(rz.VNICs, a.st.Realized[n])
+	}
+	for _, n := range slices.Sorted(maps.Keys(a.st.HostDocs)) {
+		rz.Docs = append(rz.Docs, a.st.HostDocs[n])
 	}
 	a.mu.Unlock()
 	if err := a.opts.Manager.PutRealized(ctx, rz); err != nil {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"net/netip"
 	"sort"
 	"strings"
 	"time"
@@ -47,6 +49,35 @@ func Inventory(ctx context.Context, fd *fapi.Client) (mapi.Inventory, error) {
 	return inv, nil
 }
 
+// Tunnel reads the host's encryption tunnel from filterd (GET
+// /v1/encrypt/host): its public key, and as endpoint the one on underlay
+// (invalid: the only one filterd lists). It returns nil, and why, when
+// there is none to report.
+func Tunnel(ctx context.Context, fd *fapi.Client, underlay netip.Addr) (*mapi.Tunnel, error) {
+	h, err := fd.EncryptHost(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var eps []string
+	for _, e := range h.Endpoints {
+		ap, err := netip.ParseAddrPort(e.Endpoint)
+		if err != nil {
+			continue
+		}
+		if !underlay.IsValid() || ap.Addr() == underlay {
+			eps = append(eps, e.Endpoint)
+		}
+	}
+	switch {
+	case len(eps) == 1:
+		return &mapi.Tunnel{PublicKey: h.PublicKey, Endpoint: eps[0], KeyCreated: h.KeyCreated.UTC()}, nil
+	case underlay.IsValid():
+		return nil, fmt.Errorf("filterd lists no tunnel endpoint on the underlay address %s (it listens on %d addresses)", underlay, len(h.Endpoints))
+	default:
+		return nil, fmt.Errorf("filterd lists %d tunnel endpoints: start the agent with --underlay to choose", len(h.Endpoints))
+	}
+}
+
 // ReportInventory reports the inventory now if it changed since the last
 // report (or was never reported by this process).
 func (a *Agent) ReportInventory(ctx context.Context) error {
@@ -54,6 +85,21 @@ func (a *Agent) ReportInventory(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if a.opts.Underlay.IsValid() {
+		inv.Underlay = a.opts.Underlay.String()
+	}
+	tun, terr := Tunnel(ctx, a.opts.Filterd, a.opts.Underlay)
+	inv.Tunnel = tun
+	a.mu.Lock()
+	if terr != nil && terr.Error() != a.tunnelErr {
+		a.log.Warn("no encryption tunnel to report", "err", terr)
+	}
+	if terr != nil {
+		a.tunnelErr = terr.Error()
+	} else {
+		a.tunnelErr = ""
+	}
+	a.mu.Unlock()
 	data, _ := json.Marshal(inv)
 	a.mu.Lock()
 	same := bytes.Equal(data, a.lastInventory)

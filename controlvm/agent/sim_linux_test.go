@@ -183,7 +183,6 @@ type simHost struct {
 	host    *testkit.Host
 	cvm     *testkit.VM // the control VM: eth0 on the management network, eth1 on the hidden bridge
 	dir     string
-	root    string // bpffs root
 	filterd *proc
 	agent   *proc
 	fd      *fapi.Client
@@ -206,48 +205,8 @@ func runSimulation(t *testing.T, cfg simConfig) {
 	ctx := context.Background()
 	start := time.Now()
 
-	// The management network: a namespace with a bridge, the manager on
-	// it, each control VM's eth0 a port of it.
-	mgmt := testkit.NewHost(t)
-	br, err := mgmt.Handle().LinkByName(mgmt.Bridge)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := mgmt.Handle().AddrAdd(br, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(mgrAddr).To4(), Mask: net.CIDRMask(24, 32)}}); err != nil {
-		t.Fatal(err)
-	}
-	mgrDir := t.TempDir()
-	mgrArgs := []string{"serve", "--listen", mgrAddr + ":8443", "--data-dir", mgrDir, "--tls-san", mgrAddr, "--log-level", "warn"}
-	mgr := startProc(t, "vfmanager", mgmt.Path, "vfmanager", mgrArgs...)
-	waitFile(t, filepath.Join(mgrDir, "manager.addr"), mgr)
-	server := "https://" + mgrAddr + ":8443"
-	caPEM, err := os.ReadFile(filepath.Join(mgrDir, "ca.crt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := os.ReadFile(filepath.Join(mgrDir, "admin.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mgmtNS, err := netns.GetFromPath(mgmt.Path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { mgmtNS.Close() })
-	admin, err := mapi.NewClient(mapi.ClientOptions{Server: server, CA: caPEM, Token: strings.TrimSpace(string(tok)),
-		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := nsutil.Do(mgmtNS, mgmt.Name, func() error {
-				var err error
-				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(admin.Close)
+	m := startManagement(t)
+	mgmt, mgrArgs, mgr, server, admin := m.host, m.args, m.proc, m.server, m.admin
 
 	// Configuration: web and db by name pattern or tag; db takes
 	// postgres from web only.
@@ -273,28 +232,11 @@ func runSimulation(t *testing.T, cfg simConfig) {
 		h := &simHost{name: fmt.Sprintf("h%02d", i), real: i < cfg.real, dir: t.TempDir()}
 		h.host = testkit.NewHost(t)
 		h.cvm = mgmt.AddVM(t, "cvm-"+h.name)
-		h.root = "/sys/fs/bpf/vfsim-" + randHex(4)
-		args := []string{"--socket", filepath.Join(h.dir, "filterd.sock"), "--bpffs-root", h.root, "--state-dir", filepath.Join(h.dir, "state"),
-			"--hidden-bridge", "vfh0", "--hidden-addr", "169.254.77.1/24", "--hidden-tls-dir", filepath.Join(h.dir, "tls"), "--log-format", "json"}
+		args := []string{"--hidden-bridge", "vfh0", "--hidden-addr", "169.254.77.1/24", "--hidden-tls-dir", filepath.Join(h.dir, "tls")}
 		if !h.real {
 			args = append(args, "--datapath", "record")
 		}
-		h.filterd = startProc(t, "filterd "+h.name, h.host.Path, "filterd", args...)
-		h.fd = fapi.NewClient(filepath.Join(h.dir, "filterd.sock"))
-		hh := h
-		t.Cleanup(func() {
-			hh.filterd.stop(syscall.SIGKILL)
-			_ = hh.host.Do(func() error {
-				if dp, err := datapath.New(datapath.Options{Root: hh.root}); err == nil {
-					names, _ := dp.Pinned()
-					for _, n := range names {
-						_ = dp.Remove(n)
-					}
-				}
-				return nil
-			})
-			_ = os.RemoveAll(hh.root)
-		})
+		h.filterd, h.fd = startFilterd(t, h.name, h.host, h.dir, args...)
 		if h.real {
 			h.web, h.db, h.other = h.host.AddVM(t, h.name+"-web"), h.host.AddVM(t, h.name+"-db"), h.host.AddVM(t, h.name+"-vm")
 			total += 3
@@ -333,12 +275,7 @@ func runSimulation(t *testing.T, cfg simConfig) {
 		if out, err := exec.Command(filepath.Join(binDir, "filterd"), "issue-cert", "--hidden-tls-dir", filepath.Join(h.dir, "tls"), "--name", "agent", "--out", filepath.Join(h.dir, "agent-tls")).CombinedOutput(); err != nil {
 			t.Fatalf("issue-cert %s: %v\n%s", h.name, err, out)
 		}
-		jt, err := admin.CreateToken(ctx, mapi.TokenRequest{Role: mapi.RoleJoin, Host: h.name})
-		if err != nil {
-			t.Fatal(err)
-		}
-		writeFile(t, filepath.Join(h.dir, "join.token"), jt.Secret)
-		writeFile(t, filepath.Join(h.dir, "manager-ca.pem"), string(caPEM))
+		m.joinFiles(t, h.name, h.dir)
 		h.startAgent(t, server, true)
 	}
 	t.Logf("%d hosts (%d with real datapaths, %d record-only), %d vNICs: set up in %v", cfg.hosts, cfg.real, recordHosts, total, time.Since(start).Round(time.Millisecond))
@@ -475,6 +412,98 @@ func runSimulation(t *testing.T, cfg simConfig) {
 	t.Logf("whole simulation %v", time.Since(start).Round(time.Millisecond))
 }
 
+// management is the management network: a namespace with a bridge, the
+// manager (vfmanager) on it, an admin client dialing into it.
+type management struct {
+	host   *testkit.Host
+	args   []string // vfmanager's, to restart it
+	proc   *proc
+	server string
+	caPEM  []byte
+	admin  *mapi.Client
+}
+
+func startManagement(t *testing.T) *management {
+	t.Helper()
+	mgmt := testkit.NewHost(t)
+	br, err := mgmt.Handle().LinkByName(mgmt.Bridge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mgmt.Handle().AddrAdd(br, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP(mgrAddr).To4(), Mask: net.CIDRMask(24, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	mgrDir := t.TempDir()
+	mgrArgs := []string{"serve", "--listen", mgrAddr + ":8443", "--data-dir", mgrDir, "--tls-san", mgrAddr, "--log-level", "warn"}
+	mgr := startProc(t, "vfmanager", mgmt.Path, "vfmanager", mgrArgs...)
+	waitFile(t, filepath.Join(mgrDir, "manager.addr"), mgr)
+	server := "https://" + mgrAddr + ":8443"
+	caPEM, err := os.ReadFile(filepath.Join(mgrDir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := os.ReadFile(filepath.Join(mgrDir, "admin.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mgmtNS, err := netns.GetFromPath(mgmt.Path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mgmtNS.Close() })
+	admin, err := mapi.NewClient(mapi.ClientOptions{Server: server, CA: caPEM, Token: strings.TrimSpace(string(tok)),
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := nsutil.Do(mgmtNS, mgmt.Name, func() error {
+				var err error
+				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(admin.Close)
+	return &management{host: mgmt, args: mgrArgs, proc: mgr, server: server, caPEM: caPEM, admin: admin}
+}
+
+// joinFiles writes a join token for host and the manager CA into dir
+// (join.token, manager-ca.pem), what vfagent's first run needs.
+func (m *management) joinFiles(t *testing.T, host, dir string) {
+	t.Helper()
+	jt, err := m.admin.CreateToken(context.Background(), mapi.TokenRequest{Role: mapi.RoleJoin, Host: host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(dir, "join.token"), jt.Secret)
+	writeFile(t, filepath.Join(dir, "manager-ca.pem"), string(m.caPEM))
+}
+
+// startFilterd starts a filterd in host with its socket, state and a
+// bpffs root of its own under dir (extra: more flags). At cleanup it is
+// killed and its pins removed.
+func startFilterd(t *testing.T, name string, host *testkit.Host, dir string, extra ...string) (*proc, *fapi.Client) {
+	t.Helper()
+	root := "/sys/fs/bpf/vfsim-" + randHex(4)
+	args := append([]string{"--socket", filepath.Join(dir, "filterd.sock"), "--bpffs-root", root, "--state-dir", filepath.Join(dir, "state"), "--log-format", "json"}, extra...)
+	p := startProc(t, "filterd "+name, host.Path, "filterd", args...)
+	t.Cleanup(func() {
+		p.stop(syscall.SIGKILL)
+		_ = host.Do(func() error {
+			if dp, err := datapath.New(datapath.Options{Root: root}); err == nil {
+				names, _ := dp.Pinned()
+				for _, n := range names {
+					_ = dp.Remove(n)
+				}
+			}
+			return nil
+		})
+		_ = os.RemoveAll(root)
+	})
+	return p, fapi.NewClient(filepath.Join(dir, "filterd.sock"))
+}
+
 func (h *simHost) startAgent(t *testing.T, server string, enroll bool) {
 	t.Helper()
 	args := []string{"run", "--manager", server, "--host", h.name, "--dir", filepath.Join(h.dir, "agent"),
@@ -565,17 +594,24 @@ func waitFile(t *testing.T, path string, p *proc) {
 
 func waitFilterd(t *testing.T, h *simHost) {
 	t.Helper()
+	waitUntilUp(t, h.filterd, func(ctx context.Context) error { _, err := h.fd.Hidden(ctx); return err })
+}
+
+// waitUntilUp waits for p to answer probe (30 s), failing with its logs
+// if it exits or does not.
+func waitUntilUp(t *testing.T, p *proc, probe func(context.Context) error) {
+	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := h.fd.Hidden(context.Background()); err == nil {
+		if err := probe(context.Background()); err == nil {
 			return
 		}
 		select {
-		case <-h.filterd.done:
-			t.Fatalf("filterd of %s exited:\n%s", h.name, h.filterd.logs())
+		case <-p.done:
+			t.Fatalf("%s exited:\n%s", p.name, p.logs())
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("filterd of %s did not come up:\n%s", h.name, h.filterd.logs())
+			t.Fatalf("%s did not come up:\n%s", p.name, p.logs())
 		}
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vnicfilter/vnicfilter/internal/nsutil"
+	"github.com/vnicfilter/vnicfilter/sdk/testkit"
 )
 
 // Names and numbers of the lab.
@@ -284,4 +285,35 @@ func WaitUp(h *netlink.Handle, name string) error {
 			return errors.New(name + " still " + l.Attrs().OperState.String())
 		}
 	}
+}
+
+// SegmentIdentity gives VM v the identity of a segment member: MAC mac on
+// its eth0, IPv4 address ip4/24 instead of testkit's, and MTU mtu (see
+// GuestMTU). Two segments may give their VMs the same MAC and address.
+func SegmentIdentity(v *testkit.VM, mac string, ip4 netip.Addr, mtu int) error {
+	hl := v.Handle()
+	l, err := hl.LinkByName("eth0")
+	if err != nil {
+		return err
+	}
+	addrs, err := hl.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		if err := hl.AddrDel(l, &a); err != nil {
+			return err
+		}
+	}
+	hw, err := net.ParseMAC(mac)
+	if err != nil {
+		return err
+	}
+	if err := hl.LinkSetHardwareAddr(l, hw); err != nil {
+		return err
+	}
+	if err := hl.LinkSetMTU(l, mtu); err != nil {
+		return err
+	}
+	return hl.AddrAdd(l, &netlink.Addr{IPNet: PrefixNet(netip.PrefixFrom(ip4, 24)), Flags: unix.IFA_F_NODAD})
 }
