@@ -200,7 +200,7 @@ func seed(t *testing.T, m *mgr) {
 func dump(t *testing.T, m *mgr) string {
 	ctx := ctxT(t)
 	var b strings.Builder
-	for _, path := range []string{"/v1/groups", "/v1/policies", "/v1/assignments", "/v1/vms", "/v1/hosts", "/v1/vms/web1/tags"} {
+	for _, path := range []string{"/v1/groups", "/v1/policies", "/v1/assignments", "/v1/segments", "/v1/encryptions", "/v1/vms", "/v1/hosts", "/v1/vms/web1/tags"} {
 		var v any
 		if err := m.admin.Do(ctx, "GET", path, nil, &v); err != nil {
 			t.Fatal(err)

@@ -81,6 +81,14 @@ func (s *Server) routes() []route {
 		{"GET", "/v1/assignments/{name}", accessRead, s.getAssignment},
 		{"PUT", "/v1/assignments/{name}", accessAdmin, s.putAssignment},
 		{"DELETE", "/v1/assignments/{name}", accessAdmin, s.deleteAssignment},
+		{"GET", "/v1/segments", accessRead, s.listSegments},
+		{"GET", "/v1/segments/{name}", accessRead, s.getSegment},
+		{"PUT", "/v1/segments/{name}", accessAdmin, s.putSegment},
+		{"DELETE", "/v1/segments/{name}", accessAdmin, s.deleteSegment},
+		{"GET", "/v1/encryptions", accessRead, s.listEncryptions},
+		{"GET", "/v1/encryptions/{name}", accessRead, s.getEncryption},
+		{"PUT", "/v1/encryptions/{name}", accessAdmin, s.putEncryption},
+		{"DELETE", "/v1/encryptions/{name}", accessAdmin, s.deleteEncryption},
 		// Token administration is for admins only, reads included: token
 		// names say who holds access.
 		{"GET", "/v1/tokens", accessAdmin, s.listTokens},
@@ -371,6 +379,9 @@ func (s *Server) hostStatus(w http.ResponseWriter, r *http.Request) error {
 		st.VNICs = append(st.VNICs, api.VNICStatus{VNIC: name, RealizedHash: rv.Hash, Error: "enforced but not desired"})
 		st.InSync = false
 	}
+	docs, docsInSync := docStatus(d.HostDocs, rz.Docs)
+	st.Docs = docs
+	st.InSync = st.InSync && docsInSync
 	return writeJSON(w, http.StatusOK, st)
 }
 
@@ -501,7 +512,7 @@ func (s *Server) putGroup(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, g)
 }
 
-// deleteObject removes a group or policy nothing refers to.
+// deleteObject removes an object nothing refers to.
 func (s *Server) deleteObject(w http.ResponseWriter, r *http.Request, kind, prefix string, objects func(c *model.Config) map[string]bool, remove func(c *model.Config, name string)) error {
 	name := r.PathValue("name")
 	_, err := s.update(r.Context(), func(c *model.Config) ([]store.Op, error) {
@@ -710,7 +721,7 @@ func checkInventory(inv api.Inventory) error {
 			}
 		}
 	}
-	return nil
+	return checkInventoryNet(inv)
 }
 
 func (s *Server) putInventory(w http.ResponseWriter, r *http.Request) error {

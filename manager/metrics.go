@@ -79,6 +79,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	for kind, n := range map[string]int{
 		"groups": len(snap.cfg.Groups), "policies": len(snap.cfg.Policies), "assignments": len(snap.cfg.Assignments),
+		"segments": len(snap.cfg.Segments), "encryptions": len(snap.cfg.Encryptions),
 		"tagged_vms": len(snap.cfg.Tags), "vms": vms, "vnics": vnics,
 	} {
 		gauge(m.objects, float64(n), kind)

@@ -44,6 +44,8 @@ func TestMetrics(t *testing.T) {
 		`vnicfilter_manager_host_connected{host="h1"} 1` + "\n",
 		`vnicfilter_manager_host_in_sync{host="h1"} 1` + "\n",
 		`vnicfilter_manager_objects{kind="vms"} 1` + "\n",
+		`vnicfilter_manager_objects{kind="segments"} 0` + "\n",
+		`vnicfilter_manager_objects{kind="encryptions"} 0` + "\n",
 		`vnicfilter_manager_http_requests_total{code="401",method="GET",route="GET /metrics"} 1` + "\n",
 		`vnicfilter_manager_http_requests_total{code="200",method="PUT",route="PUT /v1/agent/realized"} 1` + "\n",
 		`vnicfilter_manager_http_request_duration_seconds_count{route="PUT /v1/agent/realized"} 1` + "\n",

@@ -99,6 +99,8 @@ func TestOpenAPISchemasMatchTypes(t *testing.T) {
 		"WatchEvent": api.WatchEvent{}, "RealizedVNIC": api.RealizedVNIC{}, "Realized": api.Realized{}, "VNICStatus": api.VNICStatus{},
 		"HostStatus": api.HostStatus{}, "TokenRequest": api.TokenRequest{}, "Token": api.Token{}, "EnrollRequest": api.EnrollRequest{},
 		"EnrollResponse": api.EnrollResponse{}, "Counters": api.Counters{}, "VNICCounters": api.VNICCounters{},
+		"Segment": api.Segment{}, "Encryption": api.Encryption{}, "Tunnel": api.Tunnel{}, "HostDocs": api.HostDocs{},
+		"HostDoc": api.HostDoc{}, "RealizedDoc": api.RealizedDoc{}, "DocStatus": api.DocStatus{},
 	}
 	doc := openAPIProperties()
 	for name, v := range types {

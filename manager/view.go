@@ -27,6 +27,8 @@ const (
 	prefixGroups      = "cfg/groups/"
 	prefixPolicies    = "cfg/policies/"
 	prefixAssignments = "cfg/assignments/"
+	prefixSegments    = "cfg/segments/"
+	prefixEncryptions = "cfg/encryptions/"
 	prefixRealized    = "status/realized/"
 	prefixCounters    = "status/counters/" // the agents' counters, read from the store when asked
 	prefixDesiredVer  = "status/desired/"  // {version, hash} of each host's desired state
@@ -242,6 +244,18 @@ func decodeConfig(kvs map[string]store.KV, rev int64, log *slog.Logger) *model.C
 			if err = json.Unmarshal(kv.Value, &a); err == nil {
 				a.Revision = kv.ModRev
 				c.Assignments[a.Name] = a
+			}
+		case strings.HasPrefix(k, prefixSegments):
+			var sg api.Segment
+			if err = json.Unmarshal(kv.Value, &sg); err == nil {
+				sg.Revision = kv.ModRev
+				c.Segments[sg.Name] = sg
+			}
+		case strings.HasPrefix(k, prefixEncryptions):
+			var e api.Encryption
+			if err = json.Unmarshal(kv.Value, &e); err == nil {
+				e.Revision = kv.ModRev
+				c.Encryptions[e.Name] = e
 			}
 		}
 		if err != nil {

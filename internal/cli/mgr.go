@@ -106,9 +106,11 @@ func (a *app) mgrCommand() *cobra.Command {
 		Long: `vfctl mgr talks to vfmanager, the management service above all hosts
 (docs/manager.md): hosts and the VMs their agents report, tags on VMs,
 groups of VMs (static, by tag selector, by name pattern, or including other
-groups), firewall policies that name groups, and assignments of policies to
-groups. The manager computes what every host enforces and streams it to
-the host's agent.
+groups), firewall policies that name groups, assignments of policies to
+groups, overlay segments (a group's VMs in a VXLAN segment across hosts)
+and encryptions (traffic between two groups encrypted across hosts). The
+manager computes what every host enforces and streams it to the host's
+agent.
 
 Connection: --server (or ` + MgrServerEnv + `), the manager CA certificate
 --ca (or ` + MgrCAEnv + `; the manager's DATA-DIR/ca.crt) and a bearer
@@ -118,7 +120,7 @@ need an admin token.
 
 Exit codes as for vfctl, and: 3 the manager is unreachable, 4 no such
 object, 5 the manager refused the change (unknown group, include cycle,
-invalid rule, object in use); nothing was stored then.`,
+invalid rule, VNI taken, object in use); nothing was stored then.`,
 		Example: `  export VFMANAGER_SERVER=https://mgr:8443 VFMANAGER_CA=/var/lib/vfmanager/ca.crt
   export VFMANAGER_TOKEN=$(cat /var/lib/vfmanager/admin.token)
   vfctl mgr token create --role join --host host1     # for the agent of host1
@@ -128,6 +130,8 @@ invalid rule, object in use); nothing was stored then.`,
   vfctl mgr groups set db --vms db01,db02
   vfctl mgr policies set db-in db-in.json
   vfctl mgr assign db-in db
+  vfctl mgr segment set blue --vni 100 --group web     # web's VMs in VXLAN 100
+  vfctl mgr encryption set web-db --from web --to db   # encrypted across hosts
   vfctl mgr status host1                               # desired vs realized`,
 		Args: args(),
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
@@ -137,7 +141,8 @@ invalid rule, object in use); nothing was stored then.`,
 	pf.StringVar(&m.token, "token", m.token, "bearer `token` (env "+MgrTokenEnv+")")
 	pf.StringVar(&m.ca, "ca", m.ca, "manager CA certificate `file` (env "+MgrCAEnv+")")
 	cmd.AddCommand(m.hostsCommand(), m.statusCommand(), m.desiredCommand(), m.vmsCommand(), m.tagsCommand(),
-		m.groupsCommand(), m.policiesCommand(), m.assignCommand(), m.unassignCommand(), m.assignmentsCommand(), m.tokenCommand())
+		m.groupsCommand(), m.policiesCommand(), m.assignCommand(), m.unassignCommand(), m.assignmentsCommand(),
+		m.segmentsCommand(), m.segmentCommand(), m.encryptionsCommand(), m.encryptionCommand(), m.tokenCommand())
 	return cmd
 }
 
@@ -188,8 +193,11 @@ func (m *mgrApp) statusCommand() *cobra.Command {
 		Example: `  vfctl mgr status host1
   vfctl mgr status host1 -o json | jq .in_sync`,
 		Long: `Compare what the manager wants HOST to enforce with what its agent
-reported as enforced, per vNIC. Exit code 0 whether or not it is in sync;
-read IN-SYNC (or in_sync with -o json).`,
+reported as enforced, per vNIC, and per host-wide document (the overlay
+forwarding table "encap", the WireGuard peers "encrypt_peers" and the
+encryption policy "encrypt_policy", when the manager manages them on
+HOST). Exit code 0 whether or not it is in sync; read IN-SYNC (or in_sync
+with -o json).`,
 		Args: args("HOST"),
 		RunE: m.run(func(ctx context.Context, c *mapi.Client, args []string) error {
 			st, err := c.Status(ctx, args[0])
@@ -203,7 +211,10 @@ read IN-SYNC (or in_sync with -o json).`,
 				for _, v := range st.VNICs {
 					row(tw, v.VNIC, dash(v.VM), dash(strings.Join(v.Policies, ",")), dash(v.DesiredHash), dash(v.RealizedHash), v.InSync, dash(v.Error))
 				}
-				return tw.Flush()
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				return emitDocStatus(w, st.Docs)
 			})
 		}),
 	}

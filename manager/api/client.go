@@ -239,6 +239,50 @@ func (c *Client) DeleteAssignment(ctx context.Context, name string) error {
 	return c.Do(ctx, http.MethodDelete, p("/v1/assignments/", name), nil, nil)
 }
 
+// Segments lists overlay segments.
+func (c *Client) Segments(ctx context.Context) ([]Segment, error) {
+	return get[[]Segment](ctx, c, "/v1/segments")
+}
+
+// Segment returns one segment.
+func (c *Client) Segment(ctx context.Context, name string) (Segment, error) {
+	return get[Segment](ctx, c, p("/v1/segments/", name))
+}
+
+// PutSegment creates or replaces a segment.
+func (c *Client) PutSegment(ctx context.Context, s Segment) (Segment, error) {
+	var out Segment
+	err := c.Do(ctx, http.MethodPut, p("/v1/segments/", s.Name), s, &out)
+	return out, err
+}
+
+// DeleteSegment removes a segment.
+func (c *Client) DeleteSegment(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, p("/v1/segments/", name), nil, nil)
+}
+
+// Encryptions lists encryptions.
+func (c *Client) Encryptions(ctx context.Context) ([]Encryption, error) {
+	return get[[]Encryption](ctx, c, "/v1/encryptions")
+}
+
+// Encryption returns one encryption.
+func (c *Client) Encryption(ctx context.Context, name string) (Encryption, error) {
+	return get[Encryption](ctx, c, p("/v1/encryptions/", name))
+}
+
+// PutEncryption creates or replaces an encryption.
+func (c *Client) PutEncryption(ctx context.Context, e Encryption) (Encryption, error) {
+	var out Encryption
+	err := c.Do(ctx, http.MethodPut, p("/v1/encryptions/", e.Name), e, &out)
+	return out, err
+}
+
+// DeleteEncryption removes an encryption.
+func (c *Client) DeleteEncryption(ctx context.Context, name string) error {
+	return c.Do(ctx, http.MethodDelete, p("/v1/encryptions/", name), nil, nil)
+}
+
 // CreateToken mints a token; the answer carries its secret, once.
 func (c *Client) CreateToken(ctx context.Context, req TokenRequest) (Token, error) {
 	var out Token

@@ -1,6 +1,6 @@
 // Package model is the manager's object model held in memory: the whole
 // configuration at one store revision (hosts, their inventories, tags,
-// groups, policies, assignments), its validation, group resolution, and
+// groups, policies, assignments, segments, encryptions), its validation, group resolution, and
 // the desired state it implies for each host.
 //
 // It has no I/O: the server loads a Config from the store, applies a
@@ -73,7 +73,8 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
 }
 
-// CheckName validates an object name (host, group, policy, assignment):
+// CheckName validates an object name (host, group, policy, assignment,
+// segment, encryption):
 // 1–63 of letters, digits, '.', '_', '-', starting with a letter or digit.
 func CheckName(kind, name string) error {
 	if !nameRE.MatchString(name) {
@@ -105,7 +106,8 @@ func CheckTags(tags api.Tags) error {
 }
 
 // Validate checks the whole configuration: every reference resolves,
-// groups include no cycle, every policy parses as a firewall policy.
+// groups include no cycle, every policy parses as a firewall policy,
+// segments have valid and distinct VNIs (validate_net.go).
 // The first problem is returned, wrapping ErrInvalid, naming the object
 // and field.
 func (c *Config) Validate() error {
@@ -133,6 +135,12 @@ func (c *Config) Validate() error {
 		if _, ok := c.Groups[a.Group]; !ok {
 			return invalid("assignment %s: unknown group %q", a.Name, a.Group)
 		}
+	}
+	if err := c.validateSegments(); err != nil {
+		return err
+	}
+	if err := c.validateEncryptions(); err != nil {
+		return err
 	}
 	for vm, tags := range c.Tags {
 		if err := CheckVMName(vm); err != nil {
@@ -217,7 +225,8 @@ func (c *Config) checkCycles() error {
 }
 
 // Referrers lists what refers to group or policy name (kind "group" or
-// "policy"), as "policy db-in", "assignment a1", "group all".
+// "policy"), as "policy db-in", "assignment a1", "group all",
+// "segment blue", "encryption pci".
 func (c *Config) Referrers(kind, name string) []string {
 	var refs []string
 	switch kind {
@@ -237,6 +246,7 @@ func (c *Config) Referrers(kind, name string) []string {
 				refs = append(refs, "assignment "+a.Name)
 			}
 		}
+		refs = append(refs, c.netReferrers(name)...)
 	case "policy":
 		for _, a := range sortedValues(c.Assignments) {
 			if a.Policy == name {
