@@ -345,8 +345,8 @@ func (d *Daemon) SetChain(ctx context.Context, name string, req api.ChainRequest
 	// it; put back if the chain fails. Once it is in place, the filters
 	// of other vNICs using the tag groups it joined or left reload.
 	var changed []string
-	if req.Tags != nil || req.Addresses != nil {
-		l, err := toLabels(req.Tags, req.Addresses)
+	if setTA := req.Tags != nil || req.Addresses != nil; setTA || req.MAC != "" {
+		l, err := d.requestedLabelsLocked(name, req.Tags, req.Addresses, setTA, req.MAC)
 		if err != nil {
 			return nil, err
 		}

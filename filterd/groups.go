@@ -1,7 +1,9 @@
 package filterd
 
 import (
+	"bytes"
 	"fmt"
+	"net"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -19,10 +21,18 @@ const TagPrefix = "tag:"
 
 var groupNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.:-]{0,62}$`)
 
-// labels are what the host knows of a vNIC's VM: its tags and addresses.
+// labels are what the host knows of a vNIC's VM: its tags and addresses,
+// and the guest MAC of its interface (for the manager's overlay segments;
+// it joins no group).
 type labels struct {
 	Tags      []string       `json:"tags,omitempty"`
 	Addresses []netip.Prefix `json:"addresses,omitempty"`
+	// MAC is canonical (parseMAC), empty when unknown.
+	MAC string `json:"mac,omitempty"`
+}
+
+func (l labels) empty() bool {
+	return len(l.Tags) == 0 && len(l.Addresses) == 0 && l.MAC == ""
 }
 
 // groupTable is the host's address groups: pushed members per name and
@@ -108,6 +118,23 @@ func parseMembers(in []string) ([]netip.Prefix, error) {
 		out = append(out, p)
 	}
 	return out, nil
+}
+
+// parseMAC checks a vNIC's guest MAC: a 6-byte unicast Ethernet address
+// (a multicast or all-zero one is no interface's), returned lower case
+// with colons.
+func parseMAC(s string) (string, error) {
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 {
+		return "", fmt.Errorf("%w: mac: %q is not a 6-byte Ethernet MAC address (like 52:54:00:12:34:56)", ErrBadRequest, s)
+	}
+	if hw[0]&1 != 0 {
+		return "", fmt.Errorf("%w: mac: %s is a multicast address, not an interface's", ErrBadRequest, hw)
+	}
+	if bytes.Equal(hw, make(net.HardwareAddr, 6)) {
+		return "", fmt.Errorf("%w: mac: %s is the all-zero address, not an interface's", ErrBadRequest, hw)
+	}
+	return hw.String(), nil
 }
 
 func parsePrefix(s string) (netip.Prefix, error) {

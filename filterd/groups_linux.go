@@ -69,7 +69,7 @@ func (d *Daemon) setLabelsLocked(name string, l labels) []string {
 	g := d.groups
 	g.mu.Lock()
 	old, had := g.vnics[name]
-	if len(l.Tags) == 0 && len(l.Addresses) == 0 {
+	if l.empty() {
 		delete(g.vnics, name)
 	} else {
 		g.vnics[name] = l
@@ -112,15 +112,40 @@ func toLabels(tags, addrs []string) (labels, error) {
 	return labels{Tags: slices.Compact(t), Addresses: slices.Compact(ps)}, nil
 }
 
-// SetLabels sets the tags and addresses of vNIC name (attached or not)
-// and reloads the filters using the tag groups it joins or leaves.
+// requestedLabelsLocked is what a request leaves name's labels as: with
+// setTA, tags and addresses replace the old ones (else they stay); a MAC
+// replaces the old one, an empty mac leaves it. Nothing is changed yet.
+func (d *Daemon) requestedLabelsLocked(name string, tags, addrs []string, setTA bool, mac string) (labels, error) {
+	d.groups.mu.RLock()
+	l := d.groups.vnics[name]
+	d.groups.mu.RUnlock()
+	if setTA {
+		n, err := toLabels(tags, addrs)
+		if err != nil {
+			return labels{}, err
+		}
+		l.Tags, l.Addresses = n.Tags, n.Addresses
+	}
+	if mac != "" {
+		m, err := parseMAC(mac)
+		if err != nil {
+			return labels{}, err
+		}
+		l.MAC = m
+	}
+	return l, nil
+}
+
+// SetLabels sets the tags and addresses of vNIC name (attached or not),
+// and its guest MAC when req has one, and reloads the filters using the
+// tag groups it joins or leaves.
 func (d *Daemon) SetLabels(name string, req api.Labels) (*api.GroupChange, error) {
-	l, err := toLabels(req.Tags, req.Addresses)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	l, err := d.requestedLabelsLocked(name, req.Tags, req.Addresses, true, req.MAC)
 	if err != nil {
 		return nil, err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	ch := d.propagateLocked(d.setLabelsLocked(name, l))
 	if err := d.saveLocked(); err != nil {
 		return nil, err

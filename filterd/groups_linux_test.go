@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -82,7 +83,7 @@ func TestDynamicGroups(t *testing.T) {
 		t.Errorf("bad member: %v", err)
 	}
 	// web1 is labelled through its own chain request, web2 not at all.
-	if _, err := d.client.SetChain(ctx, web1.TapName, api.ChainRequest{Filters: []api.FilterSpec{{Name: "count"}}, Tags: []string{"web"}, Addresses: []string{web1.IPv4.IP.String()}}); err != nil {
+	if _, err := d.client.SetChain(ctx, web1.TapName, api.ChainRequest{Filters: []api.FilterSpec{{Name: "count"}}, Tags: []string{"web"}, Addresses: []string{web1.IPv4.IP.String()}, MAC: web1.MAC.String()}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := d.client.SetChain(ctx, db.TapName, chain); err != nil {
@@ -146,4 +147,112 @@ func TestDynamicGroups(t *testing.T) {
 	if gs, err := d.client.Groups(ctx); err != nil || len(gs) != 2 {
 		t.Errorf("groups after restart: %+v %v", gs, err)
 	}
+	// web1's guest MAC too (untagging left it).
+	ls, err := d.client.Labels(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	macs := map[string]string{}
+	for _, l := range ls {
+		macs[l.VNIC] = l.MAC
+	}
+	if macs[web1.TapName] != web1.MAC.String() || macs[web2.TapName] != "" {
+		t.Errorf("guest MACs after restart: %v, want %s on %s only", macs, web1.MAC, web1.TapName)
+	}
+}
+
+// TestLabelsMAC: a vNIC's guest MAC is a label. A chain request records
+// it (any case, reported lower case); alone it changes nothing else, and
+// a request without one leaves it. A bad MAC is refused naming the field
+// and changes nothing (neither the labels nor the chain). PUT labels and
+// vfctl label --mac set it, vfctl labels shows it; it survives a filterd
+// restart and goes with the chain.
+func TestLabelsMAC(t *testing.T) {
+	testkit.Need(t, testkit.Root, testkit.BPF)
+	t.Parallel()
+	host := testkit.NewHost(t)
+	vm := host.AddVM(t, "web")
+	d := newDaemon(t, host)
+	ctx := context.Background()
+	addr, mac := vm.IPv4.IP.String(), vm.MAC.String()
+	const other = "52:54:00:0a:0b:0c"
+	want := func(step string, w api.VNICLabels) {
+		t.Helper()
+		ls, err := d.client.Labels(ctx)
+		if err != nil {
+			t.Fatalf("%s: %v", step, err)
+		}
+		got := api.VNICLabels{VNIC: vm.TapName, Tags: []string{}, Addresses: []string{}} // not listed
+		for _, l := range ls {
+			if l.VNIC == vm.TapName {
+				got = l
+			}
+		}
+		w.VNIC = vm.TapName
+		if w.Tags == nil {
+			w.Tags = []string{}
+		}
+		if w.Addresses == nil {
+			w.Addresses = []string{}
+		}
+		if !reflect.DeepEqual(got, w) {
+			t.Errorf("%s: labels %+v, want %+v", step, got, w)
+		}
+	}
+	count := []api.FilterSpec{{Name: "count"}}
+	const owner = "libvirt:web"
+
+	if _, err := d.client.SetChain(ctx, vm.TapName, api.ChainRequest{Owner: owner, Filters: count,
+		Tags: []string{"web"}, Addresses: []string{addr}, MAC: strings.ToUpper(mac)}); err != nil {
+		t.Fatal(err)
+	}
+	want("chain request", api.VNICLabels{Owner: owner, Chain: true, Tags: []string{"web"}, Addresses: []string{addr}, MAC: mac})
+	if _, err := d.client.SetChain(ctx, vm.TapName, api.ChainRequest{Owner: owner, Filters: count, MAC: "52-54-00-0A-0B-0C", Replace: true}); err != nil {
+		t.Fatal(err)
+	}
+	want("MAC only", api.VNICLabels{Owner: owner, Chain: true, Tags: []string{"web"}, Addresses: []string{addr}, MAC: other})
+	if _, err := d.client.SetChain(ctx, vm.TapName, api.ChainRequest{Owner: owner, Filters: count, Tags: []string{"db"}, Addresses: []string{addr}, Replace: true}); err != nil {
+		t.Fatal(err)
+	}
+	want("tags without MAC", api.VNICLabels{Owner: owner, Chain: true, Tags: []string{"db"}, Addresses: []string{addr}, MAC: other})
+
+	for _, bad := range []string{"01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00", "52:54:00:0a:0b", "52:54:00:0a:0b:0c:0d:0e", "web"} {
+		_, err := d.client.SetChain(ctx, vm.TapName, api.ChainRequest{Owner: owner, Filters: []api.FilterSpec{{Name: "count"}, {Name: "count"}},
+			Tags: []string{"web"}, MAC: bad, Replace: true})
+		if !api.IsCode(err, api.CodeBadRequest) || !strings.Contains(err.Error(), "mac: ") {
+			t.Errorf("chain request with MAC %q: %v, want bad_request naming mac", bad, err)
+		}
+		_, err = d.client.SetLabels(ctx, vm.TapName, api.Labels{Tags: []string{"web"}, MAC: bad})
+		if !api.IsCode(err, api.CodeBadRequest) || !strings.Contains(err.Error(), "mac: ") {
+			t.Errorf("PUT labels with MAC %q: %v, want bad_request naming mac", bad, err)
+		}
+	}
+	want("bad MACs", api.VNICLabels{Owner: owner, Chain: true, Tags: []string{"db"}, Addresses: []string{addr}, MAC: other})
+	if v, err := d.client.VNIC(ctx, vm.TapName); err != nil || len(v.Slots) != 1 {
+		t.Errorf("a refused chain request changed the chain: %+v %v", v, err)
+	}
+
+	ch, err := d.client.SetLabels(ctx, vm.TapName, api.Labels{Tags: []string{"db"}, Addresses: []string{addr}, MAC: mac})
+	if err != nil || len(ch.Groups) != 0 {
+		t.Fatalf("PUT labels, a new MAC only: %+v %v (no group changes)", ch, err)
+	}
+	want("PUT labels", api.VNICLabels{Owner: owner, Chain: true, Tags: []string{"db"}, Addresses: []string{addr}, MAC: mac})
+	if out, err := d.vfctl("label", vm.TapName, "--tag", "web", "--mac", strings.ToUpper(other)); err != nil {
+		t.Fatalf("vfctl label --mac: %v\n%s", err, out)
+	}
+	want("vfctl label --mac", api.VNICLabels{Owner: owner, Chain: true, Tags: []string{"web"}, MAC: other})
+	if out, err := d.vfctl("label", vm.TapName, "--mac", "01:00:5e:00:00:01"); err == nil || !strings.Contains(out, "mac: ") {
+		t.Errorf("vfctl label with a multicast MAC: %v\n%s", err, out)
+	}
+	if out, err := d.vfctl("labels"); err != nil || !strings.Contains(out, other) {
+		t.Errorf("vfctl labels does not show the MAC: %v\n%s", err, out)
+	}
+
+	d.kill()
+	d.start()
+	want("after restart", api.VNICLabels{Owner: owner, Chain: true, Tags: []string{"web"}, MAC: other})
+	if err := d.client.Detach(ctx, vm.TapName); err != nil {
+		t.Fatal(err)
+	}
+	want("after detach", api.VNICLabels{})
 }

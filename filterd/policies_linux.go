@@ -295,6 +295,7 @@ func (d *Daemon) Labels() []api.VNICLabels {
 	d.groups.mu.RLock()
 	for n, lb := range d.groups.vnics {
 		l := get(n)
+		l.MAC = lb.MAC
 		l.Tags = append(l.Tags, lb.Tags...)
 		for _, a := range lb.Addresses {
 			s := a.String()

@@ -127,7 +127,7 @@ func TestRecordMode(t *testing.T) {
 	}
 	fw := api.FilterSpec{Name: "firewall", Params: map[string]string{"policy": ch.Policy.Path}}
 	// No such device is needed: nothing is attached.
-	if _, err := d.client.SetChain(ctx, "vnet77", api.ChainRequest{Owner: "libvirt:vm77", Filters: []api.FilterSpec{fw}, Addresses: []string{"10.1.0.7"}}); err != nil {
+	if _, err := d.client.SetChain(ctx, "vnet77", api.ChainRequest{Owner: "libvirt:vm77", Filters: []api.FilterSpec{fw}, Addresses: []string{"10.1.0.7"}, MAC: "52:54:00:00:00:4D"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := d.client.SetChain(ctx, "vnet78", api.ChainRequest{Filters: []api.FilterSpec{{Name: "firewall", Params: map[string]string{"policy": "/nonexistent"}}}}); !api.IsCode(err, api.CodeInvalidParam) {
@@ -135,6 +135,9 @@ func TestRecordMode(t *testing.T) {
 	}
 	if _, err := d.client.SetChain(ctx, "vnet78", api.ChainRequest{Filters: []api.FilterSpec{{Name: "nosuch"}}}); !api.IsCode(err, api.CodeUnknownFilter) {
 		t.Errorf("an unknown filter: %v, want unknown_filter", err)
+	}
+	if _, err := d.client.SetChain(ctx, "vnet78", api.ChainRequest{Filters: []api.FilterSpec{{Name: "count"}}, MAC: "00:00:00:00:00:00"}); !api.IsCode(err, api.CodeBadRequest) || !strings.Contains(err.Error(), "mac: ") {
+		t.Errorf("an all-zero MAC: %v, want bad_request naming mac", err)
 	}
 	if _, err := d.client.Attach(ctx, "vnet77", api.AttachRequest{Filter: api.FilterSpec{Name: "count"}}); !api.IsCode(err, api.CodeNotSupported) {
 		t.Errorf("attach one filter in record mode: %v, want not_supported", err)
@@ -156,7 +159,7 @@ func TestRecordMode(t *testing.T) {
 		t.Fatalf("recorded chains after restart: %+v %v", vs, err)
 	}
 	ls, err := d.client.Labels(ctx)
-	if err != nil || len(ls) != 1 || !ls[0].Chain || len(ls[0].Addresses) != 1 || ls[0].Addresses[0] != "10.1.0.7" {
+	if err != nil || len(ls) != 1 || !ls[0].Chain || len(ls[0].Addresses) != 1 || ls[0].Addresses[0] != "10.1.0.7" || ls[0].MAC != "52:54:00:00:00:4d" {
 		t.Errorf("labels: %+v %v", ls, err)
 	}
 	if err := d.client.Detach(ctx, "vnet77"); err != nil {

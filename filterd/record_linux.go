@@ -66,8 +66,8 @@ func (d *Daemon) recordChainLocked(name string, req api.ChainRequest) (*api.VNIC
 		}
 		n.filters = append(n.filters, norm)
 	}
-	if req.Tags != nil || req.Addresses != nil {
-		l, err := toLabels(req.Tags, req.Addresses)
+	if setTA := req.Tags != nil || req.Addresses != nil; setTA || req.MAC != "" {
+		l, err := d.requestedLabelsLocked(name, req.Tags, req.Addresses, setTA, req.MAC)
 		if err != nil {
 			return nil, err
 		}

@@ -33,6 +33,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -373,7 +374,9 @@ func (r *run) start(ctx context.Context, xmlDoc []byte) int {
 	req := api.ChainRequest{Owner: "libvirt:" + r.domain}
 	var attached []string
 	for _, c := range chains {
-		req.Filters = c.Filters
+		// The guest MAC is recorded as the vNIC's label: the manager
+		// places the VM in overlay segments by it.
+		req.Filters, req.MAC = c.Filters, macString(c.MAC)
 		err := r.call(ctx, func(ctx context.Context) error {
 			_, err := r.Client.SetChain(ctx, c.Tap, req)
 			if api.IsCode(err, api.CodeAlreadyExists) {
@@ -511,4 +514,12 @@ func (r *run) removeGuards(chains []domainxml.Chain) {
 	if _, err := g.RemoveStale(); err != nil {
 		r.note("remove stale drop-all guards: %v", err)
 	}
+}
+
+// macString is a MAC as filterd records it; empty when unknown.
+func macString(mac net.HardwareAddr) string {
+	if len(mac) == 0 {
+		return ""
+	}
+	return mac.String()
 }

@@ -79,7 +79,7 @@ func (f *fakeClient) SetChain(ctx context.Context, vnic string, req api.ChainReq
 	for i, s := range req.Filters {
 		names[i] = s.Name
 	}
-	f.calls = append(f.calls, fmt.Sprintf("SetChain %s %s %s", vnic, strings.Join(names, ","), req.Owner))
+	f.calls = append(f.calls, fmt.Sprintf("SetChain %s %s %s %s", vnic, strings.Join(names, ","), req.Owner, req.MAC))
 	if err := f.block(ctx); err != nil {
 		return nil, err
 	}
@@ -185,9 +185,9 @@ func TestRun(t *testing.T) {
 			stderr: `failmode "sometimes"`},
 		{name: "prepare: no config", args: []string{"plain", "prepare", "begin", "-"}, stdin: plainXML},
 		{name: "start: attach", args: []string{"web01", "start", "begin", "-"}, stdin: startXML,
-			calls: []string{"Filters", "SetChain vnet8 count " + owner, "SetChain vnet9 dnslog,count " + owner}},
+			calls: []string{"Filters", "SetChain vnet8 count " + owner + " 52:54:00:aa:00:02", "SetChain vnet9 dnslog,count " + owner + " 52:54:00:aa:00:03"}},
 		{name: "start: portgroup default", args: []string{"web01", "start", "begin", "-"}, stdin: startXML, networks: map[string]string{"lan": lan},
-			calls: []string{"Filters", "SetChain vnet7 count " + owner, "SetChain vnet8 count " + owner, "SetChain vnet9 dnslog,count " + owner}},
+			calls: []string{"Filters", "SetChain vnet7 count " + owner + " 52:54:00:aa:00:01", "SetChain vnet8 count " + owner + " 52:54:00:aa:00:02", "SetChain vnet9 dnslog,count " + owner + " 52:54:00:aa:00:03"}},
 		{name: "start: broken network defaults", args: []string{"web01", "start", "begin", "-"}, stdin: startXML, networks: map[string]string{"lan": "<network>"}, code: 1,
 			stderr: "vnicfilter: domain web01: network lan: line 1: malformed network XML"},
 		{name: "start: filterd down, guards pinned", args: []string{"web01", "start", "begin", "-"}, stdin: startXML, client: fakeClient{down: true},
@@ -205,7 +205,7 @@ func TestRun(t *testing.T) {
 			stderr: "vnicfilter: domain web01: filterd is not running, and the drop-all guard on vnet9 failed: attach guard to vnet9 ingress (tcx): operation not permitted: refusing to start web01 unprotected (fail-closed)"},
 		{name: "start: filterd dies during the attach", args: []string{"web01", "start", "begin", "-"}, stdin: startXML,
 			client: fakeClient{setErr: map[string]error{"vnet9": fmt.Errorf("%w (connection refused)", api.ErrDaemonNotRunning)}},
-			calls:  []string{"Filters", "SetChain vnet8 count " + owner, "SetChain vnet9 dnslog,count " + owner, "Detach vnet8"},
+			calls:  []string{"Filters", "SetChain vnet8 count " + owner + " 52:54:00:aa:00:02", "SetChain vnet9 dnslog,count " + owner + " 52:54:00:aa:00:03", "Detach vnet8"},
 			guards: []string{"Pin vnet8", "Pin vnet9"},
 			stderr: "filterd is not running: web01 starts behind a drop-all guard on vnet8, vnet9"},
 		{name: "start: unknown filter", args: []string{"web01", "start", "begin", "-"}, stdin: strings.Replace(startXML, `name="dnslog"`, `name="nope"`, 1), code: 1,
@@ -213,11 +213,11 @@ func TestRun(t *testing.T) {
 			stderr: `interface 52:54:00:aa:00:03 (vnet9): filter 0 (nope): unknown filter "nope"`},
 		{name: "start: second attach fails, first rolled back", args: []string{"web01", "start", "begin", "-"}, stdin: startXML,
 			client: fakeClient{setErr: map[string]error{"vnet9": &api.Error{Code: api.CodeNoSuchDevice, Message: "no device vnet9"}}}, code: 1,
-			calls:  []string{"Filters", "SetChain vnet8 count " + owner, "SetChain vnet9 dnslog,count " + owner, "Detach vnet8"},
+			calls:  []string{"Filters", "SetChain vnet8 count " + owner + " 52:54:00:aa:00:02", "SetChain vnet9 dnslog,count " + owner + " 52:54:00:aa:00:03", "Detach vnet8"},
 			stderr: "vnicfilter: domain web01: interface 52:54:00:aa:00:03 (vnet9): attach chain: no device vnet9"},
 		{name: "start: stale chain replaced", args: []string{"web01", "start", "begin", "-"}, stdin: startXML,
 			client: fakeClient{attached: map[string]string{"vnet8": "libvirt:gone"}},
-			calls:  []string{"Filters", "SetChain vnet8 count " + owner, "Detach vnet8", "SetChain vnet8 count " + owner, "SetChain vnet9 dnslog,count " + owner}},
+			calls:  []string{"Filters", "SetChain vnet8 count " + owner + " 52:54:00:aa:00:02", "Detach vnet8", "SetChain vnet8 count " + owner + " 52:54:00:aa:00:02", "SetChain vnet9 dnslog,count " + owner + " 52:54:00:aa:00:03"}},
 		{name: "start: no tap in XML", args: []string{"web01", "start", "begin", "-"}, stdin: prepareXML, code: 1,
 			stderr: "interface 52:54:00:aa:00:02: the XML names no tap"},
 		{name: "start: no config", args: []string{"plain", "start", "begin", "-"}, stdin: plainXML},

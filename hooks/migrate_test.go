@@ -43,7 +43,7 @@ func TestMigrationPhases(t *testing.T) {
 	prepareXML := testdata(t, "domains/web01-prepare.xml")
 	startXML := testdata(t, "domains/web01-start.xml")
 	const owner = "libvirt:web01"
-	attach := []string{"Filters", "SetChain vnet8 count " + owner, "SetChain vnet9 dnslog,count " + owner}
+	attach := []string{"Filters", "SetChain vnet8 count " + owner + " 52:54:00:aa:00:02", "SetChain vnet9 dnslog,count " + owner + " 52:54:00:aa:00:03"}
 	pulls := []string{"PullState vnet8 " + owner + " 52:54:00:aa:00:02", "PullState vnet9 " + owner + " 52:54:00:aa:00:03"}
 	refused := errors.New("no peer holds the state of libvirt:web01")
 	for _, tc := range []struct {

@@ -39,7 +39,7 @@ func Inventory(ctx context.Context, fd *fapi.Client) (mapi.Inventory, error) {
 			vm = &mapi.VM{Name: name, VNICs: []mapi.VNIC{}}
 			byVM[name] = vm
 		}
-		vm.VNICs = append(vm.VNICs, mapi.VNIC{Name: l.VNIC, IPs: l.Addresses})
+		vm.VNICs = append(vm.VNICs, mapi.VNIC{Name: l.VNIC, MAC: l.MAC, IPs: l.Addresses})
 	}
 	inv := mapi.Inventory{VMs: make([]mapi.VM, 0, len(byVM))}
 	for _, vm := range byVM {

@@ -280,7 +280,8 @@ func (c *Client) ImportState(ctx context.Context, vnic string, bundle []byte) (*
 	return &r, err
 }
 
-// SetLabels sets the tags and addresses of vnic's VM (host tag groups).
+// SetLabels sets the tags and addresses of vnic's VM (host tag groups)
+// and, when l.MAC is set, its guest MAC.
 func (c *Client) SetLabels(ctx context.Context, vnic string, l Labels) (*GroupChange, error) {
 	var r GroupChange
 	err := c.do(ctx, http.MethodPut, vnicPath(vnic)+"/labels", l, &r)

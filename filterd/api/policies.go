@@ -50,6 +50,9 @@ type VNICLabels struct {
 	Chain     bool     `json:"chain"`
 	Tags      []string `json:"tags"`
 	Addresses []string `json:"addresses"`
+	// MAC is the guest MAC of the vNIC's interface, lower case; empty
+	// when nobody recorded it.
+	MAC string `json:"mac,omitempty"`
 }
 
 func policyPath(name string) string { return "/" + Version + "/policies/" + url.PathEscape(name) }

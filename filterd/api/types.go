@@ -21,7 +21,7 @@
 //	GET    /v1/vnics/{vnic}/capture     pcapng stream (application/x-pcapng) until the client leaves; query: direction, duration, proto, port, cidr, snaplen, sample, rate
 //	GET    /v1/vnics/{vnic}/state       state bundle (application/octet-stream): the movable state of the chain (sdk.StateMover)
 //	PUT    /v1/vnics/{vnic}/state       state bundle -> ImportResult: add it to the same chain here (after a VM move)
-//	PUT    /v1/vnics/{vnic}/labels     Labels -> GroupChange: the VM's tags and addresses (tag:<t> groups)
+//	PUT    /v1/vnics/{vnic}/labels     Labels -> GroupChange: the VM's tags and addresses (tag:<t> groups), its guest MAC
 //	GET    /v1/groups                  []Group: host address groups, pushed and tag:<t>
 //	GET    /v1/groups/{name}           Group
 //	PUT    /v1/groups/{name}           GroupRequest -> GroupChange: set pushed members; users reload
@@ -72,9 +72,14 @@ type ChainRequest struct {
 	Owner string `json:"owner,omitempty"`
 	// Tags and Addresses label the vNIC's VM: it joins the host group
 	// "tag:<t>" of each tag with its addresses (host groups, see Labels).
-	// Omitted, the vNIC's labels are left as they are.
+	// Both omitted, the vNIC's tags and addresses are left as they are.
 	Tags      []string `json:"tags,omitempty"`
 	Addresses []string `json:"addresses,omitempty"`
+	// MAC is the guest MAC of the vNIC's interface (the domain XML's
+	// <mac address=…>, not the tap's own), recorded as its label; the
+	// manager places the VM in overlay segments by it. Omitted, the
+	// recorded MAC is left as it is.
+	MAC string `json:"mac,omitempty"`
 	// Replace swaps an existing chain for this one atomically: a frame
 	// meets the old chain or the new one, never a mix. A filter kept in
 	// the same slot with the same parameters keeps its state (connection
@@ -240,12 +245,17 @@ type ImportedSlot struct {
 	Seconds float64 `json:"seconds"`
 }
 
-// Labels are a vNIC's tags and addresses: the vNIC's addresses are
-// members of the host group "tag:<t>" for each of its tags, which filters'
-// configurations can name (a firewall rule's src_groups: ["tag:web"]).
+// Labels are a vNIC's tags, addresses and guest MAC: the vNIC's
+// addresses are members of the host group "tag:<t>" for each of its tags,
+// which filters' configurations can name (a firewall rule's src_groups:
+// ["tag:web"]). Tags and Addresses replace what was set before.
 type Labels struct {
 	Tags      []string `json:"tags"`
 	Addresses []string `json:"addresses"`
+	// MAC is the guest MAC of the vNIC's interface (6-byte unicast
+	// Ethernet, any case; stored lower case). Omitted, the recorded MAC
+	// is left as it is; it is forgotten with the vNIC's chain.
+	MAC string `json:"mac,omitempty"`
 }
 
 // GroupRequest sets the members a host group is pushed (addresses or

@@ -175,6 +175,7 @@ Exit codes:
 	root.AddCommand(a.vnicCommand())
 	root.AddCommand(a.groupCommand())
 	root.AddCommand(a.labelCommand())
+	root.AddCommand(a.labelsCommand())
 	root.AddCommand(a.mgrCommand())
 	root.AddCommand(a.encapCommand())
 	root.AddCommand(a.controlVMCommand())

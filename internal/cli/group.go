@@ -110,19 +110,32 @@ its live configuration, and the failure is printed.`,
 
 func (a *app) labelCommand() *cobra.Command {
 	var tags, addrs []string
+	var mac string
 	c := &cobra.Command{
-		Use:   "label VNIC [--tag TAG]... [--address ADDR]...",
-		Short: "Set the tags and addresses of a vNIC's VM (tag groups)",
+		Use:   "label VNIC [--tag TAG]... [--address ADDR]... [--mac MAC]",
+		Short: "Set the tags, addresses and guest MAC of a vNIC's VM (tag groups)",
 		Long: `Label sets the tags and addresses of the VM behind VNIC, replacing what was
-set before (no flags: the VM leaves every tag group). The VM's addresses are
-then members of the group tag:<tag> of each of its tags, and the filters
-using those groups reload. A vNIC does not need a chain to be labelled;
-detaching its chain removes its labels.`,
-		Example: "  vfctl label vnet3 --tag web --address 10.0.1.5 --address fd00:1::5\n  vfctl label vnet3        # untag",
-		Args:    args("VNIC"),
+set before (no --tag and no --address: the VM leaves every tag group). The
+VM's addresses are then members of the group tag:<tag> of each of its tags,
+and the filters using those groups reload. A vNIC does not need a chain to
+be labelled; detaching its chain removes its labels.
+
+--mac records the guest MAC of the VM's interface on VNIC (the domain XML's
+<mac address=...>, not the tap's own address), which the management service
+uses to place the VM in overlay segments. It must be a 6-byte unicast
+Ethernet address (any case and separator; stored lower case with colons);
+a multicast or all-zero address is refused (exit 5) and nothing changes.
+Without --mac the recorded MAC stays as it is. The libvirt hook records it
+itself when a domain starts.
+
+vfctl labels lists what every vNIC is labelled with.`,
+		Example: `  vfctl label vnet3 --tag web --address 10.0.1.5 --address fd00:1::5
+  vfctl label vnet3 --tag web --address 10.0.1.5 --mac 52:54:00:6b:3c:01
+  vfctl label vnet3        # untag (the MAC stays)`,
+		Args: args("VNIC"),
 		RunE: a.runE(func(ctx context.Context, args []string) error {
 			ch, err := call(ctx, a, func(ctx context.Context) (*api.GroupChange, error) {
-				return a.client.SetLabels(ctx, args[0], api.Labels{Tags: tags, Addresses: addrs})
+				return a.client.SetLabels(ctx, args[0], api.Labels{Tags: tags, Addresses: addrs, MAC: mac})
 			})
 			if err != nil {
 				return err
@@ -132,7 +145,40 @@ detaching its chain removes its labels.`,
 	}
 	c.Flags().StringSliceVar(&tags, "tag", nil, "a `tag` of the VM (repeat, or comma-separate)")
 	c.Flags().StringSliceVar(&addrs, "address", nil, "an `address` or CIDR of the VM (repeat, or comma-separate)")
+	c.Flags().StringVar(&mac, "mac", "", "the guest `MAC` of the VM's interface on VNIC (e.g. 52:54:00:6b:3c:01)")
 	return c
+}
+
+func (a *app) labelsCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "labels",
+		Short: "List every vNIC's labels: owner, tags, addresses, guest MAC",
+		Long: `Labels lists every vNIC filterd knows (it has a chain, labels, or both)
+with the owner of its chain, its tags, its addresses and the guest MAC of
+its VM's interface (set by the libvirt hook or vfctl label --mac): what the
+host agent reports to the management service as the host's inventory.
+A dash is an empty column; CHAIN says whether the vNIC has a chain.`,
+		Example: "  vfctl labels\n  vfctl -o json labels",
+		Args:    args(),
+		RunE: a.runE(func(ctx context.Context, _ []string) error {
+			ls, err := call(ctx, a, func(ctx context.Context) ([]api.VNICLabels, error) { return a.client.Labels(ctx) })
+			if err != nil {
+				return err
+			}
+			return a.emit(ls, func(w io.Writer) error {
+				tw := table(w)
+				row(tw, "VNIC", "CHAIN", "OWNER", "TAGS", "ADDRESSES", "MAC")
+				for _, l := range ls {
+					chain := "no"
+					if l.Chain {
+						chain = "yes"
+					}
+					row(tw, l.VNIC, chain, dash(l.Owner), dash(strings.Join(l.Tags, ",")), dash(strings.Join(l.Addresses, ",")), dash(l.MAC))
+				}
+				return tw.Flush()
+			})
+		}),
+	}
 }
 
 func (a *app) emitChange(ch *api.GroupChange) error {

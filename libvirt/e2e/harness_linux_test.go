@@ -232,6 +232,22 @@ func (d *daemon) vnic(t *testing.T, tap string) *api.VNIC {
 	return v
 }
 
+// macOf is the guest MAC filterd records as tap's label (GET /v1/labels);
+// empty when it has none.
+func (d *daemon) macOf(t *testing.T, tap string) string {
+	t.Helper()
+	ls, err := d.client.Labels(context.Background())
+	if err != nil {
+		t.Fatalf("labels: %v", err)
+	}
+	for _, l := range ls {
+		if l.VNIC == tap {
+			return l.MAC
+		}
+	}
+	return ""
+}
+
 // summary renders chains as "tap owner [filters]" lines, sorted, to compare
 // filterd's state before and after something.
 func summary(vs []api.VNIC) []string {

@@ -101,6 +101,9 @@ func TestStartAttachesBeforeFirstFrame(t *testing.T) {
 	if v == nil || v.Owner != "libvirt:"+a.Name || len(v.Slots) != 2 {
 		t.Fatalf("%s: chain %+v, want count+punt owned by libvirt:%s", tapA, v, a.Name)
 	}
+	if got := fd.macOf(t, tapA); got != mac(5) {
+		t.Errorf("%s: filterd records guest MAC %q, want the XML's %s", tapA, got, mac(5))
+	}
 	from := v.Chain["from-vm"]
 	hostRx := tapRxPackets(t, tapA)
 	t.Logf("%s (%s): guest sent %d frames, host tap received %d, chain entered %d, passed %d, dropped %d; console: %s",
@@ -142,6 +145,9 @@ func TestStartAttachesBeforeFirstFrame(t *testing.T) {
 	for _, tap := range []string{tapA, tapB} {
 		if v := fd.vnic(t, tap); v != nil {
 			t.Errorf("%s: chain left after destroy: %+v", tap, v)
+		}
+		if m := fd.macOf(t, tap); m != "" {
+			t.Errorf("%s: guest MAC label %s left after destroy", tap, m)
 		}
 	}
 	want := []string{"prepare begin", "start begin", "started begin", "stopped end", "release end"}

@@ -148,6 +148,10 @@ func TestWatcherAppliesLiveChanges(t *testing.T) {
 	if got := filtersOf(fd.vnic(t, hot)); !slices.Equal(got, []string{"count"}) {
 		t.Errorf("hot-plugged %s: chain %q, want count", hot, got)
 	}
+	// The watcher records each interface's guest MAC with the chain.
+	if got, got30 := fd.macOf(t, hot), fd.macOf(t, tap); got != mac(31) || got30 != mac(30) {
+		t.Errorf("guest MACs recorded: %s %q, %s %q; want %s, %s", hot, got, tap, got30, mac(31), mac(30))
+	}
 
 	// Unplug: the chain goes (the guest's ACPI hot-plug driver answers the
 	// unplug request; libvirt then reports DEVICE_REMOVED).

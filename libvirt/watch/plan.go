@@ -43,6 +43,9 @@ type Desired struct {
 	Tap     string
 	Owner   string // OwnerPrefix + domain name
 	Filters []api.FilterSpec
+	// MAC is the guest MAC of the tap's interface (lower case; empty when
+	// unknown), recorded by filterd as the vNIC's label with the chain.
+	MAC string
 }
 
 // Running is what the watcher read from libvirt about one running domain.
@@ -84,7 +87,11 @@ func DesiredChains(d *domainxml.Domain, defaults domainxml.PortgroupDefaults) ([
 		if c.Tap == "" {
 			continue
 		}
-		out = append(out, Desired{Tap: c.Tap, Owner: OwnerPrefix + d.Name, Filters: c.Filters})
+		w := Desired{Tap: c.Tap, Owner: OwnerPrefix + d.Name, Filters: c.Filters}
+		if len(c.MAC) > 0 {
+			w.MAC = c.MAC.String()
+		}
+		out = append(out, w)
 	}
 	return out, nil
 }
@@ -147,7 +154,7 @@ func Apply(ctx context.Context, c Chains, log *slog.Logger, actual []api.VNIC, r
 		v, ok := have[tap]
 		switch {
 		case !ok:
-			_, err := c.SetChain(ctx, tap, api.ChainRequest{Filters: d.Filters, Owner: d.Owner})
+			_, err := c.SetChain(ctx, tap, api.ChainRequest{Filters: d.Filters, Owner: d.Owner, MAC: d.MAC})
 			if err != nil {
 				res.Errors = append(res.Errors, fmt.Errorf("attach %s for %s: %w", tap, d.Owner, err))
 				continue
@@ -160,7 +167,7 @@ func Apply(ctx context.Context, c Chains, log *slog.Logger, actual []api.VNIC, r
 		case v.Owner == d.Owner && sameChain(v.Slots, d.Filters, byName):
 			res.Kept++
 		default:
-			_, err := c.SetChain(ctx, tap, api.ChainRequest{Filters: d.Filters, Owner: d.Owner, Replace: true})
+			_, err := c.SetChain(ctx, tap, api.ChainRequest{Filters: d.Filters, Owner: d.Owner, MAC: d.MAC, Replace: true})
 			if err != nil {
 				res.Errors = append(res.Errors, fmt.Errorf("replace chain of %s for %s: %w", tap, d.Owner, err))
 				continue

@@ -57,7 +57,11 @@ func (f *fakeChains) SetChain(_ context.Context, vnic string, req api.ChainReque
 	if req.Replace {
 		verb = "ReplaceChain"
 	}
-	f.calls = append(f.calls, fmt.Sprintf("%s %s %s %s", verb, vnic, names(req.Filters), req.Owner))
+	call := fmt.Sprintf("%s %s %s %s", verb, vnic, names(req.Filters), req.Owner)
+	if req.MAC != "" {
+		call += " mac " + req.MAC
+	}
+	f.calls = append(f.calls, call)
 	if _, ok := f.vnics[vnic]; ok && !req.Replace {
 		return nil, &api.Error{Code: api.CodeAlreadyExists, Message: "exists"}
 	}
@@ -119,6 +123,9 @@ func TestApply(t *testing.T) {
 		errs    int
 	}{
 		{name: "attach missing",
+			running: []Running{{Name: "a", Chains: []Desired{{Tap: "vnet1", Owner: "libvirt:a", Filters: []api.FilterSpec{count, drop}, MAC: "52:54:00:aa:00:01"}}}},
+			calls:   []string{"SetChain vnet1 count,punt libvirt:a mac 52:54:00:aa:00:01"}},
+		{name: "attach missing, MAC unknown",
 			running: []Running{{Name: "a", Chains: []Desired{{Tap: "vnet1", Owner: "libvirt:a", Filters: []api.FilterSpec{count, drop}}}}},
 			calls:   []string{"SetChain vnet1 count,punt libvirt:a"}},
 		{name: "keep equal, defaults filled",
@@ -126,8 +133,8 @@ func TestApply(t *testing.T) {
 			running: []Running{{Name: "a", Chains: []Desired{{Tap: "vnet1", Owner: "libvirt:a", Filters: []api.FilterSpec{count, pass}}}}}},
 		{name: "replace: changed chain swapped atomically",
 			have:    []*api.VNIC{chain("vnet1", "libvirt:a", 0, count)},
-			running: []Running{{Name: "a", Chains: []Desired{{Tap: "vnet1", Owner: "libvirt:a", Filters: []api.FilterSpec{count, drop}}}}},
-			calls:   []string{"ReplaceChain vnet1 count,punt libvirt:a"}},
+			running: []Running{{Name: "a", Chains: []Desired{{Tap: "vnet1", Owner: "libvirt:a", Filters: []api.FilterSpec{count, drop}, MAC: "52:54:00:aa:00:01"}}}},
+			calls:   []string{"ReplaceChain vnet1 count,punt libvirt:a mac 52:54:00:aa:00:01"}},
 		{name: "replace: chain left at high slots by an older filterd",
 			have:    []*api.VNIC{chain("vnet1", "libvirt:a", 14, count, count)},
 			running: []Running{{Name: "a", Chains: []Desired{{Tap: "vnet1", Owner: "libvirt:a", Filters: []api.FilterSpec{drop}}}}},
@@ -138,8 +145,8 @@ func TestApply(t *testing.T) {
 			calls:   []string{"ReplaceChain vnet1 punt,punt libvirt:a"}},
 		{name: "replace: other domain's stale chain on a reused tap",
 			have:    []*api.VNIC{chain("vnet1", "libvirt:old", 0, count)},
-			running: []Running{{Name: "a", Chains: []Desired{{Tap: "vnet1", Owner: "libvirt:a", Filters: []api.FilterSpec{count}}}}},
-			calls:   []string{"ReplaceChain vnet1 count libvirt:a"}},
+			running: []Running{{Name: "a", Chains: []Desired{{Tap: "vnet1", Owner: "libvirt:a", Filters: []api.FilterSpec{count}, MAC: "52:54:00:aa:00:01"}}}},
+			calls:   []string{"ReplaceChain vnet1 count libvirt:a mac 52:54:00:aa:00:01"}},
 		{name: "detach stale, leave other owners",
 			have:    []*api.VNIC{chain("vnet1", "libvirt:gone", 0, count), chain("vnet2", "vfctl", 0, count), chain("vnet3", "", 0, count)},
 			running: nil,
@@ -201,9 +208,9 @@ func TestDesiredChains(t *testing.T) {
 	}
 	var taps []string
 	for _, c := range got {
-		taps = append(taps, c.Tap+" "+c.Owner+" "+names(c.Filters))
+		taps = append(taps, c.Tap+" "+c.Owner+" "+names(c.Filters)+" "+c.MAC)
 	}
-	if want := []string{"vnet8 libvirt:web01 count", "vnet9 libvirt:web01 dnslog,count"}; !slices.Equal(taps, want) {
+	if want := []string{"vnet8 libvirt:web01 count 52:54:00:aa:00:02", "vnet9 libvirt:web01 dnslog,count 52:54:00:aa:00:03"}; !slices.Equal(taps, want) {
 		t.Errorf("chains %q, want %q", taps, want)
 	}
 }
