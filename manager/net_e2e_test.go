@@ -3,6 +3,7 @@ package manager_test
 import (
 	"encoding/base64"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -41,7 +42,7 @@ func TestSegmentsAndEncryptions(t *testing.T) {
 	if got, err := reader.Segment(ctx, "blue"); err != nil || got != blue {
 		t.Fatalf("segment blue read back %+v %v, want %+v", got, err, blue)
 	}
-	if got, err := reader.Encryption(ctx, "pci"); err != nil || got != pci {
+	if got, err := reader.Encryption(ctx, "pci"); err != nil || !reflect.DeepEqual(got, pci) {
 		t.Fatalf("encryption pci read back %+v %v, want %+v", got, err, pci)
 	}
 	_, err = reader.PutSegment(ctx, api.Segment{Name: "red", VNI: 200, Group: "db"})
@@ -144,7 +145,7 @@ func TestSegmentsAndEncryptions(t *testing.T) {
 		t.Fatalf("segments after restart %+v %v, want blue (%+v) and red", segs, err, blue2)
 	}
 	encs, err := m.admin.Encryptions(ctx)
-	if err != nil || !slices.Equal(encs, []api.Encryption{pci, webdb}) {
+	if err != nil || !reflect.DeepEqual(encs, []api.Encryption{pci, webdb}) {
 		t.Fatalf("encryptions after restart %+v %v, want pci and web-db", encs, err)
 	}
 	// Deleted, they free their groups.

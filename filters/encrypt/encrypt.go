@@ -36,7 +36,7 @@ var Descriptor = &sdk.Descriptor{
 		{Name: "policy", Type: sdk.String, Doc: "path of the JSON policy file: protected destinations per vNIC, the protected address space; \"api\": the document filterd's API manages (PUT /v1/encrypt/policy; the empty policy until the first one)"},
 		{Name: "protect", Type: sdk.String, Default: "policy", Enum: []string{"all", "policy"}, Doc: "all: every destination behind a peer and in the policy's space; policy: the policy file's list for this vNIC"},
 		{Name: "tunnel", Type: sdk.String, Default: DefaultTunnel, Doc: "name of the host's tunnel device (every vNIC of a host shares it)"},
-		{Name: "key_dir", Type: sdk.String, Default: DefaultKeyDir, Doc: "directory of the host's private key (created 0700, key file 0600)"},
+		{Name: "key_dir", Type: sdk.String, Doc: "directory of the host's private key (created 0700, key file 0600); default: <filterd's state directory>/encrypt, the key GET /v1/encrypt/host publishes (" + DefaultKeyDir + " with filterd's defaults, and outside filterd)"},
 		{Name: "keepalive", Type: sdk.Duration, Default: "5s", Doc: "WireGuard persistent keepalive toward every peer (whole seconds)"},
 		{Name: "peer_timeout", Type: sdk.Duration, Default: "15s", Doc: "a peer silent this long is down: protected traffic to it is dropped (more than 10s: WireGuard's passive keepalive)"},
 	},

@@ -56,6 +56,13 @@ func tunnelConfig(p sdk.Params, stateDir string) (TunnelConfig, error) {
 		Keepalive: p.Duration("keepalive"), PeerTimeout: p.Duration("peer_timeout"),
 		MTU: DefaultMTU,
 	}
+	if cfg.KeyDir == "" {
+		// Under filterd, the key its API publishes before any tunnel runs.
+		cfg.KeyDir = DefaultKeyDir
+		if stateDir != "" {
+			cfg.KeyDir = ManagedDir(stateDir)
+		}
+	}
 	if cfg.PeersFile == PeersAPI {
 		if stateDir == "" {
 			return cfg, fmt.Errorf("%w: parameter \"peers\": %q is the peers document filterd's API manages, and this instance does not run under filterd (give a file)", sdk.ErrInvalidParam, PeersAPI)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -215,9 +216,17 @@ An encryption names two groups: neither can be deleted while it exists.`,
 		Long: `Create encryption NAME, or replace it whole: the traffic between the VMs
 of --from and those of --to (both required; they may be the same group)
 is encrypted when it crosses hosts. The direction does not matter: both
-ways are protected. The manager refuses an unknown group (exit 5,
-nothing stored).`,
-		Example: `  vfctl mgr encryption set pci --from pci --to pci --description "cardholder data"
+ways are protected. The manager refuses an unknown group or a malformed
+space (exit 5, nothing stored).
+
+--space (repeatable, or comma-separated) names prefixes where the members'
+addresses live. Without it only the addresses of members the manager
+knows are protected: a VM of a deleted (revoked) host is no longer a
+known member, and traffic to it would leave in clear. With it, a member's
+traffic to any address of the space is protected, and dropped (counted as
+no_peer) when no host carries the address: revoked hosts, VMs not
+reported yet, and non-members inside the space.`,
+		Example: `  vfctl mgr encryption set pci --from pci --to pci --space 10.99.0.0/16 --description "cardholder data"
   vfctl mgr encryption set web-db --from web --to db`,
 		Args: args("NAME"),
 		RunE: m.run(func(ctx context.Context, c *mapi.Client, args []string) error {
@@ -235,6 +244,7 @@ nothing stored).`,
 	set.Flags().StringVar(&e.From, "from", "", "one `group` (required)")
 	set.Flags().StringVar(&e.To, "to", "", "the other `group`; may be the same (required)")
 	set.Flags().StringVar(&e.Description, "description", "", "free `text`")
+	set.Flags().StringSliceVar(&e.Space, "space", nil, "a `prefix` the members' addresses live in: never sent to in clear (repeatable)")
 	_ = set.MarkFlagRequired("from")
 	_ = set.MarkFlagRequired("to")
 	get := &cobra.Command{
@@ -251,6 +261,9 @@ nothing stored).`,
 			}
 			return m.a.emit(e, func(w io.Writer) error {
 				fmt.Fprintf(w, "encryption %s: %s <-> %s\n", e.Name, e.From, e.To)
+				if len(e.Space) > 0 {
+					fmt.Fprintf(w, "space: %s\n", strings.Join(e.Space, ", "))
+				}
 				if e.Description != "" {
 					fmt.Fprintf(w, "description: %s\n", e.Description)
 				}

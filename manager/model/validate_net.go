@@ -2,6 +2,7 @@ package model
 
 import (
 	"maps"
+	"net/netip"
 	"slices"
 
 	"github.com/vnicfilter/vnicfilter/manager/api"
@@ -76,6 +77,17 @@ func (c *Config) validateEncryptions() error {
 			}
 			if _, ok := c.Groups[end.group]; !ok {
 				return invalid("encryption %s: %s: unknown group %q", e.Name, end.field, end.group)
+			}
+		}
+		for i, sp := range e.Space {
+			p, err := netip.ParsePrefix(sp)
+			switch {
+			case err != nil:
+				return invalid("encryption %s: space[%d]: %q is not a prefix such as 10.99.0.0/16", e.Name, i, sp)
+			case p != p.Masked():
+				return invalid("encryption %s: space[%d]: %s has host bits set (did you mean %s?)", e.Name, i, sp, p.Masked())
+			case p.Bits() == 0:
+				return invalid("encryption %s: space[%d]: %s is every address: name the members' prefixes", e.Name, i, sp)
 			}
 		}
 	}

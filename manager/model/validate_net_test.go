@@ -8,9 +8,9 @@ import (
 	"github.com/vnicfilter/vnicfilter/manager/api"
 )
 
-// netLab is lab with segment blue (vni 100, web) and encryption pci
+// validNetLab is lab with segment blue (vni 100, web) and encryption pci
 // (db <-> db).
-func netLab(t *testing.T) *Config {
+func validNetLab(t *testing.T) *Config {
 	c := lab(t).Clone()
 	c.Segments["blue"] = api.Segment{Name: "blue", VNI: 100, Group: "web", GBP: 10, UnderlayMTU: 9000}
 	c.Encryptions["pci"] = api.Encryption{Name: "pci", From: "db", To: "db"}
@@ -37,6 +37,15 @@ func TestValidateNet(t *testing.T) {
 		{"vni taken, earlier name", seg(api.Segment{Name: "azure", VNI: 100, Group: "db"}), "segment blue: vni 100 is already segment azure's"},
 		{"no group", seg(api.Segment{Name: "red", VNI: 200}), "segment red: group: missing"},
 		{"unknown group", seg(api.Segment{Name: "red", VNI: 200, Group: "nope"}), `segment red: unknown group "nope"`},
+		{"space not a prefix", func(c *Config) {
+			c.Encryptions["sp"] = api.Encryption{Name: "sp", From: "db", To: "db", Space: []string{"10.99.0.0/16", "nope"}}
+		}, `encryption sp: space[1]: "nope" is not a prefix`},
+		{"space host bits", func(c *Config) {
+			c.Encryptions["sp"] = api.Encryption{Name: "sp", From: "db", To: "db", Space: []string{"10.99.1.1/16"}}
+		}, "encryption sp: space[0]: 10.99.1.1/16 has host bits set (did you mean 10.99.0.0/16?)"},
+		{"space everything", func(c *Config) {
+			c.Encryptions["sp"] = api.Encryption{Name: "sp", From: "db", To: "db", Space: []string{"0.0.0.0/0"}}
+		}, "encryption sp: space[0]: 0.0.0.0/0 is every address"},
 		{"gbp negative", seg(api.Segment{Name: "red", VNI: 200, Group: "db", GBP: -1}), "segment red: gbp -1 out of range 0-65535"},
 		{"gbp too large", seg(api.Segment{Name: "red", VNI: 200, Group: "db", GBP: 65536}), "segment red: gbp 65536 out of range 0-65535"},
 		{"mtu too small", seg(api.Segment{Name: "red", VNI: 200, Group: "db", UnderlayMTU: 575}), "segment red: underlay_mtu 575 out of range 576-65535"},
@@ -56,7 +65,7 @@ func TestValidateNet(t *testing.T) {
 			`segment blue: unknown group "web"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := netLab(t).Clone()
+			c := validNetLab(t).Clone()
 			tc.change(c)
 			err := c.Validate()
 			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want) {
@@ -68,7 +77,7 @@ func TestValidateNet(t *testing.T) {
 
 // Limits are inclusive, and the optional fields may be left out.
 func TestValidateNetAccepts(t *testing.T) {
-	c := netLab(t).Clone()
+	c := validNetLab(t).Clone()
 	c.Segments["min"] = api.Segment{Name: "min", VNI: 1, Group: "db", UnderlayMTU: 576}
 	c.Segments["max"] = api.Segment{Name: "max", VNI: 16777215, Group: "all", GBP: 65535, UnderlayMTU: 65535}
 	c.Segments["plain"] = api.Segment{Name: "plain", VNI: 2, Group: "db"}
@@ -81,7 +90,7 @@ func TestValidateNetAccepts(t *testing.T) {
 // A group a segment or an encryption names is in use: the server refuses
 // to delete it, naming them.
 func TestReferrersNet(t *testing.T) {
-	c := netLab(t)
+	c := validNetLab(t)
 	for group, want := range map[string]string{
 		"web": "group all, policy db-in, segment blue",
 		"db":  "group all, assignment db-in-db, encryption pci",
