@@ -48,6 +48,14 @@ func TestDomainXML(t *testing.T) {
 			t.Errorf("cmdline %q lacks %q", d.OS.Cmdline, want)
 		}
 	}
+	if strings.Contains(d.OS.Cmdline, "--underlay") {
+		t.Errorf("cmdline %q has --underlay without one", d.OS.Cmdline)
+	}
+	withUL := spec()
+	withUL.Underlay = netip.MustParseAddr("192.0.2.11")
+	if c := withUL.Cmdline(); !strings.Contains(c, "--log-format json --underlay 192.0.2.11\"") {
+		t.Errorf("cmdline with an underlay: %q", c)
+	}
 	if len(d.OS.Cmdline) > 2047 {
 		t.Errorf("cmdline is %d bytes, the kernel takes 2047", len(d.OS.Cmdline))
 	}

@@ -57,6 +57,10 @@ type Spec struct {
 	MgmtGateway netip.Addr
 	// ConsoleLog receives the serial console (agent logs).
 	ConsoleLog string
+	// Underlay is the host's underlay address, passed to the agent
+	// (vfagent --underlay): its segments' VXLAN source and its encryption
+	// tunnel's endpoint. Invalid: none.
+	Underlay netip.Addr
 }
 
 // WithDefaults fills defaults.
@@ -125,6 +129,9 @@ func (s Spec) Cmdline() string {
 	agentCmd := strings.Join([]string{"/" + AgentBin, "run", "--manager", s.Manager, "--host", s.Host, "--dir", "/" + AgentDir,
 		"--filterd", s.FilterdURL, "--filterd-cert", "/" + FilterdTLSDir + "/agent.pem", "--filterd-key", "/" + FilterdTLSDir + "/agent-key.pem",
 		"--filterd-ca", "/" + FilterdTLSDir + "/ca.pem", "--log-format", "json"}, " ")
+	if s.Underlay.IsValid() {
+		agentCmd += " --underlay " + s.Underlay.String()
+	}
 	kv := map[string]string{
 		"vf.name": s.Name, "vf.ip": s.HiddenAddr.String(), "vf.ip1": s.MgmtAddr.String(),
 		"vf.http": "off", "vf.echo": "off", "vf.cmd": `"` + agentCmd + `"`, "vf.shell": "on",

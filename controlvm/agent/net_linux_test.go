@@ -480,4 +480,3 @@ func (tr *transfer) finish() (sent, got int64, err error) {
 	}
 	return sent, got, err
 }
-

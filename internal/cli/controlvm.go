@@ -50,6 +50,7 @@ docs/controlvm.md).`,
 		vfctlBin                        string
 		filterdBin, hiddenTLS, imageDir string
 		hiddenAddr, mgmtAddr, mgmtGW    string
+		underlay                        string
 		printXML, start                 bool
 	)
 	install := &cobra.Command{
@@ -97,6 +98,11 @@ build ./cmd/vfagent ./cmd/vfctl; make build does).`,
 			if mgmtGW != "" {
 				if spec.MgmtGateway, err = netip.ParseAddr(mgmtGW); err != nil {
 					return usagef("--mgmt-gateway %q: want an IP address", mgmtGW)
+				}
+			}
+			if underlay != "" {
+				if spec.Underlay, err = netip.ParseAddr(underlay); err != nil || !spec.Underlay.IsGlobalUnicast() {
+					return usagef("--underlay %q: want the host's unicast IP address on the underlay", underlay)
 				}
 			}
 			spec.ConsoleLog = filepath.Join(imageDir, "console.log")
@@ -151,6 +157,7 @@ build ./cmd/vfagent ./cmd/vfctl; make build does).`,
 	f.StringVar(&spec.MgmtBridge, "mgmt-bridge", "", "host `bridge` of the management NIC (or --mgmt-network)")
 	f.StringVar(&mgmtAddr, "mgmt-addr", "", "the control VM's management `prefix`, e.g. 192.168.122.50/24 (required: no DHCP client)")
 	f.StringVar(&mgmtGW, "mgmt-gateway", "", "default gateway `address` on the management network")
+	f.StringVar(&underlay, "underlay", "", "this host's underlay `address`, given to the agent (vfagent --underlay): its segments' VXLAN source and its encryption tunnel's endpoint")
 	f.BoolVar(&printXML, "print-xml", false, "stop before defining: print the domain XML")
 	f.BoolVar(&start, "start", false, "start the domain once defined (and mark it autostart)")
 	lf.add(install)
