@@ -4,10 +4,10 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"net/netip"
 	"testing"
 
 	"github.com/vnicfilter/vnicfilter/sdk"
