@@ -80,7 +80,8 @@ func (d *Daemon) encryptSlotsLocked() []encryptSlot {
 }
 
 // uses reports whether the instance reads the API-managed document
-// selected by param ("peers", "policy") with "api".
+// selected by param ("peers", "policy") with "api" (encrypt.PeersAPI,
+// encrypt.PolicyAPI).
 func (s encryptSlot) uses(param string) bool { return s.in.inst.Params.String(param) == "api" }
 
 // hostInfo describes the host's tunnel: the running one an instance with
@@ -137,10 +138,11 @@ func (d *Daemon) EncryptHost(ctx context.Context) (*api.EncryptHost, error) {
 
 // checkEncryptPeers checks a peers document as a PUT must before writing
 // it: the encrypt filter's parser, this host's own key (every running
-// tunnel's, or the stored one), and — while no instance with peers=api
-// runs, so no reload will — the managed policy document's peer:<name>
-// against it. A running instance checks its policy at the reload, and a
-// refusal there is rolled back.
+// tunnel's, or the stored one), and — while no instance reads either
+// managed document, so no reload will — the managed policy document's
+// peer:<name> against it. A running instance checks its policy at the
+// reload, and a refusal there is rolled back; one with policy=api and a
+// peers file never reads this document.
 func (d *Daemon) checkEncryptPeers(doc []byte) error {
 	_, own, err := d.hostInfo()
 	if err != nil {
@@ -155,7 +157,7 @@ func (d *Daemon) checkEncryptPeers(doc []byte) error {
 			return fmt.Errorf("%w: peers document: %w", sdk.ErrInvalidParam, err)
 		}
 	}
-	if d.encryptUsers("peers") {
+	if d.encryptUsers("peers") || d.encryptUsers("policy") {
 		return nil
 	}
 	pf := encrypt.ManagedPolicyFile(d.cfg.StateDir)

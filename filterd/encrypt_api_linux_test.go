@@ -131,6 +131,48 @@ func tcpEcho(client, server *testkit.VM, port int, payload []byte) error {
 	return nil
 }
 
+// meshSecret is the payload the mesh tests look for on the underlay.
+var meshSecret = []byte("CARDHOLDER-7f31-")
+
+// pair is the VMs of two hosts, client first.
+func pair(a, b *meshHost) [2]*testkit.VM { return [2]*testkit.VM{a.vm, b.vm} }
+
+// echoes runs TCP echoes of meshSecret between VM pairs (client first,
+// ports from port on) while capturing the underlay; it answers what the
+// capture saw of them and whether the payload was among it.
+func echoes(t *testing.T, m *cryptlab.Mesh, port int, pairs ...[2]*testkit.VM) (s cryptlab.Summary, payload bool) {
+	t.Helper()
+	capt := m.Capture()
+	var addrs []netip.Addr
+	for i, p := range pairs {
+		if err := tcpEcho(p[0], p[1], port+i, bytes.Repeat(meshSecret, 300)); err != nil {
+			capt.Stop()
+			t.Fatalf("%s -> %s: %v", p[0].Label, p[1].Label, err)
+		}
+		addrs = append(addrs, vmAddr(p[0]), vmAddr(p[1]))
+	}
+	capt.Stop()
+	return capt.Summarize(addrs...), capt.Contains(meshSecret)
+}
+
+// exchange runs echoes and checks the underlay: WireGuard only, no
+// payload, no packet between the VMs in clear.
+func exchange(t *testing.T, m *cryptlab.Mesh, port int, pairs ...[2]*testkit.VM) {
+	t.Helper()
+	if s, payload := echoes(t, m, port, pairs...); payload || s.Between != 0 || s.WireGuard == 0 {
+		t.Fatalf("underlay: payload seen %v, %+v (want WireGuard only)", payload, s)
+	}
+}
+
+// exchangeClear runs echoes and checks that they crossed the underlay in
+// clear: the payload and packets between the VMs seen.
+func exchangeClear(t *testing.T, m *cryptlab.Mesh, port int, pairs ...[2]*testkit.VM) {
+	t.Helper()
+	if s, payload := echoes(t, m, port, pairs...); !payload || s.Between == 0 {
+		t.Fatalf("underlay: payload seen %v, %+v (want the flow in clear)", payload, s)
+	}
+}
+
 func vmAddr(v *testkit.VM) netip.Addr {
 	a, _ := netip.AddrFromSlice(v.IPv4.IP.To4())
 	return a
@@ -218,25 +260,7 @@ func TestEncryptPeersAPI(t *testing.T) {
 	h1.waitPeers(t, h2.h.Name())
 	h2.waitPeers(t, h1.h.Name())
 
-	secret := []byte("CARDHOLDER-7f31-")
-	// exchange runs TCP echoes between VM pairs and checks the underlay:
-	// WireGuard only, no payload, no packet between the VMs in clear.
-	exchange := func(port int, pairs ...[2]*meshHost) {
-		t.Helper()
-		capt := m.Capture()
-		var addrs []netip.Addr
-		for i, p := range pairs {
-			if err := tcpEcho(p[0].vm, p[1].vm, port+i, bytes.Repeat(secret, 300)); err != nil {
-				t.Fatalf("host-%d -> host-%d: %v", p[0].h.I, p[1].h.I, err)
-			}
-			addrs = append(addrs, vmAddr(p[0].vm), vmAddr(p[1].vm))
-		}
-		capt.Stop()
-		s := capt.Summarize(addrs...)
-		if capt.Contains(secret) || s.Between != 0 || s.WireGuard == 0 {
-			t.Fatalf("underlay: payload seen %v, %+v (want WireGuard only)", capt.Contains(secret), s)
-		}
-	}
+	secret := meshSecret
 	// dropped checks that from's UDP to to is dropped at from's vNIC as
 	// no_peer (fail-closed) and nothing of it crosses the underlay.
 	dropped := func(from, to *meshHost) {
@@ -259,7 +283,7 @@ func TestEncryptPeersAPI(t *testing.T) {
 			t.Fatalf("host-%d -> host-%d: payload seen %v, %+v, no_peer dropped %d -> %d (want +10, nothing on the underlay)", from.h.I, to.h.I, capt.Contains(secret), s, before, after)
 		}
 	}
-	exchange(7200, [2]*meshHost{h1, h2})
+	exchange(t, m, 7200, pair(h1, h2))
 	dropped(h1, h3) // host-3 is no peer of host-1 yet
 
 	// Host-3 joins: every host gets a document listing the two others
@@ -283,7 +307,7 @@ func TestEncryptPeersAPI(t *testing.T) {
 	h1.waitPeers(t, h2.h.Name(), h3.h.Name())
 	h2.waitPeers(t, h1.h.Name(), h3.h.Name())
 	h3.waitPeers(t, h1.h.Name(), h2.h.Name())
-	exchange(7210, [2]*meshHost{h1, h3}, [2]*meshHost{h3, h2}, [2]*meshHost{h2, h1})
+	exchange(t, m, 7210, pair(h1, h3), pair(h3, h2), pair(h2, h1))
 	if out, err := h3.d.vfctl("crypt", "peers", "show"); err != nil || !strings.Contains(out, "generation 2") || !strings.Contains(out, h1.info.PublicKey) || !strings.Contains(out, h1.underlay(t)) {
 		t.Errorf("vfctl crypt peers show: %v\n%s", err, out)
 	} else {
@@ -351,7 +375,7 @@ func TestEncryptPeersAPI(t *testing.T) {
 	if err == nil || !strings.Contains(out, "/dev/null:") {
 		t.Errorf("vfctl crypt peers set /dev/null: %v\n%s", err, out)
 	}
-	exchange(7220, [2]*meshHost{h1, h3}, [2]*meshHost{h1, h2})
+	exchange(t, m, 7220, pair(h1, h3), pair(h1, h2))
 
 	// Host-3 removed from host-1's and host-2's documents: revoked.
 	if _, err := put(h1, peersDoc(t, h1, h2), nil); err != nil {
@@ -374,5 +398,5 @@ func TestEncryptPeersAPI(t *testing.T) {
 	if s := capt.Summarize(vmAddr(h3.vm), vmAddr(h2.vm)); s.Between != 0 {
 		t.Errorf("revoked host-3's traffic in clear: %+v", s)
 	}
-	exchange(7230, [2]*meshHost{h1, h2})
+	exchange(t, m, 7230, pair(h1, h2))
 }

@@ -4,10 +4,13 @@ import (
 	"errors"
 	"io/fs"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/vnicfilter/vnicfilter/sdk"
 )
 
 // TestSwapDocument: the write-reload-rollback of PUT /v1/encrypt/peers
@@ -107,5 +110,51 @@ func TestEncryptDocGeneration(t *testing.T) {
 	got, err = d.encryptDocument(e)
 	if err != nil || got.Generation != 2 || string(got.Document) != `{"vnics": {}}` || got.Updated.IsZero() {
 		t.Fatalf("after two PUTs: %+v %v", got, err)
+	}
+}
+
+// TestEncryptDocChecksWithoutInstances: while no encrypt instance runs
+// (no reload will check anything), the peers and policy documents are
+// checked against each other: a policy naming a peer the managed peers
+// document lacks, or a group nobody pushed, is refused; so is a peers
+// document dropping a peer the managed policy names.
+func TestEncryptDocChecksWithoutInstances(t *testing.T) {
+	d := &Daemon{cfg: Config{StateDir: t.TempDir()}, log: slog.New(slog.DiscardHandler), vnics: map[string]*vnic{}, groups: newGroupTable()}
+	const key2 = "h65C7n2fG4yCVm340tnM6FeM3Gfeeo+SHZ0yI0eFShw="
+	withHost2 := []byte(`{"prefixes": ["10.99.1.0/24"], "peers": [{"name": "host-2", "public_key": "` + key2 + `", "endpoint": "192.0.2.2:51820", "prefixes": ["10.99.2.0/24"]}]}`)
+	namesHost2 := []byte(`{"vnics": {"vnet1": ["peer:host-2"]}}`)
+	pairWeb := []byte(`{"pairs": [{"from": "group:web", "to": "10.99.0.0/16"}]}`)
+	put := func(e encryptDoc, doc []byte) error {
+		_, err := d.setEncryptDocument(t.Context(), e, doc, nil)
+		return err
+	}
+	for _, c := range []struct {
+		name string
+		e    encryptDoc
+		doc  []byte
+		want string // "" accepted
+	}{
+		{"policy before any peers", d.policyDoc(), namesHost2, `policy document: 1:22: vnics.vnet1[0]: unknown peer "host-2" (known: none)`},
+		{"peers", d.peersDoc(), withHost2, ""},
+		{"policy naming a known peer", d.policyDoc(), namesHost2, ""},
+		{"peers without the named peer", d.peersDoc(), []byte(`{"peers": []}`), `peers document: the policy document names a peer it lacks (PUT a policy without it first): ` + d.policyDoc().file + `:1:22: vnics.vnet1[0]: unknown peer "host-2"`},
+		{"unknown group", d.policyDoc(), pairWeb, `policy document: 1:21: pairs[0].from: group:web: unknown address group "web"`},
+	} {
+		err := put(c.e, c.doc)
+		if c.want == "" && err != nil || c.want != "" && (!errors.Is(err, sdk.ErrInvalidParam) || !strings.Contains(err.Error(), c.want)) {
+			t.Errorf("%s: %v, want %q", c.name, err, c.want)
+		}
+	}
+	d.groups.pushed["web"] = []netip.Prefix{netip.MustParsePrefix("10.99.1.0/25")}
+	if err := put(d.policyDoc(), pairWeb); err != nil {
+		t.Errorf("pushed group: %v", err)
+	}
+	if err := put(d.peersDoc(), []byte(`{"peers": []}`)); err != nil {
+		t.Errorf("peers without host-2 once the policy no longer names it: %v", err)
+	}
+	for _, e := range []encryptDoc{d.peersDoc(), d.policyDoc()} {
+		if got, err := d.encryptDocument(e); err != nil || got.Generation != 2 {
+			t.Errorf("%s: %+v %v, want generation 2", e.param, got, err)
+		}
 	}
 }

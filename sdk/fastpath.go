@@ -51,8 +51,8 @@ type FastPathContext struct {
 	Groups Groups
 	// StateDir is filterd's state directory (--state-dir), where it keeps
 	// the host-wide documents its API manages for filters — the encrypt
-	// filter's peers (PUT /v1/encrypt/peers) in StateDir/encrypt. Empty
-	// outside filterd.
+	// filter's peers and policy (PUT /v1/encrypt/peers, /v1/encrypt/policy)
+	// in StateDir/encrypt. Empty outside filterd.
 	StateDir string
 
 	// Set by filterd.
