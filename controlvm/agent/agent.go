@@ -348,9 +348,15 @@ func (a *Agent) apply(ctx context.Context, version int64, upserts []mapi.Desired
 	// refuses a table without it) is tried again after the chains.
 	var hostResults map[string]mapi.RealizedDoc
 	var retry []string
+	var encryptRefused string
 	if hostDocs != nil {
 		hostResults, retry = a.applyHostDocs(ctx, hostDocs, full, nil)
 		changed += len(hostResults) - len(retry)
+	}
+	for _, name := range []string{mapi.DocEncryptPeers, mapi.DocEncryptPolicy} {
+		if r, ok := hostResults[name]; ok && r.Error != "" {
+			encryptRefused = name + ": " + r.Error
+		}
 	}
 	for _, v := range upserts {
 		r := mapi.RealizedVNIC{VNIC: v.VNIC, Hash: v.Hash}
@@ -379,6 +385,13 @@ func (a *Agent) apply(ctx context.Context, version int64, upserts []mapi.Desired
 				spec.Params["policy"] = docPath[name]
 			}
 			want.Filters = append(want.Filters, spec)
+		}
+		if fail == "" && encryptRefused != "" && slices.ContainsFunc(want.Filters, func(f fapi.FilterSpec) bool { return f.Name == "encrypt" }) {
+			if cur, ok := current[v.VNIC]; !ok || !sameChain(cur, want.Filters) {
+				// An encrypt slot attached now would run without the
+				// documents that say what to protect: keep what runs.
+				fail = "encryption documents not in filterd (" + encryptRefused + "): chain not changed"
+			}
 		}
 		if fail == "" {
 			cur, exists := current[v.VNIC]
