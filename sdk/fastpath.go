@@ -58,6 +58,8 @@ type FastPathContext struct {
 	// Set by filterd.
 	vnicMaps map[string]*ebpf.Map
 	pinDir   string
+	// reused: the instance's maps Load re-opened from their pins.
+	reused map[string]bool
 }
 
 // NewFastPathContext is used by filterd to prepare a load: vnicMaps holds
@@ -72,6 +74,12 @@ func NewFastPathContext(inst Instance, adopt bool, log *slog.Logger, vnicMaps ma
 
 // PinDir is the bpffs directory holding the instance's own maps.
 func (c *FastPathContext) PinDir() string { return c.pinDir }
+
+// Reused reports whether Load re-opened the instance's map name from its
+// pin (it holds what an earlier instance left there) rather than creating
+// it empty. A filter that keeps tables in two halves uses it to know when
+// both are empty without walking them.
+func (c *FastPathContext) Reused(name string) bool { return c.reused[name] }
 
 // Load loads spec for this instance and assigns its objects to "to" (a
 // bpf2go *Objects struct, or any struct with `ebpf:"name"` tags, as for
@@ -114,6 +122,10 @@ func (c *FastPathContext) Load(spec *ebpf.CollectionSpec, to any) error {
 				}
 				repl[name] = pinned
 				defer pinned.Close()
+				if c.reused == nil {
+					c.reused = map[string]bool{}
+				}
+				c.reused[name] = true
 				continue
 			case !errors.Is(err, os.ErrNotExist):
 				return fmt.Errorf("open pinned map %s: %w", name, err)

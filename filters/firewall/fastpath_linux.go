@@ -183,6 +183,12 @@ func loadFastPath(ctx *sdk.FastPathContext) (sdk.FastPath, error) {
 		fp.Close()
 		return nil, fmt.Errorf("firewall: write fw_config: %w", err)
 	}
+	if !ctx.Reused("fw_src") && !ctx.Reused("fw_dst") && !ctx.Reused("fw_cross") {
+		// Tables created just now: both halves are known to be empty, so
+		// neither the first update nor the purge after it walks them (a
+		// walk of 100,000 rules' entries is a second of system time).
+		fp.written = [2]*genKeys{{}, {}}
+	}
 	fp.stopGC = sdk.Periodic(gcInterval, func() { _, _ = fp.gc(sdk.KtimeNow()) })
 	// Adopting a running instance swaps the (possibly edited) policy in
 	// atomically, like any update.
@@ -642,17 +648,25 @@ func (f *fastPath) purgeHalf(gen uint32, w *genKeys) error {
 			}
 		}
 	}
-	var k firewallFwCrossKey
-	var v uint32
+	// The cross-product hash is read in batches (thousands of entries a
+	// call, not two calls an entry).
 	var stale []firewallFwCrossKey
-	it := f.objs.FwCross.Iterate()
-	for it.Next(&k, &v) {
-		if k.Tag>>2 == gen {
-			stale = append(stale, k)
+	keys := make([]firewallFwCrossKey, 4096)
+	vals := make([]uint32, 4096)
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := f.objs.FwCross.BatchLookup(&cursor, keys, vals, nil)
+		for _, k := range keys[:n] {
+			if k.Tag>>2 == gen {
+				stale = append(stale, k)
+			}
 		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterate fw_cross: %w", err)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("read fw_cross: %w", err)
+		}
 	}
 	if len(stale) > 0 {
 		if _, err := f.objs.FwCross.BatchDelete(stale, nil); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
