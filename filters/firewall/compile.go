@@ -77,21 +77,26 @@ type classer struct {
 	ids  map[string]uint32
 	sets [][]int32
 	work *atomic.Int64 // shared by the classers of one compile
+	key  []byte        // scratch: the set's bytes, the map key
 }
 
-func newClasser(work *atomic.Int64) *classer {
-	return &classer{ids: map[string]uint32{}, sets: [][]int32{nil}, work: work}
+// newClasser sizes its map for about hint classes: a 10,000-rule policy
+// makes ~10,000 classes in several dimensions, and growing the maps
+// step by step was a fifth of the compile.
+func newClasser(work *atomic.Int64, hint int) *classer {
+	return &classer{ids: make(map[string]uint32, hint), sets: make([][]int32, 1, hint+1), work: work}
 }
 
 func (c *classer) id(set []int32) (uint32, error) {
 	if len(set) == 0 {
 		return 0, nil
 	}
-	k := make([]byte, 4*len(set))
-	for i, r := range set {
-		binary.LittleEndian.PutUint32(k[4*i:], uint32(r))
+	k := c.key[:0]
+	for _, r := range set {
+		k = binary.LittleEndian.AppendUint32(k, uint32(r))
 	}
-	if id, ok := c.ids[string(k)]; ok {
+	c.key = k
+	if id, ok := c.ids[string(k)]; ok { // no allocation for the lookup
 		return id, nil
 	}
 	if c.work.Add(int64(len(set))) > maxSetWork {
@@ -130,8 +135,11 @@ func Compile(p *Policy) (*Compiled, error) {
 	}
 	c := &Compiled{Policy: p, Dims: make([]uint32, dimsPerGen), src: map[netip.Prefix]uint32{}, dst: map[netip.Prefix]uint32{}}
 	var work atomic.Int64
-	srcC, dstC, protoC, p1C, p2C := newClasser(&work), newClasser(&work), newClasser(&work), newClasser(&work), newClasser(&work)
-	xC, l4C, adC := newClasser(&work), newClasser(&work), newClasser(&work)
+	// Address and final classes grow with the rules; protocol and port
+	// classes are bounded by the dimension's size.
+	hint := min(len(p.Rules)+1, 1<<17)
+	srcC, dstC, protoC, p1C, p2C := newClasser(&work, hint), newClasser(&work, hint), newClasser(&work, 64), newClasser(&work, min(hint, 1<<12)), newClasser(&work, min(hint, 1<<12))
+	xC, l4C, adC := newClasser(&work, min(hint, 1<<12)), newClasser(&work, hint), newClasser(&work, hint)
 	n := len(p.Rules)
 	// Two independent pipelines, run concurrently: the addresses (both
 	// tries, then their cross product) and the protocol and ports (three

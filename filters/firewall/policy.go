@@ -367,6 +367,9 @@ func parsePolicy(data []byte, opts ParseOptions, fast bool) (*Policy, error) {
 	if len(fp.Rules) > MaxRules {
 		return nil, bad("rules", "%d rules: at most %d", len(fp.Rules), MaxRules)
 	}
+	if len(fp.Rules) > 0 {
+		p.Rules = make([]Rule, 0, len(fp.Rules)) // Rule is large: no regrowth
+	}
 	for i, fr := range fp.Rules {
 		r, err := parseRule(i, fr, bad, resolve)
 		if err != nil {
@@ -623,6 +626,12 @@ func parsePorts(field func() string, raw []json.RawMessage, bad func(string, str
 	out := make([]PortRange, 0, len(raw))
 	for i, r := range raw {
 		f := func() string { return fmt.Sprintf("%s[%d]", field(), i) }
+		if l, ok := plainPort(r); ok {
+			// The common case, a bare number: no encoding/json round trip
+			// (which, trying a string first, built an error per port).
+			out = append(out, PortRange{l, l})
+			continue
+		}
 		s, ok := plainString(r)
 		if !ok {
 			if err := json.Unmarshal(r, &s); err != nil {
@@ -648,6 +657,26 @@ func parsePorts(field func() string, raw []json.RawMessage, bad func(string, str
 		return nil, bad(field(), "empty port list (omit the field to match every port)")
 	}
 	return out, nil
+}
+
+// plainPort reads r when it is a bare decimal number of 0..65535 without
+// a sign, exponent or leading zero (what encoding/json reads as the same
+// int); anything else is left to the general path.
+func plainPort(r json.RawMessage) (uint16, bool) {
+	if len(r) == 0 || len(r) > 5 || (len(r) > 1 && r[0] == '0') {
+		return 0, false
+	}
+	n := 0
+	for _, c := range r {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + int(c-'0')
+	}
+	if n > 65535 {
+		return 0, false
+	}
+	return uint16(n), true
 }
 
 // locations maps JSON paths (version, rules[3].dst_ports[1], groups.web) to
