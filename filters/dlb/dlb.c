@@ -73,8 +73,9 @@ struct dlb_traffic {
 };
 
 /* A pinned flow: forward entries hold the backend, reverse entries the
- * VIP; seen is the last packet's bpf_ktime_get_ns(), refreshed at most
- * once a second (filterd's sweep expires idle flows). */
+ * VIP; seen is the monotonic clock (ns) at the last packet, refreshed at
+ * most once a second from the coarse clock (filterd's sweep expires idle
+ * flows). */
 struct dlb_ct_val {
 	struct dlb_target t;
 	__u64 seen;
@@ -176,10 +177,12 @@ static __always_inline void dlb_stat(__u32 s)
 static __always_inline void touch(struct __sk_buff *skb, struct dlb_ct_val *v,
 				  __u8 proto, __u32 l4)
 {
-	__u64 now = bpf_ktime_get_ns();
+	/* The coarse clock (same base, a tick's resolution) is plenty for a
+	 * once-a-second refresh and cheaper per frame. */
+	__u64 now = bpf_ktime_get_coarse_ns();
 	__u8 tcpflags;
 
-	if (now - v->seen > 1000000000ULL)
+	if (now > v->seen && now - v->seen > 1000000000ULL)
 		v->seen = now;
 	if (proto == IPPROTO_TCP && !(v->t.flags & DLB_CLOSING) &&
 	    !bpf_skb_load_bytes(skb, l4 + 13, &tcpflags, 1) &&
@@ -250,7 +253,10 @@ static __always_inline int rewrite(struct __sk_buff *skb, int v6, __u32 l4,
 				       flags | BPF_F_PSEUDO_HDR | 4)) {
 		return -1;
 	}
-	if (bpf_l4_csum_replace(skb, csum_off, old_port, nt.port, flags | 2))
+	/* A backend on the VIP's own port (the usual case) leaves the port
+	 * and its share of the checksum alone: two helper calls a frame. */
+	if (nt.port != old_port &&
+	    bpf_l4_csum_replace(skb, csum_off, old_port, nt.port, flags | 2))
 		return -1;
 	if (v6) {
 		if (bpf_skb_store_bytes(skb, addr_off, nt.addr, 16, 0))
@@ -262,7 +268,8 @@ static __always_inline int rewrite(struct __sk_buff *skb, int v6, __u32 l4,
 		if (bpf_skb_store_bytes(skb, addr_off, nt.addr, 4, 0))
 			return -1;
 	}
-	if (bpf_skb_store_bytes(skb, port_off, &nt.port, 2, 0))
+	if (nt.port != old_port &&
+	    bpf_skb_store_bytes(skb, port_off, &nt.port, 2, 0))
 		return -1;
 	if (nt.flags & DLB_HAS_MAC) {
 		if (bpf_skb_store_bytes(skb, 0, nt.mac, 6, 0))
