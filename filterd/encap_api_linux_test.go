@@ -442,21 +442,11 @@ func liveTables(t *testing.T, d *daemon, vnic string) encap.State {
 // echo answers every UDP datagram on :7007 in v with tag.
 func echo(t *testing.T, v *testkit.VM, tag string) {
 	t.Helper()
-	c, err := v.ListenUDP(":7007")
+	c, err := enclab.TagEcho(v, tag)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	go func() {
-		buf := make([]byte, 64)
-		for {
-			_, from, err := c.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			_, _ = c.WriteToUDP([]byte(tag), from)
-		}
-	}()
 }
 
 // probe sends a datagram every 5 ms and records when each tag first

@@ -294,19 +294,11 @@ func (h *netHost) startAgent(t *testing.T, m *management) {
 // realized: every vNIC and every host document.
 func waitNetInSync(t *testing.T, admin *mapi.Client, hosts []*netHost, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	want, byName := map[string]int{}, map[string]*netHost{}
 	for _, h := range hosts {
-		for {
-			st, err := admin.Status(context.Background(), h.name)
-			if err == nil && st.InSync && len(st.VNICs) == len(h.vms) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("host %s not in sync within %v: %+v %v\nagent:\n%s", h.name, timeout, st, err, tail(h.agent.logs(), 30))
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		want[h.name], byName[h.name] = len(h.vms), h
 	}
+	waitSynced(t, admin, want, timeout, func(h string) string { return "agent:\n" + tail(byName[h].agent.logs(), 30) })
 }
 
 // peerKeys are the public keys in h's peers document.
@@ -346,21 +338,11 @@ func isWireGuard(f []byte) bool {
 // udpEcho answers every datagram to v's :7007 with tag.
 func udpEcho(t *testing.T, v *testkit.VM, tag string) {
 	t.Helper()
-	c, err := v.ListenUDP(":7007")
+	c, err := enclab.TagEcho(v, tag)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			_, from, err := c.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			_, _ = c.WriteTo([]byte(tag), from)
-		}
-	}()
 }
 
 // expectTag asks addr from v until it answers; every answer must be want

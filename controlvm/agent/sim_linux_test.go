@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -562,15 +563,27 @@ func waitApplied(t *testing.T, h *simHost, rev int64, timeout time.Duration) tim
 
 func waitInSync(t *testing.T, admin *mapi.Client, hosts []*simHost, timeout time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
+	want := map[string]int{}
 	for _, h := range hosts {
+		want[h.name] = len(h.vms)
+	}
+	waitSynced(t, admin, want, timeout, func(string) string { return "" })
+}
+
+// waitSynced waits until each host of want reports its desired state
+// realized (every vNIC and every host document) with want[host] vNICs;
+// logs gives what to show of a host that does not.
+func waitSynced(t *testing.T, admin *mapi.Client, want map[string]int, timeout time.Duration, logs func(host string) string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for _, h := range slices.Sorted(maps.Keys(want)) {
 		for {
-			st, err := admin.Status(context.Background(), h.name)
-			if err == nil && st.InSync && len(st.VNICs) == len(h.vms) {
+			st, err := admin.Status(context.Background(), h)
+			if err == nil && st.InSync && len(st.VNICs) == want[h] {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("host %s not in sync within %v: %+v %v", h.name, timeout, st, err)
+				t.Fatalf("host %s not in sync within %v: %+v %v\n%s", h, timeout, st, err, logs(h))
 			}
 			time.Sleep(100 * time.Millisecond)
 		}

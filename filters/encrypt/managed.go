@@ -151,3 +151,28 @@ type Endpoint struct {
 	Interface string `json:"interface"`
 	Endpoint  string `json:"endpoint"`
 }
+
+// PeersDocument is the peers file in its written form (docs/encrypt.md,
+// "Peers file"), for control planes that build one: ParsePeers (or
+// CheckPeers) is the authority on what it means.
+type PeersDocument struct {
+	ListenPort int         `json:"listen_port"`
+	Prefixes   []string    `json:"prefixes"`
+	Peers      []PeerEntry `json:"peers"`
+}
+
+// PeerEntry is one peer of a PeersDocument.
+type PeerEntry struct {
+	Name      string   `json:"name"`
+	PublicKey string   `json:"public_key"`
+	Endpoint  string   `json:"endpoint"`
+	Prefixes  []string `json:"prefixes"`
+}
+
+// PolicyDocument is the policy file's per-vNIC part in its written form
+// (docs/encrypt.md, "Policy file"): each vNIC's protected destinations.
+// ParsePolicy is the authority on what it means.
+type PolicyDocument struct {
+	Space []string            `json:"space,omitempty"`
+	VNICs map[string][]string `json:"vnics"`
+}

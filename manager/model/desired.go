@@ -107,20 +107,37 @@ func (r *Resolver) Addresses(group string) []string {
 	set := map[netip.Prefix]bool{}
 	for vm := range r.Members(group) {
 		for _, inst := range r.byName[vm] {
-			for _, nic := range inst.vm.VNICs {
-				for _, ip := range nic.IPs {
-					if a, err := netip.ParseAddr(ip); err == nil {
-						set[netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())] = true
-					}
-				}
+			addVMPrefixes(set, inst.vm)
+		}
+	}
+	out := sortedPrefixes(set)
+	r.addrs[group] = out
+	return out
+}
+
+// addVMPrefixes adds the addresses of vm's vNICs to set, as host
+// prefixes (an IPv4-mapped IPv6 address as IPv4).
+func addVMPrefixes(set map[netip.Prefix]bool, vm api.VM) {
+	for _, nic := range vm.VNICs {
+		for _, ip := range nic.IPs {
+			if a, err := netip.ParseAddr(ip); err == nil {
+				set[netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())] = true
 			}
 		}
 	}
+}
+
+// sortedPrefixes lists set in address order, as strings.
+func sortedPrefixes(set map[netip.Prefix]bool) []string {
 	out := []string{}
-	for _, p := range slices.SortedFunc(maps.Keys(set), func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) }) {
+	for _, p := range slices.SortedFunc(maps.Keys(set), func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	}) {
 		out = append(out, p.String())
 	}
-	r.addrs[group] = out
 	return out
 }
 

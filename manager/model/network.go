@@ -231,35 +231,11 @@ func PeerName(host string) string {
 func (n *network) protectedPrefixes(host string) []string {
 	set := map[netip.Prefix]bool{}
 	for _, vm := range n.c.Inventory[host].VMs {
-		if len(n.encBy[vm.Name]) == 0 || len(n.segs[vm.Name]) > 0 || n.owner[vm.Name] != host {
-			continue
-		}
-		for _, nic := range vm.VNICs {
-			for _, ip := range nic.IPs {
-				if a, err := netip.ParseAddr(ip); err == nil {
-					set[netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())] = true
-				}
-			}
+		if len(n.encBy[vm.Name]) > 0 && len(n.segs[vm.Name]) == 0 && n.owner[vm.Name] == host {
+			addVMPrefixes(set, vm)
 		}
 	}
-	out := []string{}
-	for _, p := range slices.SortedFunc(maps.Keys(set), func(a, b netip.Prefix) int { return a.Addr().Compare(b.Addr()) }) {
-		out = append(out, p.String())
-	}
-	return out
-}
-
-type peersFile struct {
-	ListenPort int        `json:"listen_port"`
-	Prefixes   []string   `json:"prefixes"`
-	Peers      []peerFile `json:"peers"`
-}
-
-type peerFile struct {
-	Name      string   `json:"name"`
-	PublicKey string   `json:"public_key"`
-	Endpoint  string   `json:"endpoint"`
-	Prefixes  []string `json:"prefixes"`
+	return sortedPrefixes(set)
 }
 
 // peersDoc lists every other host that reported a tunnel, with the
@@ -272,7 +248,7 @@ func (n *network) peersDoc(host string) *api.HostDoc {
 	if err != nil {
 		return &api.HostDoc{Error: fmt.Sprintf("host %s: tunnel endpoint %q: %v", host, own.Endpoint, err)}
 	}
-	doc := peersFile{ListenPort: int(ap.Port()), Prefixes: n.protectedPrefixes(host), Peers: []peerFile{}}
+	doc := encrypt.PeersDocument{ListenPort: int(ap.Port()), Prefixes: n.protectedPrefixes(host), Peers: []encrypt.PeerEntry{}}
 	names := map[string]string{}
 	for _, h := range slices.Sorted(maps.Keys(n.c.Inventory)) {
 		t := n.c.Inventory[h].Tunnel
@@ -287,7 +263,7 @@ func (n *network) peersDoc(host string) *api.HostDoc {
 			return &api.HostDoc{Error: fmt.Sprintf("hosts %s and %s have the same peer name %q (lower case, '_' as '-')", other, h, name)}
 		}
 		names[name] = h
-		doc.Peers = append(doc.Peers, peerFile{Name: name, PublicKey: t.PublicKey, Endpoint: t.Endpoint, Prefixes: n.protectedPrefixes(h)})
+		doc.Peers = append(doc.Peers, encrypt.PeerEntry{Name: name, PublicKey: t.PublicKey, Endpoint: t.Endpoint, Prefixes: n.protectedPrefixes(h)})
 	}
 	ownKey, _ := encrypt.ParseKey(own.PublicKey)
 	return newDoc(doc, func(data []byte) error {
@@ -298,32 +274,22 @@ func (n *network) peersDoc(host string) *api.HostDoc {
 	})
 }
 
-type policyFile struct {
-	VNICs map[string][]string `json:"vnics"`
-}
-
 // policyDoc lists, for each protected vNIC on host, the addresses its
 // traffic must be encrypted to: the members of the groups it is paired
 // with (wherever they run; addresses on this host stay local).
 func (n *network) policyDoc(host string) *api.HostDoc {
-	doc := policyFile{VNICs: map[string][]string{}}
+	doc := encrypt.PolicyDocument{VNICs: map[string][]string{}}
 	for _, vm := range n.c.Inventory[host].VMs {
 		groups := n.protect[vm.Name]
 		if len(groups) == 0 || len(n.segs[vm.Name]) > 0 {
 			continue
 		}
-		own := map[string]bool{}
-		for _, nic := range vm.VNICs {
-			for _, ip := range nic.IPs {
-				if a, err := netip.ParseAddr(ip); err == nil {
-					own[netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()).String()] = true
-				}
-			}
-		}
+		own := map[netip.Prefix]bool{}
+		addVMPrefixes(own, vm)
 		set := map[netip.Prefix]bool{}
 		for _, g := range groups {
 			for _, s := range n.r.Addresses(g) {
-				if p, err := netip.ParsePrefix(s); err == nil && !own[s] {
+				if p, err := netip.ParsePrefix(s); err == nil && !own[p] {
 					set[p] = true
 				}
 			}
@@ -338,15 +304,7 @@ func (n *network) policyDoc(host string) *api.HostDoc {
 		if len(set) == 0 {
 			continue
 		}
-		var dests []string
-		for _, p := range slices.SortedFunc(maps.Keys(set), func(a, b netip.Prefix) int {
-			if c := a.Addr().Compare(b.Addr()); c != 0 {
-				return c
-			}
-			return a.Bits() - b.Bits()
-		}) {
-			dests = append(dests, p.String())
-		}
+		dests := sortedPrefixes(set)
 		for _, nic := range vm.VNICs {
 			doc.VNICs[nic.Name] = dests
 		}

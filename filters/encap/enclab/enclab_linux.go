@@ -11,6 +11,7 @@ package enclab
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -316,4 +317,28 @@ func SegmentIdentity(v *testkit.VM, mac string, ip4 netip.Addr, mtu int) error {
 		return err
 	}
 	return hl.AddrAdd(l, &netlink.Addr{IPNet: PrefixNet(netip.PrefixFrom(ip4, 24)), Flags: unix.IFA_F_NODAD})
+}
+
+// EchoPort is the UDP port TagEcho answers on.
+const EchoPort = 7007
+
+// TagEcho answers every UDP datagram to VM v's EchoPort with tag, until
+// the returned closer is closed: which VM answers tells a test which
+// segment a frame reached.
+func TagEcho(v *testkit.VM, tag string) (io.Closer, error) {
+	c, err := v.ListenUDP(fmt.Sprintf(":%d", EchoPort))
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			_, from, err := c.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			_, _ = c.WriteToUDP([]byte(tag), from)
+		}
+	}()
+	return c, nil
 }
