@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vnicfilter/vnicfilter/manager/api"
 )
@@ -181,7 +182,17 @@ func TestInventoryUnderlayAndTunnel(t *testing.T) {
 	if _, err := a.c.PutInventory(ctx, api.Inventory{VMs: vms, Underlay: "192.0.2.1", Tunnel: &api.Tunnel{PublicKey: key, Endpoint: "192.0.2.1:51820"}}); err != nil {
 		t.Fatalf("good inventory refused: %v", err)
 	}
+	// The accepted report changes h1's desired state, whose version the
+	// manager stores in the background: wait for the store to settle.
 	rev0, err := m.admin.Revision(ctx)
+	for deadline := time.Now().Add(10 * time.Second); err == nil && time.Now().Before(deadline); {
+		time.Sleep(300 * time.Millisecond)
+		var r int64
+		if r, err = m.admin.Revision(ctx); r == rev0 {
+			break
+		}
+		rev0 = r
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
