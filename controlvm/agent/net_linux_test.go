@@ -17,6 +17,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	fapi "github.com/vnicfilter/vnicfilter/filterd/api"
+	"github.com/vnicfilter/vnicfilter/filters/encap"
 	"github.com/vnicfilter/vnicfilter/filters/encap/enclab"
 	"github.com/vnicfilter/vnicfilter/filters/encrypt"
 	"github.com/vnicfilter/vnicfilter/filters/encrypt/cryptlab"
@@ -72,6 +73,11 @@ func TestManagedNetwork(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// After filterd is gone (cleanups run last-registered first):
+		// the overlay's receive program and host registry it pinned.
+		t.Cleanup(func() {
+			_ = lh.H.Do(func() error { return encap.DetachDevice(enclab.VXLANDev, encap.DeviceOptions{}) })
+		})
 		h.filterd, h.fd = startFilterd(t, h.name, lh.H, h.dir)
 		waitUntilUp(t, h.filterd, func(ctx context.Context) error { _, err := h.fd.Version(ctx); return err })
 		hosts = append(hosts, h)
