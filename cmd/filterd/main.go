@@ -86,7 +86,7 @@ Examples:
 
 Environment:
   GOGC    Go's garbage-collection target; filterd uses 200 unless it is
-          set (a 10,000-rule policy reload makes ~100 MB of short-lived
+          set (a 10,000-rule policy reload allocates ~30 MB of short-lived
           data: at Go's default of 100 the collector runs during the reload
           and adds ~10 ms to it; docs/firewall.md, "What a reload costs")
 
