@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -23,6 +22,7 @@ import (
 	"github.com/vnicfilter/vnicfilter/filterd/datapath"
 	_ "github.com/vnicfilter/vnicfilter/filters/all"
 	"github.com/vnicfilter/vnicfilter/filters/firewall"
+	"github.com/vnicfilter/vnicfilter/internal/logflag"
 	"github.com/vnicfilter/vnicfilter/sdk"
 )
 
@@ -137,8 +137,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	certOut := fs.String("out", "", "issue-cert: `directory` to write NAME.pem, NAME-key.pem and ca.pem into")
 	dpMode := fs.String("datapath", "kernel", "`kind` of datapath: kernel (load and attach chains) or record (validate and record only; enforces nothing, for simulations)")
 	mode := fs.String("attach-mode", "auto", "`mode` of attaching to tc: auto (tcx, else clsact), tcx or clsact")
-	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
-	format := fs.String("log-format", "text", "log `format`: text or json")
+	logFlags := logflag.Register(fs)
 	output := fs.String("output", "text", "check output `format`: text or json")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -203,16 +202,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "filterd: unknown command %q (see filterd --help)\n", cmd)
 		return 2
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
-		fmt.Fprintf(stderr, "filterd: --log-level %q: want debug, info, warn or error\n", *level)
+	if cfg.Logger, err = logFlags.Logger(stderr); err != nil {
+		fmt.Fprintf(stderr, "filterd: %v\n", err)
 		return 2
-	}
-	hopts := &slog.HandlerOptions{Level: lvl}
-	if *format == "json" {
-		cfg.Logger = slog.New(slog.NewJSONHandler(stderr, hopts))
-	} else {
-		cfg.Logger = slog.New(slog.NewTextHandler(stderr, hopts))
 	}
 	if missing := filterd.Missing(filterd.Check(m)); len(missing) > 0 {
 		fmt.Fprintf(stderr, "filterd: this kernel lacks required features: %s (run `filterd check` for details)\n", strings.Join(missing, "; "))

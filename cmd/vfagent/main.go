@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/vnicfilter/vnicfilter/controlvm/agent"
 	fapi "github.com/vnicfilter/vnicfilter/filterd/api"
+	"github.com/vnicfilter/vnicfilter/internal/logflag"
 )
 
 // Version is set at build time with -ldflags "-X main.Version=...".
@@ -130,8 +130,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	underlay := fs.String("underlay", "", "this host's underlay `address`: its segments' VXLAN source, and which of filterd's endpoints the encryption tunnel reports (default: none; the only endpoint filterd lists)")
 	invEvery := fs.Duration("inventory-interval", 5*time.Second, "how often filterd's vNICs are read and, if changed, reported (`duration`)")
 	cntEvery := fs.Duration("counters-interval", 30*time.Second, "how often counters are reported (`duration`; 0: never)")
-	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
-	format := fs.String("log-format", "text", "log `format`: text or json")
+	logFlags := logflag.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -142,15 +141,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "vfagent: unexpected argument %q (see vfagent --help)\n", fs.Arg(0))
 		return 2
 	}
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(*level)); err != nil {
-		fmt.Fprintf(stderr, "vfagent: --log-level %q: want debug, info, warn or error\n", *level)
+	log, err := logFlags.Logger(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "vfagent: %v\n", err)
 		return 2
-	}
-	hopts := &slog.HandlerOptions{Level: lvl}
-	log := slog.New(slog.NewTextHandler(stderr, hopts))
-	if *format == "json" {
-		log = slog.New(slog.NewJSONHandler(stderr, hopts))
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

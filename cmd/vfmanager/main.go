@@ -17,6 +17,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/vnicfilter/vnicfilter/internal/logflag"
 	"github.com/vnicfilter/vnicfilter/manager"
 	"github.com/vnicfilter/vnicfilter/manager/pki"
 	"github.com/vnicfilter/vnicfilter/manager/store"
@@ -88,7 +89,7 @@ func run(args []string, stderr io.Writer) int {
 	dataDir := fs.String("data-dir", "/var/lib/vfmanager", "`directory` for the CA, certificates, admin token and the embedded store")
 	storeKind := fs.String("store", "bolt", "`kind` of store: bolt (embedded, DATA-DIR/store.db) or etcd (--etcd-endpoints)")
 	etcd := fs.String("etcd-endpoints", "", "comma-separated etcd client `urls` for --store etcd")
-	level := fs.String("log-level", "info", "log `level`: debug, info, warn, error")
+	logFlags := logflag.Register(fs)
 	var sans stringList
 	fs.Var(&sans, "tls-san", "extra DNS `name` or IP address for the server certificate (repeatable)")
 
@@ -128,12 +129,11 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "vfmanager: --store etcd needs --etcd-endpoints")
 		return 2
 	}
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(*level)); err != nil {
-		fmt.Fprintf(stderr, "vfmanager: --log-level %q: want debug, info, warn or error\n", *level)
+	log, err := logFlags.Logger(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "vfmanager: %v\n", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: lv}))
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
