@@ -4,14 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -95,40 +92,12 @@ func (mh *meshHost) waitPeers(t *testing.T, peers ...string) {
 	}
 }
 
-// tcpEcho sends payload over TCP from client to server and reads it back.
+// tcpEcho sends payload over TCP from client to server and reads it back
+// (5 s at most).
 func tcpEcho(client, server *testkit.VM, port int, payload []byte) error {
-	hp := net.JoinHostPort(server.IPv4.IP.String(), strconv.Itoa(port))
-	l, err := server.ListenTCP(hp)
-	if err != nil {
-		return err
-	}
-	defer l.Close()
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		_, _ = io.Copy(c, c)
-	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := client.DialTCP(ctx, hp)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	dl, _ := ctx.Deadline()
-	c.SetDeadline(dl)
-	go func() { _, _ = c.Write(payload) }()
-	got := make([]byte, len(payload))
-	if _, err := io.ReadFull(c, got); err != nil {
-		return fmt.Errorf("read echo: %w", err)
-	}
-	if !bytes.Equal(got, payload) {
-		return errors.New("echo differs")
-	}
-	return nil
+	return cryptlab.Echo(ctx, client, server, server.IPv4.IP, port, payload)
 }
 
 // meshSecret is the payload the mesh tests look for on the underlay.

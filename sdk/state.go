@@ -1,6 +1,10 @@
 package sdk
 
-import "io"
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+)
 
 // StateMover is an optional interface of a FastPath: the per-vNIC state
 // that must follow the VM when it moves to another host (the firewall's
@@ -27,4 +31,49 @@ type StateMover interface {
 	// imported). A malformed payload is an error wrapping
 	// ErrInvalidParam, and nothing already running may be lost.
 	ImportState(r io.Reader) (int, error)
+}
+
+// StateTableHeaderLen is the length of a table payload's header: {u32 key
+// size, u32 value size, u64 count}, little-endian. A table payload (the
+// firewall's connections, the load balancer's pins) is that header and
+// count entries of key size + value size bytes.
+const StateTableHeaderLen = 16
+
+// PutStateTableHeader writes a table payload's header into out[:16].
+func PutStateTableHeader(out []byte, keySize, valSize, count int) {
+	le := binary.LittleEndian
+	le.PutUint32(out[0:], uint32(keySize))
+	le.PutUint32(out[4:], uint32(valSize))
+	le.PutUint64(out[8:], uint64(count))
+}
+
+// ReadStateTable reads a whole table payload from r before anything is
+// imported (a truncated one imports nothing): the header, whose entry
+// sizes must be keySize and valSize and whose count at most maxEntries
+// (the table's room), then the entries, then nothing. It returns the
+// entries' bytes and their count. Errors wrap ErrInvalidParam and read
+// "<filter> state: …"; unit and units name an entry ("flow", "flows").
+func ReadStateTable(r io.Reader, filter, unit, units string, keySize, valSize int, maxEntries uint64) ([]byte, int, error) {
+	var hdr [StateTableHeaderLen]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return nil, 0, fmt.Errorf("%w: %s state: header: %v", ErrInvalidParam, filter, err)
+	}
+	le := binary.LittleEndian
+	ks, vs, count := le.Uint32(hdr[0:]), le.Uint32(hdr[4:]), le.Uint64(hdr[8:])
+	if ks != uint32(keySize) || vs != uint32(valSize) {
+		return nil, 0, fmt.Errorf("%w: %s state: entries of %d+%d bytes, this %s's are %d+%d", ErrInvalidParam, filter, ks, vs, filter, keySize, valSize)
+	}
+	if count > maxEntries {
+		return nil, 0, fmt.Errorf("%w: %s state: %d %s, the connection table here holds %d (raise conntrack_size)", ErrInvalidParam, filter, count, units, maxEntries)
+	}
+	entry := keySize + valSize
+	raw := make([]byte, int(count)*entry)
+	if n, err := io.ReadFull(r, raw); err != nil {
+		return nil, 0, fmt.Errorf("%w: %s state: %s %d of %d: %v", ErrInvalidParam, filter, unit, n/entry, count, err)
+	}
+	var one [1]byte
+	if n, _ := r.Read(one[:]); n != 0 {
+		return nil, 0, fmt.Errorf("%w: %s state: data after %d %s", ErrInvalidParam, filter, count, units)
+	}
+	return raw, int(count), nil
 }

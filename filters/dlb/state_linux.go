@@ -28,10 +28,9 @@ var (
 const pinFormat = 1
 
 const (
-	pinKeySize   = 40
-	pinValSize   = 40
-	pinEntry     = pinKeySize + pinValSize
-	pinHeaderLen = 16
+	pinKeySize = 40
+	pinValSize = 40
+	pinEntry   = pinKeySize + pinValSize
 )
 
 // StateFormat implements sdk.StateMover.
@@ -52,7 +51,7 @@ func (f *fastPath) export(w io.Writer, age time.Duration) error {
 	const chunk = 4096
 	keys := make([]dlbDlbCtKey, chunk)
 	vals := make([]dlbDlbCtVal, chunk)
-	out := make([]byte, pinHeaderLen, pinHeaderLen+pinEntry*64)
+	out := make([]byte, sdk.StateTableHeaderLen, sdk.StateTableHeaderLen+pinEntry*64)
 	count := 0
 	var zero [pinEntry]byte
 	var cursor ebpf.MapBatchCursor
@@ -76,10 +75,7 @@ func (f *fastPath) export(w io.Writer, age time.Duration) error {
 			return fmt.Errorf("read dlb_ct: %w", err)
 		}
 	}
-	le := binary.LittleEndian
-	le.PutUint32(out[0:], pinKeySize)
-	le.PutUint32(out[4:], pinValSize)
-	le.PutUint64(out[8:], uint64(count))
+	sdk.PutStateTableHeader(out, pinKeySize, pinValSize, count)
 	_, err := w.Write(out)
 	return err
 }
@@ -91,25 +87,9 @@ func (f *fastPath) export(w io.Writer, age time.Duration) error {
 // (state_pins_dropped_total); the others take this host's service id and
 // the backend's MAC as configured here. It returns the entries written.
 func (f *fastPath) ImportState(r io.Reader) (int, error) {
-	var hdr [pinHeaderLen]byte
-	if _, err := io.ReadFull(r, hdr[:]); err != nil {
-		return 0, fmt.Errorf("%w: dlb state: header: %v", sdk.ErrInvalidParam, err)
-	}
-	le := binary.LittleEndian
-	ks, vs, count := le.Uint32(hdr[0:]), le.Uint32(hdr[4:]), le.Uint64(hdr[8:])
-	if ks != pinKeySize || vs != pinValSize {
-		return 0, fmt.Errorf("%w: dlb state: entries of %d+%d bytes, this dlb's are %d+%d", sdk.ErrInvalidParam, ks, vs, pinKeySize, pinValSize)
-	}
-	if max := uint64(f.objs.DlbCt.MaxEntries()); count > max {
-		return 0, fmt.Errorf("%w: dlb state: %d entries, the connection table here holds %d (raise conntrack_size)", sdk.ErrInvalidParam, count, max)
-	}
-	raw := make([]byte, int(count)*pinEntry)
-	if n, err := io.ReadFull(r, raw); err != nil {
-		return 0, fmt.Errorf("%w: dlb state: entry %d of %d: %v", sdk.ErrInvalidParam, n/pinEntry, count, err)
-	}
-	var one [1]byte
-	if n, _ := r.Read(one[:]); n != 0 {
-		return 0, fmt.Errorf("%w: dlb state: data after %d entries", sdk.ErrInvalidParam, count)
+	raw, count, err := sdk.ReadStateTable(r, "dlb", "entry", "entries", pinKeySize, pinValSize, uint64(f.objs.DlbCt.MaxEntries()))
+	if err != nil {
+		return 0, err
 	}
 	keys := make([]dlbDlbCtKey, 0, count)
 	vals := make([]dlbDlbCtVal, 0, count)
@@ -118,7 +98,7 @@ func (f *fastPath) ImportState(r io.Reader) (int, error) {
 	f.mu.Unlock()
 	now := sdk.KtimeNow()
 	dropped := 0
-	for i := range int(count) {
+	for i := range count {
 		var k dlbDlbCtKey
 		var v dlbDlbCtVal
 		getPin(raw[i*pinEntry:(i+1)*pinEntry], &k, &v)

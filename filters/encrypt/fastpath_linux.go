@@ -244,12 +244,7 @@ func (f *fastPath) readRoutes() error {
 	var v encryptEncRoute
 	it := f.objs.EncRoutes.Iterate()
 	for it.Next(&k, &v) {
-		a := netip.AddrFrom16(k.Addr)
-		bits := int(k.Prefixlen)
-		if a.Is4In6() && bits >= 96 {
-			a, bits = a.Unmap(), bits-96
-		}
-		f.routes[netip.PrefixFrom(a, bits)] = Route{Peer: v.Peer, Flags: v.Flags}
+		f.routes[keyPrefix(k)] = Route{Peer: v.Peer, Flags: v.Flags}
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("read enc_routes: %w", err)
@@ -273,12 +268,7 @@ func (f *fastPath) readPairs() error {
 	var v encryptEncSides
 	it := f.objs.EncPairs.Iterate()
 	for it.Next(&k, &v) {
-		a := netip.AddrFrom16(k.Addr)
-		bits := int(k.Prefixlen)
-		if a.Is4In6() && bits >= 96 {
-			a, bits = a.Unmap(), bits-96
-		}
-		f.pairs[netip.PrefixFrom(a, bits)] = Sides{A: v.A, B: v.B}
+		f.pairs[keyPrefix(k)] = Sides{A: v.A, B: v.B}
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("read enc_pairs: %w", err)
@@ -318,6 +308,15 @@ func (f *fastPath) writePairs(want map[netip.Prefix]Sides) error {
 		}
 	}
 	return f.writeConfigLocked(f.wantFlagsLocked())
+}
+
+// keyPrefix is routeKey's inverse: an IPv4-mapped key is an IPv4 prefix.
+func keyPrefix(k encryptEncKey) netip.Prefix {
+	a, bits := netip.AddrFrom16(k.Addr), int(k.Prefixlen)
+	if a.Is4In6() && bits >= 96 {
+		a, bits = a.Unmap(), bits-96
+	}
+	return netip.PrefixFrom(a, bits)
 }
 
 func routeKey(p netip.Prefix) encryptEncKey {

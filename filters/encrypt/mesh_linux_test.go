@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -119,28 +118,7 @@ func (m *mesh) reload(sh *simHost, fp *fastPath, extra map[string]string) error 
 }
 
 // waitUp waits until fp's tunnel reports every named peer up.
-func waitUp(t testing.TB, fp *fastPath, peers ...string) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		st := fp.tunnel.Status()
-		up := map[string]bool{}
-		for _, p := range st.Peers {
-			up[p.Name] = p.Up
-		}
-		all := true
-		for _, p := range peers {
-			all = all && up[p]
-		}
-		if all {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tunnel %s: peers %v not up after 20s: %+v", st.Device, peers, st.Peers)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
+func waitUp(t testing.TB, fp *fastPath, peers ...string) { cryptlab.WaitUp(t, fp, peers...) }
 
 // counter returns fp's counter name{peer=peer}.
 func counter(t testing.TB, fp sdk.FastPath, name, peer string) float64 {

@@ -31,11 +31,6 @@ const stateFormat = 2
 // StateFormat implements sdk.StateMover.
 func (f *fastPath) StateFormat() uint32 { return stateFormat }
 
-type stateHeader struct {
-	KeySize, ValSize uint32
-	Count            uint64
-}
-
 // ExportState writes the connection table (sdk.StateMover): every flow
 // not yet expired, with its remaining lifetime. Entries are encoded
 // straight from each batch lookup into one buffer, written at once.
@@ -61,7 +56,7 @@ func (f *fastPath) export(w io.Writer, age time.Duration) error {
 	if age > 0 {
 		room = min(room, 1024)
 	}
-	out := make([]byte, stateHeaderSize, stateHeaderSize+room*entry)
+	out := make([]byte, sdk.StateTableHeaderLen, sdk.StateTableHeaderLen+room*entry)
 	count := 0
 	var cursor ebpf.MapBatchCursor
 	for {
@@ -91,10 +86,7 @@ func (f *fastPath) export(w io.Writer, age time.Duration) error {
 			return fmt.Errorf("read fw_conntrack: %w", err)
 		}
 	}
-	le := binary.LittleEndian
-	le.PutUint32(out[0:], ctKeySize)
-	le.PutUint32(out[4:], ctValSize)
-	le.PutUint64(out[8:], uint64(count))
+	sdk.PutStateTableHeader(out, ctKeySize, ctValSize, count)
 	_, err := w.Write(out)
 	return err
 }
@@ -106,39 +98,19 @@ const (
 	importChunk = 8192
 )
 
-// stateHeaderSize is the encoded stateHeader.
-const stateHeaderSize = 16
-
 // ImportState adds exported flows to the connection table
 // (sdk.StateMover). Each is stamped with a policy epoch that is not the
 // live one, so its first packet here re-validates it against this
 // vNIC's policy (as after a policy swap): a flow the local policy does not
 // allow is cut there, whatever the source host allowed.
 func (f *fastPath) ImportState(r io.Reader) (int, error) {
-	var h stateHeader
-	if err := binary.Read(r, binary.LittleEndian, &h); err != nil {
-		return 0, fmt.Errorf("%w: firewall state: header: %v", sdk.ErrInvalidParam, err)
-	}
-	ks, vs := ctKeySize, ctValSize
-	if h.KeySize != uint32(ks) || h.ValSize != uint32(vs) {
-		return 0, fmt.Errorf("%w: firewall state: entries of %d+%d bytes, this firewall's are %d+%d", sdk.ErrInvalidParam, h.KeySize, h.ValSize, ks, vs)
-	}
-	if max := uint64(f.objs.FwConntrack.MaxEntries()); h.Count > max {
-		return 0, fmt.Errorf("%w: firewall state: %d flows, the connection table here holds %d (raise conntrack_size)", sdk.ErrInvalidParam, h.Count, max)
-	}
-	// Read everything before touching the table: a truncated payload
-	// imports nothing.
 	const entry = ctKeySize + ctValSize
-	raw := make([]byte, int(h.Count)*entry)
-	if n, err := io.ReadFull(r, raw); err != nil {
-		return 0, fmt.Errorf("%w: firewall state: flow %d of %d: %v", sdk.ErrInvalidParam, n/entry, h.Count, err)
+	raw, count, err := sdk.ReadStateTable(r, "firewall", "flow", "flows", ctKeySize, ctValSize, uint64(f.objs.FwConntrack.MaxEntries()))
+	if err != nil {
+		return 0, err
 	}
-	var one [1]byte
-	if n, _ := r.Read(one[:]); n != 0 {
-		return 0, fmt.Errorf("%w: firewall state: data after %d flows", sdk.ErrInvalidParam, h.Count)
-	}
-	keys := make([]firewallFwCtKey, h.Count)
-	vals := make([]firewallFwCtVal, h.Count)
+	keys := make([]firewallFwCtKey, count)
+	vals := make([]firewallFwCtVal, count)
 	for i := range keys {
 		getCtEntry(raw[i*entry:(i+1)*entry], &keys[i], &vals[i])
 		if k := keys[i]; (k.Family != 4 && k.Family != 6) || k.Proto == 0 {

@@ -48,24 +48,10 @@ func runOwnCases(ctx context.Context, o Options, cs []benchCase) []Result {
 
 // writeOwn prints a run of own-topology cases only.
 func writeOwn(o Options, rs []Result) error {
-	var err error
-	if o.JSON {
-		err = writeJSON(o.Out, rs)
-	} else {
-		title := fmt.Sprintf("vfbench %s: %d rep(s) x %v per measurement\n"+
-			"values are medians; each case is compared with its own baseline measured alternately with it",
-			time.Now().UTC().Format("2006-01-02 15:04 MST"), o.Reps, o.Duration)
-		err = writeTable(o.Out, title, rs)
-	}
-	if err != nil {
-		return err
-	}
-	for _, r := range rs {
-		if r.Error != "" {
-			return ErrMeasurementFailed
-		}
-	}
-	return nil
+	title := fmt.Sprintf("vfbench %s: %d rep(s) x %v per measurement\n"+
+		"values are medians; each case is compared with its own baseline measured alternately with it",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), o.Reps, o.Duration)
+	return printResults(o, title, rs, nil)
 }
 
 // labFailed is how labTB stops a lab build that failed.

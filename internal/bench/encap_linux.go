@@ -384,24 +384,11 @@ func runOverlay(ctx context.Context, o Options, cs []benchCase) (err error) {
 			rs[i].Case = overlayBaseline
 		}
 	}
-	if o.JSON {
-		err = writeJSON(o.Out, rs)
-	} else {
-		title := fmt.Sprintf("vfbench %s, encap suite: %d rep(s) x %v per measurement\n"+
-			"two VMs on two hosts; values are medians; the baseline is plain routing over the same underlay (routed),\n"+
-			"measured just before and after each case; \"encap vs bridge-vxlan\" compares the two overlays",
-			time.Now().UTC().Format("2006-01-02 15:04 MST"), o.Reps, o.Duration)
-		err = writeTable(o.Out, title, rs)
-	}
-	if err != nil {
-		return err
-	}
-	for _, r := range rs {
-		if r.Error != "" {
-			return ErrMeasurementFailed
-		}
-	}
-	return nil
+	title := fmt.Sprintf("vfbench %s, encap suite: %d rep(s) x %v per measurement\n"+
+		"two VMs on two hosts; values are medians; the baseline is plain routing over the same underlay (routed),\n"+
+		"measured just before and after each case; \"encap vs bridge-vxlan\" compares the two overlays",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), o.Reps, o.Duration)
+	return printResults(o, title, rs, nil)
 }
 
 // splitOverlay separates the encap suite's cases from the one-host ones

@@ -220,12 +220,19 @@ measure:
 		}
 	}
 	rs := append(summarize(c, baseFigs, mcs), ownRs...)
+	title := fmt.Sprintf("vfbench %s: %d rep(s) x %v per measurement, %d round trips; attach mode %s\n"+
+		"values are medians; each case is compared with the baselines measured just before and after it",
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), o.Reps, o.Duration, o.RoundTrips, mode)
+	return printResults(o, title, rs, aborted)
+}
+
+// printResults prints rs (JSON with --json, else a table under title) and
+// then returns aborted, or ErrMeasurementFailed when a measurement failed.
+func printResults(o Options, title string, rs []Result, aborted error) error {
+	var err error
 	if o.JSON {
 		err = writeJSON(o.Out, rs)
 	} else {
-		title := fmt.Sprintf("vfbench %s: %d rep(s) x %v per measurement, %d round trips; attach mode %s\n"+
-			"values are medians; each case is compared with the baselines measured just before and after it",
-			time.Now().UTC().Format("2006-01-02 15:04 MST"), o.Reps, o.Duration, o.RoundTrips, mode)
 		err = writeTable(o.Out, title, rs)
 	}
 	if err != nil {

@@ -52,10 +52,14 @@ policy  show or replace the policy document filterd manages for instances
 	return cmd
 }
 
-// encryptSlots finds the encrypt instances to act on: vnic's (the one in
-// slot, or the only one), or without vnic the first vNIC's (all of them
-// with all).
-func (a *app) encryptSlots(ctx context.Context, vnic string, slot slotFlag, all bool) ([]api.VNIC, error) {
+// encryptSlots finds the encrypt instances to act on: those of the vNIC
+// args names, if any (the one in slot, or the only one), or else the first
+// vNIC's (all of them with all).
+func (a *app) encryptSlots(ctx context.Context, args []string, slot slotFlag, all bool) ([]api.VNIC, error) {
+	vnic := ""
+	if len(args) > 0 {
+		vnic = args[0]
+	}
 	var vs []api.VNIC
 	if vnic != "" {
 		v, err := call(ctx, a, func(ctx context.Context) (*api.VNIC, error) { return a.client.VNIC(ctx, vnic) })
@@ -162,11 +166,7 @@ json it prints an array of filterd's inspect results, one per vNIC;
   vfctl crypt show -o json | jq '.[0].state.tunnel.peers[] | select(.up | not) | .name'`,
 		Args: args("[VNIC]"),
 		RunE: a.runE(func(ctx context.Context, args []string) error {
-			vnic := ""
-			if len(args) > 0 {
-				vnic = args[0]
-			}
-			vs, err := a.encryptSlots(ctx, vnic, slot, all)
+			vs, err := a.encryptSlots(ctx, args, slot, all)
 			if err != nil {
 				return err
 			}
@@ -297,11 +297,7 @@ public_key and previous_public_key.`,
   NEW=$(vfctl crypt rotate -o json | jq -r .result.public_key)`,
 		Args: args("[VNIC]"),
 		RunE: a.runE(func(ctx context.Context, args []string) error {
-			vnic := ""
-			if len(args) > 0 {
-				vnic = args[0]
-			}
-			vs, err := a.encryptSlots(ctx, vnic, slot, false)
+			vs, err := a.encryptSlots(ctx, args, slot, false)
 			if err != nil {
 				return err
 			}
@@ -350,11 +346,7 @@ stays in force, so protected traffic stays protected.`,
   vfctl crypt reload vnet3`,
 		Args: args("[VNIC]"),
 		RunE: a.runE(func(ctx context.Context, args []string) error {
-			vnic := ""
-			if len(args) > 0 {
-				vnic = args[0]
-			}
-			vs, err := a.encryptSlots(ctx, vnic, slot, false)
+			vs, err := a.encryptSlots(ctx, args, slot, false)
 			if err != nil {
 				return err
 			}

@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"strings"
 	"testing"
@@ -19,40 +17,11 @@ import (
 )
 
 // cryptEcho sends payload over TCP from client to server's IPv4 address
-// and port and reads it echoed back.
+// and port and reads it echoed back (3 s at most).
 func cryptEcho(ctx context.Context, client, server *testkit.VM, port int, payload []byte) error {
-	hp := net.JoinHostPort(server.IPv4.IP.String(), fmt.Sprint(port))
-	l, err := server.ListenTCP(hp)
-	if err != nil {
-		return err
-	}
-	defer l.Close()
-	go func() {
-		c, err := l.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		_, _ = io.Copy(c, c)
-	}()
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	c, err := client.DialTCP(ctx, hp)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	dl, _ := ctx.Deadline()
-	c.SetDeadline(dl)
-	go func() { _, _ = c.Write(payload) }()
-	got := make([]byte, len(payload))
-	if _, err := io.ReadFull(c, got); err != nil {
-		return fmt.Errorf("read echo: %w", err)
-	}
-	if !bytes.Equal(got, payload) {
-		return fmt.Errorf("echo differs")
-	}
-	return nil
+	return cryptlab.Echo(ctx, client, server, server.IPv4.IP, port, payload)
 }
 
 // TestCryptAgainstFilterd: two simulated hosts, each with its own filterd,
