@@ -228,41 +228,34 @@ func decodeConfig(kvs map[string]store.KV, rev int64, log *slog.Logger) *model.C
 				c.Tags[strings.TrimPrefix(k, prefixTags)] = t
 			}
 		case strings.HasPrefix(k, prefixGroups):
-			var g api.Group
-			if err = json.Unmarshal(kv.Value, &g); err == nil {
-				g.Revision = kv.ModRev
-				c.Groups[g.Name] = g
-			}
+			err = decodeNamed(c.Groups, kv, func(o *api.Group) (string, *int64) { return o.Name, &o.Revision })
 		case strings.HasPrefix(k, prefixPolicies):
-			var p api.Policy
-			if err = json.Unmarshal(kv.Value, &p); err == nil {
-				p.Revision = kv.ModRev
-				c.Policies[p.Name] = p
-			}
+			err = decodeNamed(c.Policies, kv, func(o *api.Policy) (string, *int64) { return o.Name, &o.Revision })
 		case strings.HasPrefix(k, prefixAssignments):
-			var a api.Assignment
-			if err = json.Unmarshal(kv.Value, &a); err == nil {
-				a.Revision = kv.ModRev
-				c.Assignments[a.Name] = a
-			}
+			err = decodeNamed(c.Assignments, kv, func(o *api.Assignment) (string, *int64) { return o.Name, &o.Revision })
 		case strings.HasPrefix(k, prefixSegments):
-			var sg api.Segment
-			if err = json.Unmarshal(kv.Value, &sg); err == nil {
-				sg.Revision = kv.ModRev
-				c.Segments[sg.Name] = sg
-			}
+			err = decodeNamed(c.Segments, kv, func(o *api.Segment) (string, *int64) { return o.Name, &o.Revision })
 		case strings.HasPrefix(k, prefixEncryptions):
-			var e api.Encryption
-			if err = json.Unmarshal(kv.Value, &e); err == nil {
-				e.Revision = kv.ModRev
-				c.Encryptions[e.Name] = e
-			}
+			err = decodeNamed(c.Encryptions, kv, func(o *api.Encryption) (string, *int64) { return o.Name, &o.Revision })
 		}
 		if err != nil {
 			log.Warn("undecodable store value skipped", "key", k, "err", err)
 		}
 	}
 	return c
+}
+
+// decodeNamed decodes an object stored by name into m, stamped with the
+// store revision of its last change.
+func decodeNamed[V any](m map[string]V, kv store.KV, fields func(*V) (name string, rev *int64)) error {
+	var v V
+	if err := json.Unmarshal(kv.Value, &v); err != nil {
+		return err
+	}
+	name, rev := fields(&v)
+	*rev = kv.ModRev
+	m[name] = v
+	return nil
 }
 
 // snapshot is a consistent read of the view.
