@@ -51,10 +51,13 @@ type Config struct {
 	// before it is stored: cmd/filterd wires the firewall's parser here
 	// (filterd itself imports no filter). file names the document in
 	// errors; groups resolves host groups the document does not define.
-	// Record mode (--datapath=record) checks the policy files of firewall
-	// slots with it.
 	// Nil: policy documents are refused.
 	PolicyCheck func(doc []byte, file string, groups sdk.Groups) error
+	// PolicyFilter names the filter whose "policy" files PolicyCheck
+	// parses ("firewall"): record mode (--datapath=record) checks the
+	// policy files of its slots with it; other filters' "policy"
+	// parameters are theirs to read.
+	PolicyFilter string
 	// Migrate, when Migrate.Listen is set, serves the filterd-to-filterd
 	// state transfer of live migrations over mutual TLS (migrate_linux.go).
 	Migrate MigrateConfig

@@ -55,9 +55,7 @@ func (d *Daemon) recordChainLocked(name string, req api.ChainRequest) (*api.VNIC
 		if err != nil {
 			return nil, fmt.Errorf("slot %d: %w", i, err)
 		}
-		// PolicyCheck is the firewall's parser: other filters' "policy"
-		// parameters (encrypt's "api", say) are theirs to read.
-		if path := f.Params["policy"]; path != "" && d.cfg.PolicyCheck != nil && f.Name == "firewall" {
+		if path := f.Params["policy"]; path != "" && d.cfg.PolicyCheck != nil && f.Name == d.cfg.PolicyFilter {
 			doc, err := os.ReadFile(path)
 			if err != nil {
 				return nil, fmt.Errorf("slot %d: %w: policy: %v", i, sdk.ErrInvalidParam, err)

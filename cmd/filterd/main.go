@@ -163,6 +163,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "filterd: --datapath %q: want kernel or record\n", *dpMode)
 		return 2
 	}
+	cfg.PolicyFilter = firewall.Name
 	cfg.PolicyCheck = func(doc []byte, file string, groups sdk.Groups) error {
 		_, err := firewall.ParsePolicy(doc, firewall.ParseOptions{File: file, Groups: groups})
 		return err
