@@ -37,10 +37,14 @@ type network struct {
 	encBy map[string][]string
 	// space: VM -> the spaces of the encryptions that protect it.
 	space map[string][]string
+	// Computed once for all hosts' documents: the overlay, and each
+	// host's protected addresses.
+	ov       *overlay
+	prefixes map[string][]string
 }
 
 func (c *Config) network(r *Resolver) *network {
-	n := &network{c: c, r: r, owner: map[string]string{}, segs: map[string][]api.Segment{}, protect: map[string][]string{}, encBy: map[string][]string{}, space: map[string][]string{}}
+	n := &network{c: c, r: r, owner: map[string]string{}, segs: map[string][]api.Segment{}, protect: map[string][]string{}, encBy: map[string][]string{}, space: map[string][]string{}, prefixes: map[string][]string{}}
 	for vm, insts := range r.byName {
 		best := insts[0]
 		for _, in := range insts[1:] {
@@ -146,22 +150,24 @@ func newDoc(v any, check func([]byte) error) *api.HostDoc {
 	return &api.HostDoc{Hash: docRef(data), Document: data}
 }
 
-// encapDoc is the forwarding table of the segments host has a vNIC in:
-// each segment's member hosts (by underlay address) and an entry per
-// member vNIC, on the host its VM runs on.
-func (n *network) encapDoc(host string) *api.HostDoc {
-	if n.c.Inventory[host].Underlay == "" {
-		return nil
+// overlay is every segment's side of the forwarding tables, computed
+// once for all hosts' documents.
+type overlay struct {
+	members map[int64][]string           // VNI -> member hosts' underlay addresses, sorted
+	entries map[int64][]encap.TableEntry // VNI -> entries, by MAC
+	local   map[string]map[int64]bool    // host -> the VNIs it has a vNIC in
+}
+
+// segments computes the overlay once: each segment's member hosts (those
+// with a member vNIC) and an entry per member vNIC, on the host its VM
+// runs on.
+func (n *network) segments() *overlay {
+	if n.ov != nil {
+		return n.ov
 	}
-	type seg struct {
-		vni   int64
-		hosts map[string]bool
-	}
-	bySeg := map[int64]*seg{}
-	local := map[int64]bool{}
-	var entries []encap.TableEntry
-	for _, h := range slices.Sorted(maps.Keys(n.c.Inventory)) {
-		inv := n.c.Inventory[h]
+	hosts := map[int64]map[string]bool{}
+	o := &overlay{members: map[int64][]string{}, entries: map[int64][]encap.TableEntry{}, local: map[string]map[int64]bool{}}
+	for h, inv := range n.c.Inventory {
 		if inv.Underlay == "" {
 			continue
 		}
@@ -170,39 +176,44 @@ func (n *network) encapDoc(host string) *api.HostDoc {
 			if len(segs) != 1 || len(n.encBy[vm.Name]) > 0 {
 				continue // no segment, or refused on the vNIC
 			}
-			s := segs[0]
-			if bySeg[s.VNI] == nil {
-				bySeg[s.VNI] = &seg{vni: s.VNI, hosts: map[string]bool{}}
-			}
+			vni := segs[0].VNI
 			for _, nic := range vm.VNICs {
 				if nic.MAC == "" {
 					continue
 				}
-				bySeg[s.VNI].hosts[inv.Underlay] = true
-				if h == host {
-					local[s.VNI] = true
+				if hosts[vni] == nil {
+					hosts[vni] = map[string]bool{}
 				}
+				hosts[vni][inv.Underlay] = true
+				if o.local[h] == nil {
+					o.local[h] = map[int64]bool{}
+				}
+				o.local[h][vni] = true
 				if n.owner[vm.Name] == h {
-					entries = append(entries, encap.TableEntry{VNI: s.VNI, MAC: strings.ToLower(nic.MAC), Host: inv.Underlay, IPs: slices.Clone(nic.IPs)})
+					o.entries[vni] = append(o.entries[vni], encap.TableEntry{VNI: vni, MAC: strings.ToLower(nic.MAC), Host: inv.Underlay, IPs: slices.Clone(nic.IPs)})
 				}
 			}
 		}
 	}
+	for vni, hs := range hosts {
+		o.members[vni] = slices.SortedFunc(maps.Keys(hs), compareAddr)
+		slices.SortFunc(o.entries[vni], func(a, b encap.TableEntry) int { return strings.Compare(a.MAC, b.MAC) })
+	}
+	n.ov = o
+	return o
+}
+
+// encapDoc is the forwarding table of the segments host has a vNIC in.
+func (n *network) encapDoc(host string) *api.HostDoc {
+	if n.c.Inventory[host].Underlay == "" {
+		return nil
+	}
+	o := n.segments()
 	t := encap.Table{Segments: []encap.TableSegment{}, Entries: []encap.TableEntry{}}
-	for _, vni := range slices.Sorted(maps.Keys(local)) {
-		t.Segments = append(t.Segments, encap.TableSegment{VNI: vni, Hosts: slices.SortedFunc(maps.Keys(bySeg[vni].hosts), compareAddr)})
+	for _, vni := range slices.Sorted(maps.Keys(o.local[host])) {
+		t.Segments = append(t.Segments, encap.TableSegment{VNI: vni, Hosts: o.members[vni]})
+		t.Entries = append(t.Entries, o.entries[vni]...)
 	}
-	for _, e := range entries {
-		if local[e.VNI] {
-			t.Entries = append(t.Entries, e)
-		}
-	}
-	slices.SortFunc(t.Entries, func(a, b encap.TableEntry) int {
-		if a.VNI != b.VNI {
-			return int(a.VNI - b.VNI)
-		}
-		return strings.Compare(a.MAC, b.MAC)
-	})
 	return newDoc(t, func([]byte) error {
 		if _, err := encap.ParseTable(t); err != nil {
 			return fmt.Errorf("forwarding table: %w", err)
@@ -229,13 +240,17 @@ func PeerName(host string) string {
 // protectedPrefixes are the addresses of the protected VMs that run on
 // host, as host prefixes.
 func (n *network) protectedPrefixes(host string) []string {
+	if p, ok := n.prefixes[host]; ok {
+		return p
+	}
 	set := map[netip.Prefix]bool{}
 	for _, vm := range n.c.Inventory[host].VMs {
 		if len(n.encBy[vm.Name]) > 0 && len(n.segs[vm.Name]) == 0 && n.owner[vm.Name] == host {
 			addVMPrefixes(set, vm)
 		}
 	}
-	return sortedPrefixes(set)
+	n.prefixes[host] = sortedPrefixes(set)
+	return n.prefixes[host]
 }
 
 // peersDoc lists every other host that reported a tunnel, with the
