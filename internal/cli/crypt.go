@@ -62,11 +62,8 @@ func (a *app) encryptSlots(ctx context.Context, args []string, slot slotFlag, al
 	}
 	var vs []api.VNIC
 	if vnic != "" {
-		v, err := call(ctx, a, func(ctx context.Context) (*api.VNIC, error) { return a.client.VNIC(ctx, vnic) })
+		v, err := a.chainOf(ctx, vnic)
 		if err != nil {
-			if api.IsCode(err, api.CodeNotAttached) || api.IsCode(err, api.CodeNoSuchDevice) {
-				return nil, &exitError{code: ExitNotFound, msg: fmt.Sprintf("%s is not a protected vNIC", vnic)}
-			}
 			return nil, err
 		}
 		vs = []api.VNIC{*v}
@@ -78,21 +75,12 @@ func (a *app) encryptSlots(ctx context.Context, args []string, slot slotFlag, al
 	}
 	var out []api.VNIC
 	for _, v := range vs {
-		var slots []api.Slot
-		for _, s := range v.Slots {
-			if s.Filter == encrypt.Name && (slot.slot == nil || *slot.slot == s.Slot) {
-				slots = append(slots, s)
-			}
-		}
+		slots := filterSlots(&v, encrypt.Name, slot.slot)
 		if len(slots) == 0 {
 			continue
 		}
 		if len(slots) > 1 && slot.slot == nil {
-			var ns []string
-			for _, s := range slots {
-				ns = append(ns, strconv.Itoa(s.Slot))
-			}
-			return nil, &exitError{code: ExitUsage, msg: fmt.Sprintf("%s has encrypt in slots %s", v.Name, strings.Join(ns, ", ")), hint: "pick one with --slot N"}
+			return nil, ambiguous(&v, "encrypt", slots)
 		}
 		v.Slots = slots[:1]
 		out = append(out, v)

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,20 +19,46 @@ import (
 	"github.com/vnicfilter/vnicfilter/filters/firewall"
 )
 
+// chainOf reads vnic's chain; a vNIC without one is ExitNotFound.
+func (a *app) chainOf(ctx context.Context, vnic string) (*api.VNIC, error) {
+	v, err := call(ctx, a, func(ctx context.Context) (*api.VNIC, error) { return a.client.VNIC(ctx, vnic) })
+	if api.IsCode(err, api.CodeNotAttached) || api.IsCode(err, api.CodeNoSuchDevice) {
+		return nil, &exitError{code: ExitNotFound, msg: fmt.Sprintf("%s is not a protected vNIC", vnic)}
+	}
+	return v, err
+}
+
+// filterSlots lists v's instances of filter, only the one in slot when
+// given.
+func filterSlots(v *api.VNIC, filter string, slot *int) []api.Slot {
+	var out []api.Slot
+	for _, s := range v.Slots {
+		if s.Filter == filter && (slot == nil || *slot == s.Slot) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// ambiguous is the usage error of a chain with several instances of
+// filter and no --slot to pick one.
+func ambiguous(v *api.VNIC, what string, found []api.Slot) error {
+	var ns []string
+	for _, s := range found {
+		ns = append(ns, strconv.Itoa(s.Slot))
+	}
+	return &exitError{code: ExitUsage, msg: fmt.Sprintf("%s has %s in slots %s", v.Name, what, strings.Join(ns, ", ")), hint: "pick one with --slot N"}
+}
+
 // firewallSlot returns the slot of vnic's chain the firewall is in (the
 // one asked for with --slot, else the first), and its parameters.
 func (a *app) firewallSlot(ctx context.Context, vnic string, want slotFlag) (api.Slot, error) {
-	v, err := call(ctx, a, func(ctx context.Context) (*api.VNIC, error) { return a.client.VNIC(ctx, vnic) })
+	v, err := a.chainOf(ctx, vnic)
 	if err != nil {
-		if api.IsCode(err, api.CodeNotAttached) || api.IsCode(err, api.CodeNoSuchDevice) {
-			return api.Slot{}, &exitError{code: ExitNotFound, msg: fmt.Sprintf("%s is not a protected vNIC", vnic)}
-		}
 		return api.Slot{}, err
 	}
-	for _, s := range v.Slots {
-		if s.Filter == firewall.Name && (want.slot == nil || *want.slot == s.Slot) {
-			return s, nil
-		}
+	if found := filterSlots(v, firewall.Name, want.slot); len(found) > 0 {
+		return found[0], nil
 	}
 	if want.slot != nil {
 		return api.Slot{}, &exitError{code: ExitNotFound, msg: fmt.Sprintf("slot %d of %s holds no firewall", *want.slot, vnic)}

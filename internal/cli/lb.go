@@ -56,36 +56,22 @@ the service's port.`,
 // dlbSlot finds the dlb instance of vnic's chain: the one in slot, or the
 // only one.
 func (a *app) dlbSlot(ctx context.Context, vnic string, slot *int) (api.Slot, error) {
-	v, err := call(ctx, a, func(ctx context.Context) (*api.VNIC, error) { return a.client.VNIC(ctx, vnic) })
+	v, err := a.chainOf(ctx, vnic)
 	if err != nil {
 		return api.Slot{}, err
 	}
-	var found []api.Slot
-	for _, s := range v.Slots {
-		if s.Filter != dlb.Name {
-			continue
-		}
-		if slot != nil && s.Slot == *slot {
-			return s, nil
-		}
-		found = append(found, s)
-	}
+	found := filterSlots(v, dlb.Name, slot)
 	switch {
+	case len(found) == 1:
+		return found[0], nil
 	case slot != nil:
 		return api.Slot{}, &exitError{code: ExitNotFound, msg: fmt.Sprintf("%s has no dlb in slot %d", vnic, *slot),
 			hint: fmt.Sprintf("'vfctl show %s' lists its slots", vnic)}
 	case len(found) == 0:
 		return api.Slot{}, &exitError{code: ExitNotFound, msg: fmt.Sprintf("%s has no dlb in its chain", vnic),
 			hint: fmt.Sprintf("attach one: vfctl attach %s dlb --param services=FILE", vnic)}
-	case len(found) > 1:
-		var slots []string
-		for _, s := range found {
-			slots = append(slots, strconv.Itoa(s.Slot))
-		}
-		return api.Slot{}, &exitError{code: ExitUsage, msg: fmt.Sprintf("%s has a dlb in slots %s", vnic, strings.Join(slots, ", ")),
-			hint: "pick one with --slot N"}
 	}
-	return found[0], nil
+	return api.Slot{}, ambiguous(v, "a dlb", found)
 }
 
 // lbShow is `vfctl lb show -o json`.
