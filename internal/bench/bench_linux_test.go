@@ -118,27 +118,8 @@ func TestRunNftSmoke(t *testing.T) {
 	}
 	testkit.Need(t, testkit.Nft)
 	before := benchState(t)
-	var out, log bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	err := Run(ctx, Options{Cases: []string{"nft-linear-10k", "nft-sets-1k", "nft-dnat"}, Metrics: []string{MetricUDP64, MetricConnRate},
-		Duration: time.Second, Reps: 1, JSON: true, Out: &out, Log: &log})
-	if err != nil {
-		t.Fatalf("Run: %v\nlog:\n%s", err, log.String())
-	}
-	got := map[string]float64{}
-	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
-		var r struct {
-			Case, Metric, Vs string
-			Value            float64
-		}
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("line %q: %v", line, err)
-		}
-		if r.Vs == "" {
-			got[r.Case+"/"+r.Metric] = r.Value
-		}
-	}
+	got, _ := runFigures(t, 2*time.Minute, Options{Cases: []string{"nft-linear-10k", "nft-sets-1k", "nft-dnat"}, Metrics: []string{MetricUDP64, MetricConnRate},
+		Duration: time.Second, Reps: 1})
 	for _, k := range []string{"baseline/udp64_pps", "baseline/conn_rate", "nft-linear-10k/udp64_pps", "nft-sets-1k/udp64_pps", "nft-dnat/udp64_pps", "nft-dnat/conn_rate"} {
 		if !(got[k] > 0) {
 			t.Errorf("%s = %v, want traffic through the path", k, got[k])
@@ -148,7 +129,7 @@ func TestRunNftSmoke(t *testing.T) {
 	if got["nft-linear-10k/udp64_pps"] > got["baseline/udp64_pps"]/2 {
 		t.Errorf("nft-linear-10k %v pps vs baseline %v: the chain does not seem to be in the path", got["nft-linear-10k/udp64_pps"], got["baseline/udp64_pps"])
 	}
-	t.Logf("%s", out.String())
+	t.Logf("%v", got)
 	if after := benchState(t); !slices.Equal(before, after) {
 		t.Errorf("left behind: before %v, after %v", before, after)
 	}
@@ -201,4 +182,34 @@ func TestRunCryptSmoke(t *testing.T) {
 			t.Errorf("left behind: %s", p)
 		}
 	}
+}
+
+// runFigures runs vfbench with o (JSON output) within timeout and returns
+// its figures by "case/metric", comparisons by "case vs other/metric", and
+// its log.
+func runFigures(t *testing.T, timeout time.Duration, o Options) (map[string]float64, string) {
+	t.Helper()
+	var out, log bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	o.JSON, o.Out, o.Log = true, &out, &log
+	if err := Run(ctx, o); err != nil {
+		t.Fatalf("Run: %v\nlog:\n%s", err, log.String())
+	}
+	got := map[string]float64{}
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		var r struct {
+			Case, Metric, Vs string
+			Value            float64
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		k := r.Case + "/" + r.Metric
+		if r.Vs != "" {
+			k = r.Case + " vs " + r.Vs + "/" + r.Metric
+		}
+		got[k] = r.Value
+	}
+	return got, log.String()
 }

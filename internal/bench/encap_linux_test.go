@@ -1,9 +1,6 @@
 package bench
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
@@ -29,29 +26,7 @@ func TestRunEncapSmoke(t *testing.T) {
 	if bin != "" {
 		cases = []string{"encap", "bridge-vxlan"}
 	}
-	var out, log bytes.Buffer
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	err := Run(ctx, Options{Filterd: bin, Cases: cases, Metrics: []string{MetricUDP64},
-		Duration: time.Second, Reps: 1, JSON: true, Out: &out, Log: &log})
-	if err != nil {
-		t.Fatalf("Run: %v\nlog:\n%s", err, log.String())
-	}
-	got := map[string]float64{}
-	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n") {
-		var r struct {
-			Case, Metric, Vs string
-			Value            float64
-		}
-		if err := json.Unmarshal([]byte(line), &r); err != nil {
-			t.Fatalf("line %q: %v", line, err)
-		}
-		k := r.Case + "/" + r.Metric
-		if r.Vs != "" {
-			k = r.Case + " vs " + r.Vs + "/" + r.Metric
-		}
-		got[k] = r.Value
-	}
+	got, runLog := runFigures(t, 3*time.Minute, Options{Filterd: bin, Cases: cases, Metrics: []string{MetricUDP64}, Duration: time.Second, Reps: 1})
 	want := []string{"routed/udp64_pps", "bridge-vxlan/udp64_pps"}
 	if bin != "" {
 		want = append(want, "encap/udp64_pps", "encap vs bridge-vxlan/udp64_pps")
@@ -64,12 +39,12 @@ func TestRunEncapSmoke(t *testing.T) {
 	if len(got) != len(want) {
 		t.Errorf("figures %v, want %v", got, want)
 	}
-	t.Logf("%s", out.String())
+	t.Logf("%v", got)
 	// What this run made, as its log names it (other runs may share the
 	// machine): the hosts' and VMs' namespaces carry each pair's suffix,
 	// and the underlays and filterd's directories are named.
 	var mine []string
-	for _, f := range strings.Fields(log.String()) {
+	for _, f := range strings.Fields(runLog) {
 		f = strings.TrimSuffix(f, ",")
 		switch {
 		case strings.HasPrefix(f, "vfb-host-"):
@@ -81,7 +56,7 @@ func TestRunEncapSmoke(t *testing.T) {
 		}
 	}
 	if len(mine) == 0 {
-		t.Fatalf("the log names nothing the run made:\n%s", log.String())
+		t.Fatalf("the log names nothing the run made:\n%s", runLog)
 	}
 	var left []string
 	for _, g := range []string{nsutil.Dir + "/*", "/sys/fs/bpf/vfbench-*", os.TempDir() + "/vfbench-*"} {
