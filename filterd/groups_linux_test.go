@@ -53,22 +53,8 @@ func TestDynamicGroups(t *testing.T) {
 	if err := os.WriteFile(policy, []byte(dbPolicy), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, port := range []string{"5432", "22"} {
-		ln, err := db.ListenTCP(net.JoinHostPort(db.IPv4.IP.String(), port))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				c.Close()
-			}
-		}()
-	}
+	db.ServeTCP(t, 5432, nil)
+	db.ServeTCP(t, 22, nil)
 	pg, ssh := net.JoinHostPort(db.IPv4.IP.String(), "5432"), net.JoinHostPort(db.IPv4.IP.String(), "22")
 
 	chain := api.ChainRequest{Filters: []api.FilterSpec{{Name: "firewall", Params: map[string]string{"policy": policy}}}}

@@ -325,23 +325,7 @@ type download struct {
 // test ends.
 func serveZeros(t *testing.T, server *testkit.VM, port int) {
 	t.Helper()
-	ln, err := server.ListenTCP(net.JoinHostPort(server.IPv4.IP.String(), fmt.Sprint(port)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = io.Copy(c, zeroReader{})
-			}()
-		}
-	}()
+	server.ServeTCP(t, port, func(c net.Conn) { _, _ = io.Copy(c, zeroReader{}) })
 }
 
 func openStream(t *testing.T, ctx context.Context, vm, server *testkit.VM, port int) *download {

@@ -32,20 +32,7 @@ func TestPolicyDocuments(t *testing.T) {
 	web, other, db := host.AddVM(t, "web"), host.AddVM(t, "other"), host.AddVM(t, "db")
 	d := newDaemon(t, host)
 	ctx := context.Background()
-	ln, err := db.ListenTCP(net.JoinHostPort(db.IPv4.IP.String(), "5432"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	db.ServeTCP(t, 5432, nil)
 	pg := net.JoinHostPort(db.IPv4.IP.String(), "5432")
 
 	ch, err := d.client.PutPolicy(ctx, "db-in", []byte(pgOnly))

@@ -300,7 +300,7 @@ func runSimulation(t *testing.T, cfg simConfig) {
 
 	// Real datapaths: web reaches db:5432, other does not.
 	for _, h := range hosts[:cfg.real] {
-		serve(t, h.db, "5432")
+		h.db.ServeTCP(t, 5432, nil)
 		checkTraffic(t, h, true, false)
 	}
 
@@ -690,24 +690,6 @@ func writeFile(t *testing.T, path, data string) {
 	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func serve(t *testing.T, vm *testkit.VM, port string) {
-	t.Helper()
-	ln, err := vm.ListenTCP(net.JoinHostPort(vm.IPv4.IP.String(), port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
 }
 
 func canConnect(vm *testkit.VM, addr string) bool {

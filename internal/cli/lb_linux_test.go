@@ -106,24 +106,10 @@ func TestLBAgainstFilterd(t *testing.T) {
 	var backends []*testkit.VM
 	for _, name := range []string{"b1", "b2", "b3"} {
 		vm := host.AddVM(t, name)
-		l, err := vm.ListenTCP(net.JoinHostPort(vm.IPv4.IP.String(), "8080"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { l.Close() })
-		go func() {
-			for {
-				c, err := l.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer c.Close()
-					io.WriteString(c, name+"\n")
-					io.Copy(c, c)
-				}()
-			}
-		}()
+		vm.ServeTCP(t, 8080, func(c net.Conn) {
+			io.WriteString(c, name+"\n")
+			io.Copy(c, c)
+		})
 		backends = append(backends, vm)
 	}
 	// Checks run from b3's namespace: from the client's, a check on a

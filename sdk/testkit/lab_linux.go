@@ -397,6 +397,32 @@ func (v *VM) ListenTCP(addr string) (net.Listener, error) {
 	return l, nil
 }
 
+// ServeTCP listens on port of the VM's IPv4 address until t ends and runs
+// handle on each connection in its own goroutine, closing it after;
+// handle nil closes each connection at once (a port that accepts).
+func (v *VM) ServeTCP(t testing.TB, port int, handle func(net.Conn)) {
+	t.Helper()
+	l, err := v.ListenTCP(net.JoinHostPort(v.IPv4.IP.String(), strconv.Itoa(port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if handle != nil {
+					handle(c)
+				}
+			}()
+		}
+	}()
+}
+
 // ListenUDP binds a UDP socket to addr inside the VM.
 func (v *VM) ListenUDP(addr string) (*net.UDPConn, error) {
 	var c net.PacketConn

@@ -104,6 +104,9 @@ func (v *VM) DialTCP(ctx context.Context, addr string) (net.Conn, error) { retur
 // ListenTCP returns an error wrapping errors.ErrUnsupported.
 func (v *VM) ListenTCP(addr string) (net.Listener, error) { return nil, errNoNetns }
 
+// ServeTCP fails t: there are no VMs here.
+func (v *VM) ServeTCP(t testing.TB, port int, handle func(net.Conn)) { t.Fatal(errNoNetns) }
+
 // ListenUDP returns an error wrapping errors.ErrUnsupported.
 func (v *VM) ListenUDP(addr string) (*net.UDPConn, error) { return nil, errNoNetns }
 
